@@ -1,0 +1,3 @@
+"""
+Failover between two dhcp6ha servers (RFC 8156 semantics over AMP on TLS).
+"""

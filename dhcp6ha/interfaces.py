@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_interfaces -*-
+"""
+The seams of dhcp6ha, as zope.interface interfaces.
+
+Every implementer (including the fakes in L{dhcp6ha.testing}) is checked with
+C{verifyObject} in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
+
+from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from dhcp6ha.leases.lease import Lease, LeaseType
+
+
+class ILeaseStore(Interface):
+    """
+    Stable storage for bindings.
+
+    Reads are synchronous and see every change already passed to L{commit}
+    (read-your-writes), durable or not: the engine must never hand out a
+    binding that an in-flight exchange is granting.  L{commit} returns a
+    Deferred that fires only once the changes are on stable storage (fsync);
+    a Reply granting a lease is sent only after that.
+    """
+
+    def get(address: IPv6Address, prefix_length: int) -> Lease | None:
+        """
+        The binding for this address (C{prefix_length} 128) or delegated
+        prefix, or C{None}.
+        """
+
+    def byClient(duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
+        """Every binding held by this client's IA of this type."""
+
+    def commit(changes: Sequence[Lease]) -> Deferred[None]:
+        """
+        Insert or replace these bindings (keyed by L{Lease.key}).
+
+        Visible to reads at once; the Deferred fires when durable, or fails
+        if they could not be written.  Changes of many calls may share one
+        transaction (group commit).
+        """
+
+    def expiredBefore(now: float, limit: int) -> list[Lease]:
+        """
+        Up to C{limit} bindings whose C{expires} is at or before C{now} and
+        whose state is ACTIVE or ABANDONED (candidates for reclamation).
+        """
+
+    def iterLeases(batch: int) -> Iterator[Lease]:
+        """
+        Every binding, read in batches of C{batch} so that a large database
+        is never loaded into memory at once.
+        """
+
+    def getMetadata(key: str) -> str | None:
+        """A durable value stored with L{setMetadata} (server DUID, failover state)."""
+
+    def setMetadata(key: str, value: str) -> Deferred[None]:
+        """Store a value durably; the Deferred fires once it is durable."""
+
+    def count() -> dict[str, int]:
+        """Number of bindings per state name (for status and tests)."""
+
+    def close() -> Deferred[None]:
+        """Flush every committed change to stable storage and release the file."""
+
+
+class IAllocationPolicy(Interface):
+    """
+    What this server may do with addresses and prefixes at this moment.
+
+    This is where failover plugs into the engine: a standalone server allows
+    everything; a failover endpoint answers from its state (RFC 8156 sections
+    4.2 and 4.4 and 8).
+    """
+
+    def mayAllocate(lease_type: LeaseType, address: IPv6Address, prefix_length: int,
+                    existing: Lease | None, duid: bytes, iaid: int, now: float) -> bool:
+        """
+        May this server give this (free, expired or released) address or
+        prefix to this client now?  C{existing} is the stored binding, if any.
+        """
+
+    def maxValidLifetime(existing: Lease | None, desired: int, now: float) -> int:
+        """
+        The longest valid lifetime this server may give now for a binding
+        whose stored record is C{existing}, given the configured C{desired}
+        one (the MCLT rule, RFC 8156 section 4.4).
+        """
+
+    def respondsTo(msg_type: int, addressed_to_us: bool) -> bool:
+        """
+        Does this server answer this client message now?  C{addressed_to_us}
+        is True when the message carries this server's Server Identifier,
+        False when it carries none or another server's.
+        """
+
+    def bindingChanged(lease: Lease) -> None:
+        """
+        Called after C{lease} is durable and the client's Reply is sent
+        (lazy update: the failover queue takes it from here).
+        """
+
+
+__all__ = ["IAllocationPolicy", "ILeaseStore"]

@@ -5,13 +5,70 @@ Configuration: ini files to a validated, typed, frozen L{ServerConfig}.
 Only this module reads configuration files.  Every error is a L{ConfigError}
 naming the file, section and key and saying what is wrong; the process exits
 non-zero on it before any socket is bound.
+
+The format (C{etc/dhcp6ha.ini} and C{etc/relayed.ini} are commented
+examples)::
+
+    [server]            ; exactly one
+    [subnet:NAME]       ; one or more
+    [reservation:NAME]  ; any number
+
+C{NAME} is made of letters, digits, C{_}, C{.} and C{-}.  Lines are
+C{key = value} (only C{=} separates a key from its value); C{;} and C{#}
+start comments, also after a value when preceded by white space.  Keys are
+case-insensitive, section names are not.  List values are separated by
+commas (or by line breaks, on indented continuation lines).  Unknown
+sections and unknown keys are errors, and so is a key given twice.
+
+Notes for operators:
+  - C{database} is a path relative to the I{current directory} of the
+    process, not to the directory of the ini file.
+  - A subnet with neither pools, pd-pools nor reservations is allowed: it
+    then serves only Information-request (DNS servers, domain list, ...).
+  - C{interface} on a subnet must also be listed in C{[server] interfaces},
+    and every interface listed there must be some subnet's C{interface}.
+  - C{t1 = 0} and C{t2 = 0} are allowed: they leave the renewal times to
+    the client (RFC 8415 section 21.4).
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address, IPv6Network
+import bisect
+import configparser
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from ipaddress import AddressValueError, IPv6Address, IPv6Network, NetmaskValueError
+from typing import TypeVar
 
-from attrs import frozen
+from attrs import evolve, frozen
+
+__all__ = [
+    "AddressPool",
+    "ConfigError",
+    "PrefixPool",
+    "Reservation",
+    "ServerConfig",
+    "ServerSection",
+    "SubnetConfig",
+    "parseConfig",
+    "parseConfigText",
+]
+
+_T = TypeVar("_T")
+
+_UINT32 = 0xFFFFFFFF
+
+DEFAULT_ADDRESS = IPv6Address("::")
+DEFAULT_PORT = 547
+DEFAULT_DECLINE_QUARANTINE = 86400
+DEFAULT_RECLAIM_INTERVAL = 10.0
+DEFAULT_COMMIT_DELAY = 0.0
+#: Longest allowed commit-delay: clients retransmit Solicit and Request after
+#: one second (RFC 8415 section 7.6, SOL_TIMEOUT and REQ_TIMEOUT).
+MAX_COMMIT_DELAY = 1.0
+DEFAULT_PREFERRED_LIFETIME = 3600
+DEFAULT_VALID_LIFETIME = 7200
 
 
 class ConfigError(Exception):
@@ -145,3 +202,935 @@ class ServerConfig:
     path: str
     server: ServerSection
     subnets: tuple[SubnetConfig, ...]
+
+    def subnetByName(self, name: str) -> SubnetConfig:
+        """
+        The subnet of section C{[subnet:NAME]}.
+
+        @raise KeyError: if there is no such subnet.
+        """
+        for subnet in self.subnets:
+            if subnet.name == name:
+                return subnet
+        raise KeyError(name)
+
+    def subnetContaining(self, address: IPv6Address) -> SubnetConfig | None:
+        """
+        The subnet whose on-link prefix contains C{address} (for example a
+        relay's link-address), or C{None}.  Subnet prefixes never overlap, so
+        there is at most one.
+        """
+        for subnet in self.subnets:
+            if address in subnet.prefix:
+                return subnet
+        return None
+
+    def subnetForInterface(self, interface: str) -> SubnetConfig | None:
+        """
+        The subnet of clients directly attached to C{interface}, or C{None}.
+        """
+        for subnet in self.subnets:
+            if subnet.interface == interface:
+                return subnet
+        return None
+
+
+# --- the table of sections and keys (Tahoe's ValidConfiguration) ----------
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+@frozen
+class _SectionKind:
+    """
+    One kind of section: its title, whether it carries a name, its keys.
+
+    @ivar kind: C{server} for C{[server]}, C{subnet} for C{[subnet:NAME]}.
+    @ivar named: whether the title is C{KIND:NAME} rather than C{KIND}.
+    @ivar keys: every allowed key, in the order the documentation lists them.
+    @ivar required: the keys that must be present.
+    """
+
+    kind: str
+    named: bool
+    keys: tuple[str, ...]
+    required: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return "[" + self.kind + (":NAME]" if self.named else "]")
+
+
+#: Every section this version understands.  A new kind of section (such as
+#: C{[failover:NAME]}, issue 3) is one more entry here plus a builder.
+_SECTION_KINDS: Mapping[str, _SectionKind] = {
+    kind.kind: kind
+    for kind in (
+        _SectionKind(
+            "server",
+            named=False,
+            keys=(
+                "interfaces",
+                "address",
+                "port",
+                "database",
+                "duid",
+                "decline-quarantine",
+                "reclaim-interval",
+                "commit-delay",
+            ),
+            required=("database",),
+        ),
+        _SectionKind(
+            "subnet",
+            named=True,
+            keys=(
+                "prefix",
+                "interface",
+                "pools",
+                "pd-pools",
+                "preferred-lifetime",
+                "valid-lifetime",
+                "t1",
+                "t2",
+                "pd-preferred-lifetime",
+                "pd-valid-lifetime",
+                "rapid-commit",
+                "preference",
+                "dns-servers",
+                "domain-search",
+                "sol-max-rt",
+                "information-refresh-time",
+            ),
+            required=("prefix",),
+        ),
+        _SectionKind(
+            "reservation",
+            named=True,
+            keys=("duid", "subnet", "addresses", "prefixes"),
+            required=("duid", "subnet"),
+        ),
+    )
+}
+
+
+class _Invalid(Exception):
+    """A value parser's complaint; L{_Section} turns it into a L{ConfigError}."""
+
+
+class _Section:
+    """
+    The raw values of one section, with typed access that turns a bad value
+    into a L{ConfigError} naming the file, the section and the key.
+    """
+
+    def __init__(
+        self, path: str, title: str, kind: _SectionKind, name: str | None, values: Mapping[str, str]
+    ) -> None:
+        self.path = path
+        self.title = title
+        self.kind = kind
+        self.name = name
+        self.values = values
+
+    def error(self, key: str | None, reason: str) -> ConfigError:
+        return ConfigError(self.path, self.title, key, reason)
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str, parse: Callable[[str], _T], default: _T) -> _T:
+        text = self.values.get(key)
+        if text is None:
+            return default
+        try:
+            return parse(text)
+        except _Invalid as e:
+            raise self.error(key, str(e)) from None
+
+    def getList(self, key: str, parse: Callable[[str], _T]) -> tuple[_T, ...]:
+        """A comma-separated list; absent or empty is C{()}."""
+        return self.get(key, _list(parse), ())
+
+    def require(self, key: str, parse: Callable[[str], _T]) -> _T:
+        if key not in self.values:
+            raise self.error(key, f"required key {key!r} is missing")
+        try:
+            return parse(self.values[key])
+        except _Invalid as e:
+            raise self.error(key, str(e)) from None
+
+
+def _classify(path: str, title: str, values: Mapping[str, str]) -> _Section:
+    """
+    Check a section's title and keys against L{_SECTION_KINDS}.
+
+    @raise ConfigError: for an unknown or badly named section, an unknown key
+        or a missing required key.
+    """
+    kindName, colon, name = title.partition(":")
+    kind = _SECTION_KINDS.get(kindName)
+    if kind is None:
+        allowed = ", ".join(k.title for k in _SECTION_KINDS.values())
+        raise ConfigError(
+            path, title, None, f"unknown section [{title}]; allowed sections: {allowed}"
+        )
+    if not kind.named and colon:
+        raise ConfigError(path, title, None, f"[{kind.kind}] takes no name, got [{title}]")
+    if kind.named:
+        if not name:
+            raise ConfigError(path, title, None, f"this section needs a name: {kind.title}")
+        if _NAME.match(name) is None:
+            raise ConfigError(
+                path,
+                title,
+                None,
+                f"section name {name!r} may contain only letters, digits, '_', '.' and '-'",
+            )
+    for key in values:
+        if key not in kind.keys:
+            reason = f"unknown key {key!r} in {kind.title}"
+            close = difflib.get_close_matches(key, kind.keys, n=1)
+            if close:
+                reason += f" (did you mean {close[0]!r}?)"
+            raise ConfigError(path, title, key, reason + "; allowed keys: " + ", ".join(kind.keys))
+    for key in kind.required:
+        if key not in values:
+            raise ConfigError(path, title, key, f"required key {key!r} is missing")
+    return _Section(path, title, kind, name if kind.named else None, values)
+
+
+# --- value parsers: text -> value, or _Invalid(reason) ----------------------
+
+
+def _integer(low: int, high: int, unit: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        # A bare run of digits: int() would also take "+5", " 5" and "1_000".
+        if len(text) > 20 or re.fullmatch(r"[0-9]+", text) is None or not low <= int(text) <= high:
+            raise _Invalid(f"expected a whole number{unit} from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+_SECONDS = _integer(0, _UINT32, " of seconds")
+
+
+def _seconds(low: float, high: float, lowIncluded: bool, example: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        if len(text) > 20 or re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text) is None:
+            value = None
+        else:
+            value = float(text)
+        if value is None or not (low <= value if lowIncluded else low < value) or value > high:
+            lowText = "from " + format(low, "g") if lowIncluded else "above " + format(low, "g")
+            raise _Invalid(
+                f"expected a number of seconds {lowText} to {high:g} (like {example}), got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_BOOLEANS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _boolean(text: str) -> bool:
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise _Invalid(f"expected yes/no, true/false, on/off or 1/0, got {text!r}") from None
+
+
+def _address(text: str) -> IPv6Address:
+    try:
+        return IPv6Address(text)
+    except ValueError:
+        raise _Invalid(f"expected an IPv6 address like 2001:db8::1, got {text!r}") from None
+
+
+def _bindAddress(text: str) -> IPv6Address:
+    address = _address(text)
+    if address.is_multicast:
+        raise _Invalid(
+            f"cannot bind to the multicast address {text}: use :: and list the"
+            " interfaces of directly attached clients in 'interfaces'"
+        )
+    return address
+
+
+def _unicastAddress(text: str) -> IPv6Address:
+    """An address given to clients: no zone index, not multicast, not ::."""
+    address = _address(text)
+    if address.scope_id is not None:
+        raise _Invalid(f"{text!r}: a zone index (%{address.scope_id}) is not allowed here")
+    if address.is_multicast or address.is_unspecified:
+        raise _Invalid(f"expected a unicast IPv6 address like 2001:db8::1, got {text!r}")
+    return address
+
+
+def _prefix(text: str) -> IPv6Network:
+    """An IPv6 network written PREFIX/LENGTH with every host bit zero."""
+    expected = f"expected an IPv6 prefix like 2001:db8::/64, got {text!r}"
+    if "/" not in text:
+        raise _Invalid(expected + " (no /LENGTH)")
+    if "%" in text or re.fullmatch(r"[^/]+/[0-9]{1,3}", text) is None:
+        raise _Invalid(expected)
+    try:
+        return IPv6Network(text, strict=True)
+    except (AddressValueError, NetmaskValueError):
+        raise _Invalid(expected) from None
+    except ValueError:
+        pass
+    try:
+        network = IPv6Network(text, strict=False)
+    except ValueError:
+        raise _Invalid(expected) from None
+    raise _Invalid(
+        f"{text} has host bits set (every bit after the first {network.prefixlen} must be"
+        f" zero): did you mean {network}?"
+    )
+
+
+def _duid(text: str) -> bytes:
+    expected = f"expected a DUID in hex like 00:03:00:01:02:00:00:00:00:01, got {text!r}"
+    if ":" in text:
+        parts = text.split(":")
+        if any(re.fullmatch(r"[0-9A-Fa-f]{2}", part) is None for part in parts):
+            raise _Invalid(expected)
+        data = bytes(int(part, 16) for part in parts)
+    else:
+        if re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text) is None:
+            raise _Invalid(expected)
+        data = bytes.fromhex(text)
+    # RFC 8415 section 11.1: a 2-octet type and up to 128 octets.
+    if not 3 <= len(data) <= 130:
+        raise _Invalid(f"a DUID is 3 to 130 bytes long (RFC 8415 section 11.1), got {len(data)}")
+    return data
+
+
+def _interfaceName(text: str) -> str:
+    # Linux dev_valid_name(): shorter than IFNAMSIZ (16), no '/', ':' or space.
+    if (
+        not 1 <= len(text) <= 15
+        or text in (".", "..")
+        or not text.isascii()
+        or not text.isprintable()
+        or re.search(r"[/:\s]", text) is not None
+    ):
+        raise _Invalid(
+            "expected a network interface name like eth0 (1 to 15 characters,"
+            f" no '/', ':' or spaces), got {text!r}"
+        )
+    return text
+
+
+def _name(text: str) -> str:
+    if _NAME.match(text) is None:
+        raise _Invalid(f"expected a name made of letters, digits, '_', '.' and '-', got {text!r}")
+    return text
+
+
+def _path(text: str) -> str:
+    if not text or "\0" in text:
+        raise _Invalid(f"expected a file path like var/dhcp6ha.sqlite, got {text!r}")
+    return text
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?\Z")
+
+
+def _domain(text: str) -> str:
+    """A domain name, returned without its trailing dot (as L{DomainList} wants)."""
+    if not text.isascii():
+        raise _Invalid(
+            f"domain name {text!r} is not ASCII: write internationalized names in their"
+            " xn-- (punycode) form"
+        )
+    name = text[:-1] if text.endswith(".") else text
+    if not name:
+        raise _Invalid(f"expected a domain name like example.com, got {text!r}")
+    for label in name.split("."):
+        if not label:
+            raise _Invalid(f"domain name {text!r} has an empty label (two dots in a row?)")
+        if len(label) > 63:
+            raise _Invalid(f"domain name {text!r}: label {label!r} is longer than 63 characters")
+        if _LABEL.match(label) is None:
+            raise _Invalid(
+                f"domain name {text!r}: label {label!r} may contain only letters, digits,"
+                " '-' and '_', and may not start or end with '-'"
+            )
+    # Wire form: one length octet per label plus the root octet, at most 255.
+    if len(name) + 2 > 255:
+        raise _Invalid(f"domain name {text!r} is longer than 253 characters")
+    return name
+
+
+def _list(parse: Callable[[str], _T]) -> Callable[[str], tuple[_T, ...]]:
+    """Comma-separated (or one per continuation line); empty items are skipped."""
+
+    def parseList(text: str) -> tuple[_T, ...]:
+        return tuple(parse(item.strip()) for item in re.split(r"[,\n]", text) if item.strip())
+
+    return parseList
+
+
+def _poolText(pool: AddressPool) -> str:
+    """A pool as an operator writes it: CIDR when it is one, else FIRST-LAST."""
+    size = pool.size
+    if size & (size - 1) == 0 and int(pool.first) % size == 0:
+        return str(IPv6Network((pool.first, 128 - size.bit_length() + 1)))
+    return f"{pool.first}-{pool.last}"
+
+
+def _prefixPoolText(pool: PrefixPool) -> str:
+    return f"{pool.prefix} delegate /{pool.delegated_length}"
+
+
+def _addressPool(text: str) -> AddressPool:
+    if "/" in text:
+        network = _prefix(text)
+        return AddressPool(network.network_address, network.broadcast_address)
+    firstText, dash, lastText = text.partition("-")
+    if not dash:
+        raise _Invalid(
+            "expected an address range like 2001:db8:1::1000-2001:db8:1::1fff or a prefix"
+            f" like 2001:db8:1::8000/113, got {text!r}"
+        )
+    first = _unicastAddress(firstText.strip())
+    last = _unicastAddress(lastText.strip())
+    if first > last:
+        raise _Invalid(f"pool {text}: the first address {first} is after the last {last}")
+    return AddressPool(first, last)
+
+
+_PD_POOL = re.compile(r"(?P<prefix>\S+)\s+delegate\s+/?(?P<length>[0-9]{1,3})\Z", re.IGNORECASE)
+
+
+def _prefixPool(text: str) -> PrefixPool:
+    match = _PD_POOL.match(text)
+    if match is None:
+        raise _Invalid(
+            "expected 'PREFIX delegate /LENGTH' like '2001:db8:100::/40 delegate /56',"
+            f" got {text!r}"
+        )
+    prefix = _prefix(match["prefix"])
+    length = int(match["length"])
+    if not prefix.prefixlen < length <= 128:
+        raise _Invalid(
+            f"pd-pool {prefix}: the delegated length /{length} must be longer than"
+            f" /{prefix.prefixlen} and at most /128"
+        )
+    return PrefixPool(prefix, length)
+
+
+def _noDuplicates(section: _Section, key: str, values: Sequence[object]) -> None:
+    seen: set[object] = set()
+    for value in values:
+        if value in seen:
+            raise section.error(key, f"{value} is listed twice")
+        seen.add(value)
+
+
+# --- sections -> model --------------------------------------------------------
+
+
+def _buildServer(section: _Section) -> ServerSection:
+    interfaces = section.getList("interfaces", _interfaceName)
+    _noDuplicates(section, "interfaces", interfaces)
+    return ServerSection(
+        interfaces=interfaces,
+        address=section.get("address", _bindAddress, DEFAULT_ADDRESS),
+        port=section.get("port", _integer(1, 65535), DEFAULT_PORT),
+        database=section.require("database", _path),
+        duid=section.get("duid", _duid, None),
+        decline_quarantine=section.get("decline-quarantine", _SECONDS, DEFAULT_DECLINE_QUARANTINE),
+        reclaim_interval=section.get(
+            "reclaim-interval", _seconds(0, 86400, False, "10 or 0.5"), DEFAULT_RECLAIM_INTERVAL
+        ),
+        commit_delay=section.get(
+            "commit-delay", _seconds(0, MAX_COMMIT_DELAY, True, "0.005"), DEFAULT_COMMIT_DELAY
+        ),
+    )
+
+
+#: For lifetimes left at their default: how the default was derived.
+_DEFAULT_NOTES = {
+    "preferred-lifetime": "the default",
+    "valid-lifetime": "the default",
+    "t1": "the default: half of preferred-lifetime",
+    "t2": "the default: 0.8 times preferred-lifetime",
+    "pd-preferred-lifetime": "the default: preferred-lifetime",
+    "pd-valid-lifetime": "the default: valid-lifetime",
+}
+
+#: (shorter, longer) pairs: RFC 8415 sections 21.4 and 21.21.
+_LIFETIME_ORDER = (
+    ("t1", "t2"),
+    ("t2", "preferred-lifetime"),
+    ("preferred-lifetime", "valid-lifetime"),
+    ("t2", "pd-preferred-lifetime"),
+    ("pd-preferred-lifetime", "pd-valid-lifetime"),
+)
+
+
+def _checkLifetimes(section: _Section, values: Mapping[str, int]) -> None:
+    def describe(key: str) -> str:
+        if section.has(key):
+            return f"{key} ({values[key]})"
+        return f"{key} ({values[key]}, {_DEFAULT_NOTES[key]})"
+
+    for shorter, longer in _LIFETIME_ORDER:
+        if values[shorter] > values[longer]:
+            blamed = longer if section.has(longer) and not section.has(shorter) else shorter
+            raise section.error(
+                blamed,
+                f"{describe(shorter)} must not be greater than {describe(longer)}:"
+                " T1 <= T2 <= preferred lifetime <= valid lifetime (RFC 8415 section 21.4)",
+            )
+
+
+def _subnetRouterAnycast(prefix: IPv6Network) -> IPv6Address | None:
+    """RFC 4291 section 2.6.1: the all-zero interface identifier of the link."""
+    return prefix.network_address if prefix.prefixlen < 127 else None
+
+
+def _buildSubnet(section: _Section) -> SubnetConfig:
+    assert section.name is not None
+    prefix = section.require("prefix", _prefix)
+    anycast = _subnetRouterAnycast(prefix)
+
+    pools = section.getList("pools", _addressPool)
+    for pool in pools:
+        inside = (pool.first in prefix, pool.last in prefix)
+        if inside == (False, False):
+            raise section.error(
+                "pools", f"pool {_poolText(pool)} is outside subnet prefix {prefix}"
+            )
+        if inside != (True, True):
+            raise section.error(
+                "pools", f"pool {_poolText(pool)} reaches outside subnet prefix {prefix}"
+            )
+        if anycast is not None and anycast in pool:
+            raise section.error(
+                "pools",
+                f"pool {_poolText(pool)} includes {anycast}, the Subnet-Router anycast address"
+                f" of {prefix} (RFC 4291 section 2.6.1): start the pool above it",
+            )
+    pdPools = section.getList("pd-pools", _prefixPool)
+
+    preferred = section.get("preferred-lifetime", _SECONDS, DEFAULT_PREFERRED_LIFETIME)
+    valid = section.get(
+        "valid-lifetime", _integer(1, _UINT32, " of seconds"), DEFAULT_VALID_LIFETIME
+    )
+    lifetimes = {
+        "preferred-lifetime": preferred,
+        "valid-lifetime": valid,
+        "t1": section.get("t1", _SECONDS, preferred // 2),
+        "t2": section.get("t2", _SECONDS, preferred * 4 // 5),
+        "pd-preferred-lifetime": section.get("pd-preferred-lifetime", _SECONDS, preferred),
+        "pd-valid-lifetime": section.get(
+            "pd-valid-lifetime", _integer(1, _UINT32, " of seconds"), valid
+        ),
+    }
+    _checkLifetimes(section, lifetimes)
+
+    dnsServers = section.getList("dns-servers", _unicastAddress)
+    _noDuplicates(section, "dns-servers", dnsServers)
+    domains = section.getList("domain-search", _domain)
+    _noDuplicates(section, "domain-search", domains)
+
+    return SubnetConfig(
+        name=section.name,
+        prefix=prefix,
+        interface=section.get("interface", _interfaceName, None),
+        pools=pools,
+        pd_pools=pdPools,
+        reservations=(),
+        preferred_lifetime=preferred,
+        valid_lifetime=valid,
+        t1=lifetimes["t1"],
+        t2=lifetimes["t2"],
+        pd_preferred_lifetime=lifetimes["pd-preferred-lifetime"],
+        pd_valid_lifetime=lifetimes["pd-valid-lifetime"],
+        rapid_commit=section.get("rapid-commit", _boolean, False),
+        preference=section.get("preference", _integer(0, 255), 0),
+        dns_servers=dnsServers,
+        domain_search=domains,
+        # RFC 8415 section 21.24 (SOL_MAX_RT) and 21.23 (IRT_MINIMUM 600).
+        sol_max_rt=section.get("sol-max-rt", _integer(60, 86400, " of seconds"), None),
+        information_refresh_time=section.get(
+            "information-refresh-time", _integer(600, _UINT32, " of seconds"), None
+        ),
+    )
+
+
+def _buildReservation(section: _Section) -> tuple[str, Reservation]:
+    """@return: the name of the reservation's subnet, and the reservation."""
+    assert section.name is not None
+    duid = section.require("duid", _duid)
+    subnet = section.require("subnet", _name)
+    addresses = section.getList("addresses", _unicastAddress)
+    _noDuplicates(section, "addresses", addresses)
+    prefixes = section.getList("prefixes", _prefix)
+    _noDuplicates(section, "prefixes", prefixes)
+    if not addresses and not prefixes:
+        raise section.error(None, "a reservation needs addresses, prefixes or both")
+    return subnet, Reservation(section.name, duid, addresses, prefixes)
+
+
+# --- checks across sections ---------------------------------------------------
+
+
+@frozen
+class _Span:
+    """An inclusive range of 128-bit integers, with words for error messages."""
+
+    low: int
+    high: int
+    text: str
+    owner: str
+
+    @classmethod
+    def ofPrefix(cls, prefix: IPv6Network, text: str, owner: str) -> _Span:
+        return cls(int(prefix.network_address), int(prefix.broadcast_address), text, owner)
+
+
+class _SpanSet:
+    """Disjoint spans, sorted, so that an overlap is found by bisection."""
+
+    def __init__(self) -> None:
+        self._spans: list[_Span] = []
+        self._lows: list[int] = []
+
+    def overlapping(self, low: int, high: int) -> _Span | None:
+        index = bisect.bisect_right(self._lows, high) - 1
+        if index >= 0 and self._spans[index].high >= low:
+            return self._spans[index]
+        return None
+
+    def add(self, span: _Span) -> None:
+        index = bisect.bisect_right(self._lows, span.low)
+        self._lows.insert(index, span.low)
+        self._spans.insert(index, span)
+
+
+def _checkSpans(
+    section: str,
+    key: str,
+    span: _Span,
+    against: Iterable[tuple[_SpanSet, str]],
+    path: str,
+) -> None:
+    """
+    Raise if C{span} overlaps any span of the given sets.
+
+    @param against: pairs of a set and a suffix for the reason.
+    """
+    for spans, why in against:
+        other = spans.overlapping(span.low, span.high)
+        if other is not None:
+            raise ConfigError(
+                path, section, key, f"{span.text} overlaps {other.text} of {other.owner}{why}"
+            )
+
+
+@frozen
+class _Spaces:
+    """What L{_checkReservations} checks reserved prefixes against."""
+
+    onLink: _SpanSet
+    pdPools: _SpanSet
+
+
+def _checkSubnets(path: str, server: ServerSection, subnets: Sequence[SubnetConfig]) -> _Spaces:
+    onLink = _SpanSet()
+    for subnet in subnets:
+        span = _Span.ofPrefix(subnet.prefix, f"prefix {subnet.prefix}", f"subnet {subnet.name}")
+        _checkSpans("subnet:" + subnet.name, "prefix", span, [(onLink, "")], path)
+        onLink.add(span)
+
+    byInterface: dict[str, str] = {}
+    for subnet in subnets:
+        title = "subnet:" + subnet.name
+        if subnet.interface is None:
+            continue
+        if subnet.interface in byInterface:
+            raise ConfigError(
+                path,
+                title,
+                "interface",
+                f"interface {subnet.interface} is already used by subnet"
+                f" {byInterface[subnet.interface]}: at most one subnet per interface",
+            )
+        byInterface[subnet.interface] = subnet.name
+        if subnet.interface not in server.interfaces:
+            raise ConfigError(
+                path,
+                title,
+                "interface",
+                f"interface {subnet.interface} is not listed in [server] interfaces, so no"
+                " directly attached client can arrive on it: add it there",
+            )
+    for interface in server.interfaces:
+        if interface not in byInterface:
+            raise ConfigError(
+                path,
+                "server",
+                "interfaces",
+                f"no subnet has interface = {interface}, so clients attached to it could"
+                " not be served: add it to the [subnet:NAME] of that link",
+            )
+
+    pools = _SpanSet()
+    for subnet in subnets:
+        for pool in subnet.pools:
+            span = _Span(
+                int(pool.first), int(pool.last), f"pool {_poolText(pool)}", f"subnet {subnet.name}"
+            )
+            _checkSpans("subnet:" + subnet.name, "pools", span, [(pools, "")], path)
+            pools.add(span)
+
+    pdPools = _SpanSet()
+    routed = (
+        ": delegated prefixes are routed to the requesting router, they cannot also be on a link"
+    )
+    for subnet in subnets:
+        for pdPool in subnet.pd_pools:
+            span = _Span.ofPrefix(
+                pdPool.prefix, f"pd-pool {_prefixPoolText(pdPool)}", f"subnet {subnet.name}"
+            )
+            _checkSpans(
+                "subnet:" + subnet.name,
+                "pd-pools",
+                span,
+                [(pdPools, ""), (pools, ""), (onLink, routed)],
+                path,
+            )
+            pdPools.add(span)
+    return _Spaces(onLink, pdPools)
+
+
+def _checkReservations(
+    path: str,
+    subnets: Sequence[SubnetConfig],
+    reservations: Sequence[tuple[str, Reservation]],
+    spaces: _Spaces,
+) -> None:
+    byName = {subnet.name: subnet for subnet in subnets}
+    byDuid: dict[bytes, str] = {}
+    byAddress: dict[IPv6Address, str] = {}
+    reservedPrefixes = _SpanSet()
+    for subnetName, reservation in reservations:
+        title = "reservation:" + reservation.name
+        subnet = byName.get(subnetName)
+        if subnet is None:
+            raise ConfigError(
+                path,
+                title,
+                "subnet",
+                f"there is no [subnet:{subnetName}]; the subnets are: " + ", ".join(byName),
+            )
+        if reservation.duid in byDuid:
+            raise ConfigError(
+                path,
+                title,
+                "duid",
+                f"DUID {reservation.duid.hex(':')} is already reserved by reservation"
+                f" {byDuid[reservation.duid]}",
+            )
+        byDuid[reservation.duid] = reservation.name
+
+        anycast = _subnetRouterAnycast(subnet.prefix)
+        for address in reservation.addresses:
+            if address not in subnet.prefix:
+                raise ConfigError(
+                    path,
+                    title,
+                    "addresses",
+                    f"address {address} is outside prefix {subnet.prefix} of subnet {subnet.name}",
+                )
+            if address == anycast:
+                raise ConfigError(
+                    path,
+                    title,
+                    "addresses",
+                    f"address {address} is the Subnet-Router anycast address of"
+                    f" {subnet.prefix} (RFC 4291 section 2.6.1)",
+                )
+            if address in byAddress:
+                raise ConfigError(
+                    path,
+                    title,
+                    "addresses",
+                    f"address {address} is already reserved by reservation {byAddress[address]}",
+                )
+            byAddress[address] = reservation.name
+
+        for prefix in reservation.prefixes:
+            span = _Span.ofPrefix(prefix, f"prefix {prefix}", f"reservation {reservation.name}")
+            _checkSpans(
+                title,
+                "prefixes",
+                span,
+                [
+                    (reservedPrefixes, ""),
+                    (spaces.onLink, ": reserve on-link addresses with 'addresses'"),
+                ],
+                path,
+            )
+            reservedPrefixes.add(span)
+            pdPool = spaces.pdPools.overlapping(span.low, span.high)
+            if pdPool is not None and not _isPieceOf(prefix, subnets, pdPool):
+                raise ConfigError(
+                    path,
+                    title,
+                    "prefixes",
+                    f"prefix {prefix} overlaps {pdPool.text} of {pdPool.owner} without being one"
+                    " of its delegated prefixes: reserve a prefix of the delegated length"
+                    " inside the pool, or one outside every pd-pool",
+                )
+
+
+def _isPieceOf(prefix: IPv6Network, subnets: Sequence[SubnetConfig], span: _Span) -> bool:
+    """Whether C{prefix} is exactly one of the prefixes the pd-pool of C{span} delegates."""
+    for subnet in subnets:
+        for pool in subnet.pd_pools:
+            if int(pool.prefix.network_address) == span.low:
+                return prefix.subnet_of(pool.prefix) and prefix.prefixlen == pool.delegated_length
+    return False
+
+
+def _buildConfig(path: str, parser: configparser.ConfigParser) -> ServerConfig:
+    found: dict[str, list[_Section]] = {kind: [] for kind in _SECTION_KINDS}
+    for title in parser.sections():
+        section = _classify(path, title, dict(parser[title]))
+        found[section.kind.kind].append(section)
+
+    if not found["server"]:
+        raise ConfigError(
+            path, "server", None, "the [server] section is missing; it needs at least 'database'"
+        )
+    server = _buildServer(found["server"][0])
+    if not found["subnet"]:
+        raise ConfigError(path, None, None, "no [subnet:NAME] section: at least one is required")
+    subnets = [_buildSubnet(section) for section in found["subnet"]]
+    spaces = _checkSubnets(path, server, subnets)
+    reservations = [_buildReservation(section) for section in found["reservation"]]
+    _checkReservations(path, subnets, reservations, spaces)
+
+    return ServerConfig(
+        path=path,
+        server=server,
+        subnets=tuple(
+            evolve(
+                subnet,
+                reservations=tuple(r for name, r in reservations if name == subnet.name),
+            )
+            for subnet in subnets
+        ),
+    )
+
+
+# --- entry points ---------------------------------------------------------------
+
+#: configparser's DEFAULT section would silently feed its keys into every
+#: section; with this name no file can have one, and [DEFAULT] is unknown.
+_NO_DEFAULT_SECTION = "\0no default section"
+
+
+def _atLine(lineno: int | None) -> str:
+    return "" if lineno is None else f" (the second time on line {lineno})"
+
+
+def parseConfigText(text: str, path: str = "<string>") -> ServerConfig:
+    """
+    Parse and validate the text of an ini file.
+
+    @param path: the file name to put in error messages and in
+        L{ServerConfig.path}.
+    @raise ConfigError: naming the file, section and key of the first
+        problem found, and what is wrong.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        strict=True,
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=("#", ";"),
+        empty_lines_in_values=False,
+        default_section=_NO_DEFAULT_SECTION,
+    )
+    try:
+        parser.read_string(text.replace("\r\n", "\n"), source=path)
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            path,
+            None,
+            None,
+            f"line {e.lineno}: {e.line.strip()!r} comes before any [section] header;"
+            " the file must start with a section such as [server]",
+        ) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(
+            path, e.section, None, f"section [{e.section}] appears twice{_atLine(e.lineno)}"
+        ) from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            path,
+            e.section,
+            e.option,
+            f"key {e.option!r} appears twice in this section{_atLine(e.lineno)}",
+        ) from None
+    except configparser.ParsingError as e:
+        lineno = e.errors[0][0]
+        lines = text.splitlines()
+        line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else "?"
+        raise ConfigError(
+            path,
+            None,
+            None,
+            f"line {lineno}: cannot parse {line!r}: expected 'key = value', a [section]"
+            " header or a comment",
+        ) from None
+    except configparser.Error as e:
+        raise ConfigError(path, None, None, f"cannot parse the file: {e.message}") from None
+    return _buildConfig(path, parser)
+
+
+def parseConfig(path: str) -> ServerConfig:
+    """
+    Read, parse and validate the ini file at C{path} (UTF-8).
+
+    @raise ConfigError: if the file cannot be read, is not UTF-8, or is not
+        a valid configuration.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        raise ConfigError(path, None, None, "is a directory, not a configuration file") from None
+    except OSError as e:
+        raise ConfigError(
+            path, None, None, f"cannot read the configuration file: {e.strerror or e}"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            path,
+            None,
+            None,
+            f"is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be decoded",
+        ) from None
+    return parseConfigText(text, path)

@@ -1,0 +1,536 @@
+# -*- test-case-name: tests.integration.test_netns -*-
+"""
+Harness for tests on real sockets: network namespaces joined by veth pairs,
+processes started in them and always stopped again.
+
+Everything created here carries the prefix C{d6ha} and the PID of the test
+process, so that concurrent runs on one machine never collide and leftovers of
+a killed run can be recognised (L{removeStale}).  Every resource is
+registered with C{testCase.addCleanup} as soon as it exists, so it is removed
+even when the test fails half-way.
+
+Waiting is always by polling a condition with a deadline (L{waitFor}), never
+by fixed sleeps; tests that use this module are C{twisted.trial.unittest.
+TestCase}s with a C{timeout}, written as C{async def}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.task import deferLater
+from zope.interface import implementer
+
+T = TypeVar("T")
+
+PREFIX = "d6ha"
+REPO = Path(__file__).resolve().parents[2]
+_counter = itertools.count()
+CLONE_NEWNET = 0x40000000
+
+
+class CleanupRegistry(Protocol):
+    """The part of a trial TestCase this module uses."""
+
+    def addCleanup(self, f: Callable[..., object], *args: object, **kwargs: object) -> None: ...
+
+
+def run(
+    args: Sequence[str], timeout: float = 15.0, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run a short command to completion, with a timeout; raise with its output
+    if it fails and C{check} is set.
+    """
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+            f" {proc.stdout.strip()}"
+        )
+    return proc
+
+
+# --- skipping ------------------------------------------------------------
+
+_netnsProblem: str | None | bool = False  # False: not probed yet
+
+
+def netnsProblem() -> str | None:
+    """
+    Why namespaces cannot be used here, or C{None} if they can: we must be
+    root and C{ip netns add} must work (probed once per process).
+    """
+    global _netnsProblem
+    if _netnsProblem is not False:
+        return _netnsProblem  # type: ignore[return-value]
+    problem: str | None = None
+    if os.geteuid() != 0:
+        problem = "needs root (network namespaces)"
+    elif shutil.which("ip") is None:
+        problem = "needs iproute2 (ip)"
+    else:
+        removeStale()
+        name = f"{PREFIX}-{os.getpid()}-probe"
+        try:
+            run(["ip", "netns", "add", name], timeout=10)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            problem = f"ip netns is unusable here: {e}"
+        else:
+            run(["ip", "netns", "del", name], check=False)
+    _netnsProblem = problem
+    return problem
+
+
+def skipReason(*binaries: str) -> str | None:
+    """
+    A reason to skip a namespace test, or C{None}: no root, no usable
+    C{ip netns}, or one of C{binaries} (names or absolute paths) missing.
+    """
+    problem = netnsProblem()
+    if problem is not None:
+        return problem
+    for binary in binaries:
+        if shutil.which(binary) is None and not os.access(binary, os.X_OK):
+            return f"{binary} is not installed"
+    return None
+
+
+def removeStale() -> None:
+    """
+    Delete namespaces left by earlier runs of these tests whose process is
+    gone (a run killed before its cleanups ran).
+    """
+    proc = run(["ip", "netns", "list"], check=False)
+    for line in proc.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(PREFIX + r"-(\d+)-.*", name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        for p in _pidsIn(name):
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        run(["ip", "netns", "del", name], check=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pidsIn(name: str) -> list[int]:
+    proc = run(["ip", "netns", "pids", name], check=False)
+    return [int(p) for p in proc.stdout.split() if p.isdigit()]
+
+
+# --- waiting -------------------------------------------------------------
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    """A Deferred that fires after C{seconds} of reactor time."""
+    from twisted.internet import reactor
+
+    return deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+class ConditionTimeout(AssertionError):
+    """A condition polled by L{waitFor} did not come true in time."""
+
+
+async def waitFor(
+    predicate: Callable[[], T | None | bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    details: Callable[[], str] | None = None,
+) -> T:
+    """
+    Poll C{predicate} until it returns something truthy; return that.
+
+    @raise ConditionTimeout: after C{timeout} seconds, naming C{what} and
+        adding C{details()} (e.g. a log tail) to the message.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            extra = ""
+            if details is not None:
+                try:
+                    extra = "\n" + details()
+                except Exception as e:  # noqa: BLE001 - diagnostics only
+                    extra = f"\n(details failed: {e!r})"
+            raise ConditionTimeout(f"timed out after {timeout}s waiting for {what}{extra}")
+        await sleep(interval)
+
+
+async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
+    """Await C{awaitable}, failing with L{ConditionTimeout} after C{timeout}."""
+    from twisted.internet import reactor
+
+    d: Deferred[T] = Deferred.fromCoroutine(_await(awaitable))
+    d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
+    try:
+        return await d
+    except Exception as e:
+        from twisted.internet.defer import TimeoutError as DeferTimeout
+
+        if isinstance(e, DeferTimeout):
+            raise ConditionTimeout(f"timed out after {timeout}s waiting for {what}") from e
+        raise
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+# --- processes -----------------------------------------------------------
+
+
+class Process:
+    """
+    A child process whose output goes to a log file; stopped by its PID.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        logPath: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.logPath = logPath
+        self._log = open(logPath, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.running():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(5)
+        self._log.close()
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait up to C{grace} seconds, then SIGKILL; reap."""
+        if self.running():
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        try:
+            return self.logPath.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def logTail(self, lines: int = 40) -> str:
+        return f"--- {self.logPath} ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+    async def exited(self, timeout: float, what: str | None = None) -> int:
+        """Wait for the process to exit; return its status."""
+        await waitFor(
+            lambda: not self.running(),
+            timeout,
+            what or f"{self.args[0]} to exit",
+            details=self.logTail,
+        )
+        return self.popen.returncode
+
+
+# --- namespaces ----------------------------------------------------------
+
+_libc: Any = None
+
+
+def _setns(fd: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class Namespace:
+    """One network namespace; C{name} is what C{ip netns} knows it by."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    def create(cls, testCase: CleanupRegistry, role: str) -> Namespace:
+        """
+        Create a namespace named C{d6ha-PID-N-ROLE}, set DAD and RA off
+        before any link exists, bring C{lo} up, and register its removal
+        (which first kills anything still running inside it).
+        """
+        name = f"{PREFIX}-{os.getpid()}-{next(_counter)}-{role}"
+        run(["ip", "netns", "add", name])
+        ns = cls(name)
+        testCase.addCleanup(ns.delete)
+        for conf in ("all", "default"):
+            ns.sysctl(f"net.ipv6.conf.{conf}.accept_dad", "0")
+            ns.sysctl(f"net.ipv6.conf.{conf}.accept_ra", "0")
+            ns.sysctl(f"net.ipv6.conf.{conf}.keep_addr_on_down", "1")
+        ns.run("ip", "link", "set", "lo", "up")
+        return ns
+
+    def delete(self) -> None:
+        """Kill what still runs inside (only our own children end up here), then delete."""
+        for pid in _pidsIn(self.name):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        run(["ip", "netns", "del", self.name], check=False)
+
+    def command(self, *args: str) -> list[str]:
+        """The argv that runs C{args} inside this namespace."""
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def run(
+        self, *args: str, timeout: float = 15.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(self.command(*args), timeout=timeout, check=check)
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.run("sysctl", "-q", "-w", f"{key}={value}")
+
+    def spawn(
+        self,
+        testCase: CleanupRegistry,
+        args: Sequence[str],
+        logPath: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        grace: float = 5.0,
+    ) -> Process:
+        """Start C{args} in this namespace; stopped (TERM, then KILL) at cleanup."""
+        proc = Process(self.command(*args), logPath, env=env, cwd=cwd)
+        testCase.addCleanup(proc.stop, grace)
+        return proc
+
+    def addresses(self, iface: str) -> list[dict[str, Any]]:
+        """C{ip -j addr show dev IFACE}'s addr_info entries."""
+        out = self.run("ip", "-j", "-6", "addr", "show", "dev", iface).stdout
+        data = json.loads(out) if out.strip() else []
+        return list(data[0].get("addr_info", [])) if data else []
+
+    def linkLocal(self, iface: str) -> str | None:
+        """The non-tentative link-local address of C{iface}, or C{None}."""
+        for a in self.addresses(iface):
+            if a.get("scope") == "link" and not a.get("tentative"):
+                return str(a["local"])
+        return None
+
+    def addAddress(self, iface: str, cidr: str) -> None:
+        self.run("ip", "-6", "addr", "add", cidr, "dev", iface, "nodad")
+
+    def udpListening(self, port: int) -> bool:
+        """Is some UDP socket bound to C{port} in this namespace?"""
+        out = self.run("ss", "-H", "-u", "-a", "-n", f"sport = :{port}").stdout
+        return bool(out.strip())
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """
+        Run the body with the calling thread inside this namespace (setns on
+        the thread only), and return to the original one afterwards.
+        Sockets created in the body belong to this namespace for good.
+        """
+        with (
+            open("/proc/thread-self/ns/net", "rb") as original,
+            open(f"/run/netns/{self.name}", "rb") as target,
+        ):
+            _setns(target.fileno())
+            try:
+                yield
+            finally:
+                _setns(original.fileno())
+
+    def socket(self, family: int = socket.AF_INET6, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+        """A socket living in this namespace (usable from this process)."""
+        with self.entered():
+            return socket.socket(family, kind)
+
+    def ifindex(self, iface: str) -> int:
+        with self.entered():
+            return socket.if_nametoindex(iface)
+
+
+async def veth(
+    nsA: Namespace, ifA: str, nsB: Namespace, ifB: str, timeout: float = 10.0
+) -> tuple[str, str]:
+    """
+    Join two namespaces with a veth pair created directly inside them, bring
+    both ends up and wait until both link-local addresses are usable;
+    return them (A's, B's).  The pair goes away with its namespaces.
+    """
+    run(["ip", "link", "add", ifA, "netns", nsA.name, "type", "veth",
+         "peer", "name", ifB, "netns", nsB.name])  # fmt: skip
+    for ns, iface in ((nsA, ifA), (nsB, ifB)):
+        ns.sysctl(f"net.ipv6.conf.{iface}.accept_dad", "0")
+        ns.sysctl(f"net.ipv6.conf.{iface}.accept_ra", "0")
+        ns.run("ip", "link", "set", iface, "up")
+    llA = await waitFor(
+        lambda: nsA.linkLocal(ifA), timeout, f"link-local address on {nsA.name}/{ifA}"
+    )
+    llB = await waitFor(
+        lambda: nsB.linkLocal(ifB), timeout, f"link-local address on {nsB.name}/{ifB}"
+    )
+    await waitFor(lambda: _operUp(nsA, ifA) and _operUp(nsB, ifB), timeout, "veth carrier")
+    return llA, llB
+
+
+def _operUp(ns: Namespace, iface: str) -> bool:
+    out = ns.run("ip", "-j", "link", "show", "dev", iface).stdout
+    data = json.loads(out)
+    return bool(data) and data[0].get("operstate") == "UP"
+
+
+def tempDir(testCase: Any) -> Path:
+    """A fresh directory for this test's files (under trial's _trial_temp)."""
+    path = Path(testCase.mktemp()).resolve()
+    path.mkdir(parents=True)
+    return path
+
+
+# --- datagram sockets driven by the reactor --------------------------------
+
+
+@implementer(IReadDescriptor)
+class DatagramSocket:
+    """
+    A non-blocking UDP socket read by the reactor, keeping the full IPv6
+    source address (with its scope id, which Twisted's UDP port drops), so
+    that link-local peers in other namespaces can be answered.
+
+    C{handler(data, address)} is called for each datagram.
+    """
+
+    def __init__(
+        self, sock: socket.socket, handler: Callable[[bytes, tuple[Any, ...]], None]
+    ) -> None:
+        from twisted.internet import reactor
+
+        self.sock = sock
+        self.handler = handler
+        sock.setblocking(False)
+        self._reactor: Any = reactor
+        self._reactor.addReader(self)
+        self.closed = False
+
+    @classmethod
+    def open(
+        cls,
+        testCase: CleanupRegistry,
+        handler: Callable[[bytes, tuple[Any, ...]], None],
+        ns: Namespace | None = None,
+        address: str = "::",
+        port: int = 0,
+        joinOn: str | None = None,
+    ) -> DatagramSocket:
+        """
+        Bind a UDP socket (in C{ns}, else here) to C{address}/C{port}; join
+        ff02::1:2 on interface C{joinOn} if given; closed at cleanup.
+        """
+        if ns is None:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            ifindex = socket.if_nametoindex(joinOn) if joinOn else 0
+        else:
+            with ns.entered():
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                ifindex = socket.if_nametoindex(joinOn) if joinOn else 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        if joinOn:
+            mreq = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("@I", ifindex)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        ds = cls(sock, handler)
+        testCase.addCleanup(ds.close)
+        return ds
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "DatagramSocket"
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.handler(data, addr)
+
+    def connectionLost(self, reason: object) -> None:
+        self.close()
+
+    def send(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._reactor.removeReader(self)
+            self.sock.close()

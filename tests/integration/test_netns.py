@@ -7,6 +7,7 @@ harness is known to work independently of the server under test).
 
 from __future__ import annotations
 
+import os
 import struct
 from ipaddress import IPv6Address
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from tests.integration import wire
-from tests.integration.clients import DHCLIENT, DHClient
+from tests.integration.clients import DHCLIENT, DHCPCD, DHClient, Dhcpcd, envLeases
 from tests.integration.netns import (
     DatagramSocket,
     Namespace,
@@ -50,9 +51,7 @@ class PlaceholderResponder:
         ]
         for data_ in msg.all(wire.OPT_IA_NA):
             iaid = struct.unpack_from("!I", data_)[0]
-            addr_ = wire.option(
-                wire.OPT_IAADDR, self.address.packed + struct.pack("!II", 6, 10)
-            )
+            addr_ = wire.option(wire.OPT_IAADDR, self.address.packed + struct.pack("!II", 6, 10))
             options.append(
                 wire.option(wire.OPT_IA_NA, struct.pack("!III", iaid, self.t1, self.t2) + addr_)
             )
@@ -129,3 +128,39 @@ class PlaceholderClientTests(TestCase):
             "a Release",
         )
         self.assertFalse(dhclient.process is not None and dhclient.process.running())
+
+
+class PlaceholderDhcpcdTests(TestCase):
+    """A real dhcpcd against the placeholder responder."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        reason = skipReason(DHCPCD)
+        if reason:
+            raise self.skipTest(reason)
+
+    async def test_dhcpcdBindsAndReleases(self) -> None:
+        """
+        dhcpcd -6 with its own config file gets the placeholder's address
+        (hook called with BOUND6), and C{dhcpcd -k} sends a Release.
+        """
+        directory = tempDir(self)
+        server = Namespace.create(self, "srv")
+        client = Namespace.create(self, "cli")
+        iface = f"d6c{os.getpid() % 100000}"
+        await veth(server, "s0", client, iface)
+        responder = PlaceholderResponder(IPv6Address("fd6a:5e1f:9::101"))
+        responder.sock = DatagramSocket.open(self, responder, server, port=547, joinOn="s0")
+        dhcpcd = Dhcpcd(client, iface, directory / "dhcpcd", wire.duidLL(77))
+        dhcpcd.start(self)
+        _, event = await dhcpcd.waitEvent({"BOUND6"}, 20)
+        self.assertIn("fd6a:5e1f:9::101", str(envLeases(event)))
+        await dhcpcd.waitEvent({"RENEW6"}, 15)
+        self.assertIn(wire.RENEW, [m.msgType for m in responder.received])
+        await dhcpcd.control("-k")
+        await waitFor(
+            lambda: wire.RELEASE in [m.msgType for m in responder.received],
+            10,
+            "a Release",
+        )

@@ -1,0 +1,442 @@
+# -*- test-case-name: tests.test_allocation -*-
+"""
+Address and prefix allocation: which lease a client gets, never enumerating a pool.
+
+A client's first candidate in a pool is derived from a stable hash of its
+(DUID, IAID); on collision the allocator probes the deterministic sequence
+C{(start + i * step) mod size}, where C{step} is coprime to the pool size so
+that the sequence visits every slot of the pool before repeating.  At most
+L{MAX_PROBES} candidates are tried per pool, so a /64 range costs no more
+than a 16-address one, and a pool no larger than L{MAX_PROBES} can be filled
+to the last address.
+
+Choices made here (documented, on purpose):
+
+  - Reservations by DUID win over everything else, and a reserved address
+    or prefix is never given to another client.
+  - A client's existing binding (found with L{ILeaseStore.byClient}, never by
+    scanning) comes next, then the client's hint, then the hash probe.
+  - The subnet-router anycast address (the all-zero interface identifier of
+    the subnet prefix, RFC 4291 section 2.6.1) is never handed out from a
+    pool, even when a pool contains it.
+  - A candidate is free when it has no binding, or its binding is FREE,
+    FREE-BACKUP, EXPIRED or RELEASED, and the policy's C{mayAllocate} agrees;
+    the IA's own ACTIVE binding is its own without asking the policy.  An
+    ACTIVE binding whose lifetime has run out but that
+    L{dhcp6ha.engine.Engine.reclaim} has not yet moved to EXPIRED is still
+    taken: reclamation, not allocation, changes binding states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator
+from hashlib import blake2b
+from ipaddress import IPv6Address
+from math import gcd
+from typing import TypeVar
+
+from attrs import frozen
+from zope.interface import implementer
+
+from dhcp6ha.config import AddressPool, PrefixPool, SubnetConfig
+from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+
+__all__ = ["MAX_PROBES", "Allocator", "StandalonePolicy"]
+
+#: The most candidates tried in one pool for one request.  A pool of at most
+#: this many slots is probed completely (it can fill up); a larger one is
+#: considered exhausted after this many collisions, which with a hash-spread
+#: start only happens when it is very nearly full.  256 keeps the worst case
+#: of one exchange to a few hundred store reads.
+MAX_PROBES = 256
+
+#: Binding states another client's lease may be taken over from (subject to
+#: the policy: in failover, only once the partner has acknowledged the state).
+_REUSABLE = frozenset(
+    {BindingState.FREE, BindingState.FREE_BACKUP, BindingState.EXPIRED, BindingState.RELEASED}
+)
+
+#: States of a client's own binding that it may get back.
+_OWN_REUSABLE = frozenset({BindingState.ACTIVE, BindingState.EXPIRED, BindingState.RELEASED})
+
+_NO_EXCLUDE: frozenset[tuple[IPv6Address, int]] = frozenset()
+
+_T = TypeVar("_T")
+
+_UNSPECIFIED = IPv6Address(0)
+
+
+@implementer(IAllocationPolicy)
+class StandalonePolicy:
+    """
+    The policy of a server with no failover partner: everything is allowed,
+    lifetimes are not capped, and every client message is answered, except
+    that a Request, Renew, Release or Decline naming another server is not
+    ours (RFC 8415 section 16).
+    """
+
+    _NEEDS_OUR_ID = frozenset({3, 5, 8, 9})  # REQUEST, RENEW, RELEASE, DECLINE
+
+    def mayAllocate(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        return True
+
+    def maxValidLifetime(self, existing: Lease | None, desired: int, now: float) -> int:
+        return desired
+
+    def respondsTo(self, msg_type: int, addressed_to_us: bool) -> bool:
+        if msg_type in self._NEEDS_OUR_ID:
+            return addressed_to_us
+        return True
+
+    def bindingChanged(self, lease: Lease) -> None:
+        pass
+
+
+def stableHash(duid: bytes, iaid: int, salt: bytes) -> int:
+    """
+    A hash of a client's IA that is the same in every process and on every
+    machine (unlike L{hash}).
+
+    @param salt: separates address and prefix candidates of one IA.
+    @return: a 128-bit integer.
+    """
+    digest = blake2b(salt + b"\0" + iaid.to_bytes(4, "big") + duid, digest_size=16).digest()
+    return int.from_bytes(digest, "big")
+
+
+def probeSequence(h: int, size: int, limit: int = MAX_PROBES) -> Iterator[int]:
+    """
+    The slot indices to try, in order, for hash C{h} in a pool of C{size}.
+
+    The step is coprime to C{size}, so the first C{min(size, limit)} indices
+    are all distinct.
+    """
+    if size <= 0:
+        return
+    start = h % size
+    if size <= 2:
+        step = 1
+    else:
+        step = (h >> 64) % (size - 1) + 1
+        while gcd(step, size) != 1:
+            step += 1
+    index = start
+    for _ in range(min(size, limit)):
+        yield index
+        index = (index + step) % size
+
+
+@frozen
+class _SubnetIndex:
+    """Per-subnet lookups built once: who each reserved lease belongs to."""
+
+    subnet: SubnetConfig
+    address_owner: dict[IPv6Address, bytes]
+    prefix_owner: dict[tuple[IPv6Address, int], bytes]
+    addresses_of: dict[bytes, tuple[IPv6Address, ...]]
+    prefixes_of: dict[bytes, tuple[tuple[IPv6Address, int], ...]]
+    anycast: IPv6Address | None
+
+    @classmethod
+    def build(cls, subnet: SubnetConfig) -> _SubnetIndex:
+        address_owner: dict[IPv6Address, bytes] = {}
+        prefix_owner: dict[tuple[IPv6Address, int], bytes] = {}
+        addresses_of: dict[bytes, tuple[IPv6Address, ...]] = {}
+        prefixes_of: dict[bytes, tuple[tuple[IPv6Address, int], ...]] = {}
+        for reservation in subnet.reservations:
+            for address in reservation.addresses:
+                address_owner[address] = reservation.duid
+            prefixes = tuple((p.network_address, p.prefixlen) for p in reservation.prefixes)
+            for key in prefixes:
+                prefix_owner[key] = reservation.duid
+            addresses_of[reservation.duid] = (
+                addresses_of.get(reservation.duid, ()) + reservation.addresses
+            )
+            prefixes_of[reservation.duid] = prefixes_of.get(reservation.duid, ()) + prefixes
+        anycast = subnet.prefix.network_address if subnet.prefix.prefixlen < 128 else None
+        return cls(subnet, address_owner, prefix_owner, addresses_of, prefixes_of, anycast)
+
+
+def _aligned(address: IPv6Address, length: int) -> IPv6Address:
+    return IPv6Address(int(address) & ~((1 << (128 - length)) - 1) & ((1 << 128) - 1))
+
+
+class Allocator:
+    """
+    Chooses addresses and delegated prefixes for clients.
+
+    Reads the store (L{ILeaseStore.get}, L{ILeaseStore.byClient}) and asks the
+    policy; never writes: the engine turns the choice into a binding.
+    """
+
+    def __init__(self, store: ILeaseStore, policy: IAllocationPolicy) -> None:
+        self.store = store
+        self.policy = policy
+        self._indexes: dict[int, _SubnetIndex] = {}
+
+    def _index(self, subnet: SubnetConfig) -> _SubnetIndex:
+        index = self._indexes.get(id(subnet))
+        if index is None or index.subnet is not subnet:
+            index = _SubnetIndex.build(subnet)
+            self._indexes[id(subnet)] = index
+        return index
+
+    # --- what belongs to the link -------------------------------------------
+
+    def reservedAddresses(self, subnet: SubnetConfig, duid: bytes) -> tuple[IPv6Address, ...]:
+        """The addresses reserved for this DUID on this subnet."""
+        return self._index(subnet).addresses_of.get(duid, ())
+
+    def reservedPrefixes(
+        self, subnet: SubnetConfig, duid: bytes
+    ) -> tuple[tuple[IPv6Address, int], ...]:
+        """The prefixes reserved for this DUID on this subnet, as (address, length)."""
+        return self._index(subnet).prefixes_of.get(duid, ())
+
+    def addressAppropriate(self, subnet: SubnetConfig, address: IPv6Address, duid: bytes) -> bool:
+        """
+        May this client hold this address on this link, by configuration?
+        True for an address of one of the subnet's pools (not reserved for
+        someone else) or one reserved for this client.
+        """
+        owner = self._index(subnet).address_owner.get(address)
+        if owner is not None:
+            return owner == duid
+        return any(address in pool for pool in subnet.pools)
+
+    def prefixAppropriate(
+        self, subnet: SubnetConfig, address: IPv6Address, length: int, duid: bytes
+    ) -> bool:
+        """
+        May this client hold this delegated prefix on this link, by
+        configuration?  True for an aligned prefix of a PD pool's delegated
+        length, or one reserved for this client.
+        """
+        owner = self._index(subnet).prefix_owner.get((address, length))
+        if owner is not None:
+            return owner == duid
+        return any(
+            length == pool.delegated_length
+            and address in pool.prefix
+            and _aligned(address, length) == address
+            for pool in subnet.pd_pools
+        )
+
+    # --- availability -------------------------------------------------------
+
+    def available(
+        self,
+        subnet: SubnetConfig,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        May this IA be given this address or prefix now?  Its own ACTIVE
+        binding: yes.  Reserved for another DUID, or held by anyone else's
+        ACTIVE, ABANDONED, PENDING-FREE or RESET binding: no.  Otherwise the
+        policy decides.
+        """
+        index = self._index(subnet)
+        if prefix_length == 128:
+            owner = index.address_owner.get(address)
+        else:
+            owner = index.prefix_owner.get((address, prefix_length))
+        if owner is not None and owner != duid:
+            return False
+        existing = self.store.get(address, prefix_length)
+        if existing is not None:
+            if existing.state is BindingState.ACTIVE:
+                return existing.heldBy(duid, iaid)
+            if existing.state not in _REUSABLE:
+                return False
+        return self.policy.mayAllocate(
+            lease_type, address, prefix_length, existing, duid, iaid, now
+        )
+
+    def _ownBindings(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
+        """The IA's reusable bindings, ACTIVE ones first, then the most recent."""
+        own = [
+            lease
+            for lease in self.store.byClient(duid, iaid, lease_type)
+            if lease.state in _OWN_REUSABLE
+        ]
+        own.sort(key=lambda lease: (lease.state is not BindingState.ACTIVE, -lease.cltt))
+        return own
+
+    # --- addresses ----------------------------------------------------------
+
+    def addressFor(
+        self,
+        subnet: SubnetConfig,
+        duid: bytes,
+        iaid: int,
+        hint: IPv6Address | None,
+        now: float,
+        *,
+        exclude: Container[tuple[IPv6Address, int]] = _NO_EXCLUDE,
+        probe: bool = True,
+    ) -> IPv6Address | None:
+        """
+        The address this IA_NA should hold on this subnet, or C{None}.
+
+        In order: an address reserved for the DUID, the IA's own binding if
+        still appropriate, the hint if it is a free pool address, then the
+        hash probe of each pool.
+
+        @param exclude: (address, 128) keys already given out in this
+            exchange (not yet in the store).
+        @param probe: C{False} to stop before the hash probe (renewals only
+            re-create a binding the client already knows).
+        """
+        index = self._index(subnet)
+        for address in index.addresses_of.get(duid, ()):
+            if (address, 128) not in exclude and self.available(
+                subnet, LeaseType.NA, address, 128, duid, iaid, now
+            ):
+                return address
+        for lease in self._ownBindings(duid, iaid, LeaseType.NA):
+            if (
+                lease.key not in exclude
+                and lease.address != index.anycast
+                and self.addressAppropriate(subnet, lease.address, duid)
+                and self.available(subnet, LeaseType.NA, lease.address, 128, duid, iaid, now)
+            ):
+                return lease.address
+        if (
+            hint is not None
+            and hint != index.anycast
+            and (hint, 128) not in exclude
+            and any(hint in pool for pool in subnet.pools)
+            and self.available(subnet, LeaseType.NA, hint, 128, duid, iaid, now)
+        ):
+            return hint
+        if not probe or not subnet.pools:
+            return None
+        h = stableHash(duid, iaid, b"na")
+        for pool in _rotate(subnet.pools, h):
+            found = self._probeAddressPool(subnet, index, pool, h, duid, iaid, now, exclude)
+            if found is not None:
+                return found
+        return None
+
+    def _probeAddressPool(
+        self,
+        subnet: SubnetConfig,
+        index: _SubnetIndex,
+        pool: AddressPool,
+        h: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+        exclude: Container[tuple[IPv6Address, int]],
+    ) -> IPv6Address | None:
+        first = int(pool.first)
+        for slot in probeSequence(h, pool.size):
+            candidate = IPv6Address(first + slot)
+            if candidate == index.anycast or (candidate, 128) in exclude:
+                continue
+            if self.available(subnet, LeaseType.NA, candidate, 128, duid, iaid, now):
+                return candidate
+        return None
+
+    # --- prefixes -----------------------------------------------------------
+
+    def prefixFor(
+        self,
+        subnet: SubnetConfig,
+        duid: bytes,
+        iaid: int,
+        hint: tuple[IPv6Address, int] | None,
+        now: float,
+        *,
+        exclude: Container[tuple[IPv6Address, int]] = _NO_EXCLUDE,
+        probe: bool = True,
+    ) -> tuple[IPv6Address, int] | None:
+        """
+        The (prefix address, delegated length) this IA_PD should hold, or
+        C{None}.
+
+        In order: a prefix reserved for the DUID, the IA's own binding if
+        still appropriate, the hint (its address rounded down to a pool's
+        delegated length; a hint of C{::/len} only puts the pools delegating
+        C{/len} first), then the hash probe of each pool: slot C{i} of a pool
+        is C{base + (i << (128 - delegated_length))}.
+        """
+        for key in self._index(subnet).prefixes_of.get(duid, ()):
+            if key not in exclude and self.available(
+                subnet, LeaseType.PD, key[0], key[1], duid, iaid, now
+            ):
+                return key
+        for lease in self._ownBindings(duid, iaid, LeaseType.PD):
+            if (
+                lease.key not in exclude
+                and self.prefixAppropriate(subnet, lease.address, lease.prefix_length, duid)
+                and self.available(
+                    subnet, LeaseType.PD, lease.address, lease.prefix_length, duid, iaid, now
+                )
+            ):
+                return lease.key
+        if hint is not None and hint[0] != _UNSPECIFIED:
+            for pool in subnet.pd_pools:
+                if hint[0] in pool.prefix:
+                    key = (_aligned(hint[0], pool.delegated_length), pool.delegated_length)
+                    if key not in exclude and self.available(
+                        subnet, LeaseType.PD, key[0], key[1], duid, iaid, now
+                    ):
+                        return key
+        if not probe or not subnet.pd_pools:
+            return None
+        h = stableHash(duid, iaid, b"pd")
+        pools: list[PrefixPool] = list(_rotate(subnet.pd_pools, h))
+        if hint is not None and hint[1]:
+            # Stable sort: the pools delegating the hinted length first.
+            pools.sort(key=lambda pool: pool.delegated_length != hint[1])
+        for pool in pools:
+            found = self._probePrefixPool(subnet, pool, h, duid, iaid, now, exclude)
+            if found is not None:
+                return found
+        return None
+
+    def _probePrefixPool(
+        self,
+        subnet: SubnetConfig,
+        pool: PrefixPool,
+        h: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+        exclude: Container[tuple[IPv6Address, int]],
+    ) -> tuple[IPv6Address, int] | None:
+        base = int(pool.prefix.network_address)
+        length = pool.delegated_length
+        shift = 128 - length
+        for slot in probeSequence(h, pool.size):
+            key = (IPv6Address(base + (slot << shift)), length)
+            if key in exclude:
+                continue
+            if self.available(subnet, LeaseType.PD, key[0], length, duid, iaid, now):
+                return key
+        return None
+
+
+def _rotate(items: tuple[_T, ...], h: int) -> Iterator[_T]:
+    """C{items}, starting at the one the hash picks, so that clients spread over pools."""
+    if not items:
+        return
+    start = h % len(items)
+    yield from items[start:]
+    yield from items[:start]

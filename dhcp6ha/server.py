@@ -1,0 +1,636 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+Client I/O: the thin adapter between UDP datagrams and the sans-IO engine.
+
+L{DHCPv6ServerProtocol} decodes a datagram, asks the engine for a decision,
+makes the decision's binding changes durable and only then sends the reply
+(durable before visible, DESIGN.md).  L{Reclaimer} runs expiry reclamation on
+a timer.  L{DHCPv6Port} is a UDP port that also reports, for each datagram,
+the interface it arrived on and the address it was sent to
+(C{IPV6_RECVPKTINFO}), and joins C{ff02::1:2} on named interfaces.
+
+Nothing here makes a protocol decision: that is the engine's job.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from ipaddress import IPv6Address
+from typing import Any, Protocol
+
+from attrs import frozen
+from twisted.internet import udp
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from dhcp6ha.engine import Decision, Received
+from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
+from dhcp6ha.leases.lease import Lease
+from dhcp6ha.message import (
+    MAX_MESSAGE_SIZE,
+    MalformedMessage,
+    Message,
+    MessageType,
+    RelayMessage,
+    decode,
+    encode,
+)
+
+__all__ = [
+    "ALL_DHCP_RELAY_AGENTS_AND_SERVERS",
+    "MAX_DATAGRAM_SIZE",
+    "DHCPv6Port",
+    "DHCPv6ServerProtocol",
+    "LogThrottle",
+    "PacketInfo",
+    "Reclaimer",
+    "ServerEngine",
+    "listenDHCPv6",
+]
+
+ALL_DHCP_RELAY_AGENTS_AND_SERVERS = IPv6Address("ff02::1:2")
+"""The link-scoped multicast group clients send to (RFC 8415 section 7.1)."""
+
+MAX_DATAGRAM_SIZE = MAX_MESSAGE_SIZE
+"""
+Largest datagram accepted: the codec's limit (RFC 8415 puts none below the
+UDP one).  The port reads with a buffer one byte larger, so that a
+truncated read is seen as oversized rather than parsed.
+"""
+
+SERVER_PORT_MESSAGE_TYPES = frozenset(
+    {
+        MessageType.SOLICIT,
+        MessageType.REQUEST,
+        MessageType.CONFIRM,
+        MessageType.RENEW,
+        MessageType.REBIND,
+        MessageType.RELEASE,
+        MessageType.DECLINE,
+        MessageType.INFORMATION_REQUEST,
+        MessageType.RELAY_FORW,
+    }
+)
+"""Message types a server accepts on its port; anything else is dropped."""
+
+
+class ServerEngine(Protocol):
+    """What the adapters need of L{dhcp6ha.engine.Engine}."""
+
+    def handle(
+        self, message: Message | RelayMessage, received: Received, now: float
+    ) -> Decision | None: ...
+
+    def reclaim(self, now: float, limit: int) -> Sequence[Lease]: ...
+
+
+@frozen
+class PacketInfo:
+    """
+    What the socket told us about a datagram beyond its source.
+
+    @ivar destination: the address it was sent to, or C{None} if unknown.
+    @ivar interface: the name of the interface it arrived on, or C{None}.
+    """
+
+    destination: IPv6Address | None
+    interface: str | None
+
+
+class LogThrottle:
+    """
+    Decide when a repeated event may be logged again.
+
+    The first event of a key is logged; after that at most one per
+    C{interval} seconds, reporting how many were suppressed in between.  At
+    most C{maxKeys} keys are tracked; further keys share C{overflowKey}.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float, maxKeys: int = 64) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._maxKeys = maxKeys
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def admit(self, key: str, overflowKey: str = "other") -> int | None:
+        """
+        Record one event.
+
+        @return: C{None} if it must not be logged now; otherwise the number
+            of events of this key suppressed since the last one logged.
+        """
+        if key not in self._last and len(self._last) >= self._maxKeys:
+            key = overflowKey
+        now = self._clock.seconds()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] += 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+def _expiry(when: float) -> str:
+    try:
+        return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return repr(when)
+
+
+def logLeaseChange(log: Logger, lease: Lease) -> None:
+    """Log one binding change at info level."""
+    log.info(
+        "Lease {address}/{length} {state} for {duid} iaid {iaid} until {expires}",
+        address=str(lease.address),
+        length=lease.prefix_length,
+        state=lease.state.value,
+        duid=lease.duid.hex(),
+        iaid=lease.iaid,
+        expires=_expiry(lease.expires),
+        lease=lease,
+    )
+
+
+def _describe(message: Message | RelayMessage) -> str:
+    try:
+        return MessageType(message.msg_type).name
+    except ValueError:
+        return str(message.msg_type)
+
+
+class DHCPv6ServerProtocol(DatagramProtocol):
+    """
+    The server's side of one UDP socket.
+
+    Replies whose decision changes bindings are sent only once the store's
+    commit has fired (durable); if it fails, nothing is sent.  No datagram,
+    engine bug or store failure stops the protocol: each is counted in
+    L{counters} and logged, repeated ones throttled per reason.
+
+    @ivar counters: event counts: C{received}, C{sent}, C{malformed},
+        C{oversized}, C{unexpected-type}, C{not-serving}, C{no-reply},
+        C{engine-error}, C{encode-error}, C{commit-failed}, C{send-error},
+        C{policy-error}, C{leases-changed}.
+    @ivar serving: when false, datagrams are counted (C{not-serving}) and
+        dropped; the service keeps it false until the server DUID is
+        durable and while it is stopping.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        engine: ServerEngine,
+        store: ILeaseStore,
+        policy: IAllocationPolicy,
+        clock: IReactorTime,
+        *,
+        logInterval: float = 60.0,
+        logExchanges: bool = False,
+        ifNameToIndex: Callable[[str], int] = socket.if_nametoindex,
+        ifIndexToName: Callable[[int], str] = socket.if_indextoname,
+    ) -> None:
+        """
+        @param logInterval: at most one log line per this many seconds for
+            each kind of repeated problem (malformed datagrams, failures).
+        @param logExchanges: log every exchange at debug level.
+        @param ifNameToIndex: maps interface names to indexes (for the scope
+            of replies to link-local addresses).
+        @param ifIndexToName: maps interface indexes to names.
+        """
+        self.engine = engine
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.serving = True
+        self.logExchanges = logExchanges
+        self._throttle = LogThrottle(clock, logInterval)
+        self._ifNameToIndex = ifNameToIndex
+        self._ifIndexToName = ifIndexToName
+        self._inFlight = 0
+        self._idle: list[Deferred[None]] = []
+
+    # --- receiving ---------------------------------------------------------
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """
+        A datagram from a port that reports only its source.
+
+        The interface comes from the source's scope if there is one; the
+        destination is unknown, so non-relayed messages count as multicast.
+        """
+        scope = addr[3] if len(addr) >= 4 else 0
+        self.packetReceived(datagram, addr, PacketInfo(None, self._interfaceName(scope)))
+
+    def packetReceived(self, datagram: bytes, addr: Any, info: PacketInfo) -> None:
+        """
+        A datagram from C{addr} (C{(host, port[, flowinfo, scope_id])}).
+        """
+        self.counters["received"] += 1
+        if not self.serving:
+            self.counters["not-serving"] += 1
+            return
+        host = str(addr[0]).partition("%")[0]
+        try:
+            source = IPv6Address(host)
+        except ValueError:
+            self._drop("bad-source", "bad-source", "Dropped datagram from non-IPv6 {source}", host)
+            return
+        sourcePort = int(addr[1])
+        if len(datagram) > MAX_DATAGRAM_SIZE:
+            self._drop("oversized", "oversized", "Dropped oversized datagram from {source}", source)
+            return
+        try:
+            message = decode(datagram)
+        except MalformedMessage as e:
+            reason = str(e.args[0]) if e.args else "malformed"
+            self.counters["malformed"] += 1
+            suppressed = self._throttle.admit("malformed:" + reason, "malformed")
+            if suppressed is not None:
+                self.log.warn(
+                    "Dropped malformed datagram from {source} port {port}: {reason}"
+                    " ({suppressed} malformed datagrams not logged before this one)",
+                    source=str(source),
+                    port=sourcePort,
+                    reason=reason,
+                    suppressed=suppressed,
+                )
+            return
+        if message.msg_type not in SERVER_PORT_MESSAGE_TYPES:
+            self._drop(
+                "unexpected-type",
+                "type:" + _describe(message),
+                "Dropped {msgtype} from {source}: not a message for a server",
+                source,
+                msgtype=_describe(message),
+            )
+            return
+        multicast = info.destination.is_multicast if info.destination is not None else True
+        received = Received(
+            source=source, port=sourcePort, interface=info.interface, multicast=multicast
+        )
+        try:
+            decision = self.engine.handle(message, received, self.clock.seconds())
+        except Exception:
+            self._failure(
+                "engine-error", "Engine failed on {msgtype} from {source}", message, source
+            )
+            return
+        if decision is None:
+            self.counters["no-reply"] += 1
+            if self.logExchanges:
+                self.log.debug(
+                    "{msgtype} from {source} on {interface}: no reply",
+                    msgtype=_describe(message),
+                    source=str(source),
+                    interface=info.interface,
+                )
+            return
+        try:
+            payload = encode(decision.reply)
+        except Exception:
+            self._failure(
+                "encode-error",
+                "Could not encode the reply to {msgtype} from {source}",
+                message,
+                source,
+            )
+            return
+        if self.logExchanges:
+            self.log.debug(
+                "{msgtype} from {source} on {interface}: {reply} to {destination}"
+                " with {changes} binding changes",
+                msgtype=_describe(message),
+                source=str(source),
+                interface=info.interface,
+                reply=_describe(decision.reply),
+                destination=decision.destination,
+                changes=len(decision.changes),
+            )
+        if not decision.changes:
+            self._send(payload, decision)
+            return
+        changes = tuple(decision.changes)
+        d: Deferred[None] = maybeDeferred(self.store.commit, changes)
+        self._inFlight += 1
+
+        def committed(_: None) -> None:
+            self._send(payload, decision)
+            self._bindingsChanged(changes)
+
+        def failed(f: Failure) -> None:
+            self.counters["commit-failed"] += 1
+            suppressed = self._throttle.admit("commit-failed")
+            if suppressed is not None:
+                self.log.failure(
+                    "Commit of {count} binding changes failed: reply to {source} not sent"
+                    " ({suppressed} failed commits not logged before this one)",
+                    f,
+                    count=len(changes),
+                    source=str(source),
+                    suppressed=suppressed,
+                )
+
+        def done(result: object) -> object:
+            self._inFlight -= 1
+            if not self._inFlight:
+                idle, self._idle = self._idle, []
+                for waiter in idle:
+                    waiter.callback(None)
+            return result
+
+        d.addCallbacks(committed, failed)
+        d.addBoth(done)
+
+    # --- sending and after-commit work ------------------------------------
+
+    def _send(self, payload: bytes, decision: Decision) -> None:
+        address, port, interface = decision.destination
+        try:
+            if self.transport is None:
+                raise RuntimeError("the port is closed")
+            if interface is None:
+                self.transport.write(payload, (str(address), port))
+            else:
+                index = self._ifNameToIndex(interface)
+                self.transport.write(payload, (str(address), port, 0, index))
+        except Exception:
+            self._failure(
+                "send-error", "Could not send {msgtype} to {source}", decision.reply, address
+            )
+            return
+        self.counters["sent"] += 1
+
+    def _bindingsChanged(self, changes: Sequence[Lease]) -> None:
+        for lease in changes:
+            self.counters["leases-changed"] += 1
+            logLeaseChange(self.log, lease)
+            try:
+                self.policy.bindingChanged(lease)
+            except Exception:
+                self._failure(
+                    "policy-error",
+                    "Allocation policy failed on a {msgtype} for {source}",
+                    None,
+                    lease.address,
+                )
+
+    def drain(self) -> Deferred[None]:
+        """
+        Stop serving and wait for every commit in flight (and its reply).
+        """
+        self.serving = False
+        waiter: Deferred[None] = Deferred()
+        if self._inFlight:
+            self._idle.append(waiter)
+        else:
+            waiter.callback(None)
+        return waiter
+
+    # --- helpers -----------------------------------------------------------
+
+    def _interfaceName(self, index: int) -> str | None:
+        if not index:
+            return None
+        try:
+            return self._ifIndexToName(index)
+        except OSError:
+            return None
+
+    def _drop(self, counter: str, key: str, text: str, source: object, **fields: object) -> None:
+        self.counters[counter] += 1
+        suppressed = self._throttle.admit(key, counter)
+        if suppressed is not None:
+            self.log.warn(
+                text + " ({suppressed} similar not logged before this one)",
+                source=str(source),
+                suppressed=suppressed,
+                **fields,
+            )
+
+    def _failure(
+        self, counter: str, text: str, about: Message | RelayMessage | None, source: object
+    ) -> None:
+        self.counters[counter] += 1
+        suppressed = self._throttle.admit(counter)
+        if suppressed is not None:
+            self.log.failure(
+                text + " ({suppressed} similar not logged before this one)",
+                level=LogLevel.error,
+                msgtype=_describe(about) if about is not None else "binding change",
+                source=str(source),
+                suppressed=suppressed,
+            )
+
+
+class Reclaimer:
+    """
+    Expiry reclamation on a timer: asks the engine which bindings expire,
+    commits them, then tells the policy, like a client exchange does.
+
+    @ivar counters: C{reclaimed}, C{reclaim-error}, C{commit-failed}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        engine: ServerEngine,
+        store: ILeaseStore,
+        policy: IAllocationPolicy,
+        clock: IReactorTime,
+        interval: float,
+        limit: int = 1000,
+        maxBatches: int = 10,
+    ) -> None:
+        """
+        @param interval: seconds between runs.
+        @param limit: most bindings reclaimed per batch (one commit).
+        @param maxBatches: most batches in one run; a run goes on to the
+            next batch only while batches come back full.
+        """
+        self.engine = engine
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.interval = interval
+        self.limit = limit
+        self.maxBatches = maxBatches
+        self.counters: Counter[str] = Counter()
+        self._loop = LoopingCall(self.reclaimOnce)
+        self._loop.clock = clock
+        self._loopDone: Deferred[LoopingCall] | None = None
+
+    def start(self) -> None:
+        """Run now, then every C{interval} seconds."""
+        self._loopDone = self._loop.start(self.interval, now=True)
+
+    def stop(self) -> Deferred[None]:
+        """Stop the timer; fires once a run in progress has finished."""
+        done, self._loopDone = self._loopDone, None
+        if self._loop.running:
+            self._loop.stop()
+        result: Deferred[None] = Deferred()
+        if done is None:
+            result.callback(None)
+        else:
+            done.addBoth(lambda _: result.callback(None))
+        return result
+
+    def reclaimOnce(self) -> Deferred[None]:
+        """One run: reclaim batches until one comes back short.  Never fails."""
+        return Deferred.fromCoroutine(self._reclaim())
+
+    async def _reclaim(self) -> None:
+        for _ in range(self.maxBatches):
+            try:
+                changes = tuple(self.engine.reclaim(self.clock.seconds(), self.limit))
+            except Exception:
+                self.counters["reclaim-error"] += 1
+                self.log.failure("Expiry reclamation failed")
+                return
+            if not changes:
+                return
+            try:
+                await self.store.commit(changes)
+            except Exception:
+                self.counters["commit-failed"] += 1
+                self.log.failure("Commit of {count} reclaimed bindings failed", count=len(changes))
+                return
+            for lease in changes:
+                self.counters["reclaimed"] += 1
+                logLeaseChange(self.log, lease)
+                try:
+                    self.policy.bindingChanged(lease)
+                except Exception:
+                    self.log.failure("Allocation policy failed on a reclaimed binding")
+            if len(changes) < self.limit:
+                return
+
+
+# --- the port ----------------------------------------------------------------
+
+_READ_IGNORE = (errno.EAGAIN, errno.EINTR, errno.EWOULDBLOCK)
+_PKTINFO = struct.Struct("=16sI")  # struct in6_pktinfo
+
+
+class DHCPv6Port(udp.Port):
+    """
+    An IPv6 UDP port that tells its protocol where each datagram went.
+
+    Reads use C{recvmsg} with C{IPV6_RECVPKTINFO}, and hand the protocol
+    C{packetReceived(data, (host, port, flowinfo, scope_id), PacketInfo)}:
+    the destination address (multicast or not) and the name of the
+    receiving interface.  Twisted's own C{udp.Port} reads with C{recvfrom}
+    and drops the scope, so neither is available there.
+
+    L{joinGroupOn} joins a group on an interface given by name.  Twisted 26.10's
+    C{joinGroup(addr, interface)} takes an IPv6 I{address literal} for the
+    interface and passes its bytes as the C{ipv6_mreq} interface index, so
+    it cannot name an interface; this class sets C{IPV6_JOIN_GROUP} itself.
+    """
+
+    addressFamily = socket.AF_INET6
+
+    def __init__(
+        self,
+        port: int,
+        proto: DHCPv6ServerProtocol,
+        interface: str = "::",
+        maxPacketSize: int = MAX_DATAGRAM_SIZE + 1,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(port, proto, interface, maxPacketSize, reactor)
+        if self.addressFamily != socket.AF_INET6:
+            raise ValueError("DHCPv6Port needs an IPv6 address to bind, not " + repr(interface))
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        return skt
+
+    def doRead(self) -> None:
+        """Read every datagram waiting, up to C{maxThroughput} bytes."""
+        read = 0
+        ancillarySize = socket.CMSG_SPACE(_PKTINFO.size)
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, flags, addr = self.socket.recvmsg(
+                    self.maxPacketSize, ancillarySize
+                )
+            except OSError as se:
+                if se.errno in _READ_IGNORE or se.errno == errno.ECONNREFUSED:
+                    return
+                raise
+            read += len(data)
+            destination: IPv6Address | None = None
+            interface: str | None = None
+            for level, kind, value in ancillary:
+                if (
+                    level == socket.IPPROTO_IPV6
+                    and kind == socket.IPV6_PKTINFO
+                    and len(value) >= _PKTINFO.size
+                ):
+                    packed, index = _PKTINFO.unpack_from(value)
+                    destination = IPv6Address(packed)
+                    interface = self._indexToName(index)
+            if flags & socket.MSG_TRUNC:
+                # Longer than the buffer: the protocol counts it as oversized.
+                data = data + b"\0"
+            try:
+                self.protocol.packetReceived(data, addr, PacketInfo(destination, interface))
+            except BaseException:
+                from twisted.python import log as legacyLog
+
+                legacyLog.err()
+
+    def _indexToName(self, index: int) -> str | None:
+        if not index:
+            return None
+        try:
+            return socket.if_indextoname(index)
+        except OSError:
+            return None
+
+    def _membership(self, option: int, group: str, interface: str) -> None:
+        request = socket.inet_pton(socket.AF_INET6, group) + struct.pack(
+            "@I", socket.if_nametoindex(interface)
+        )
+        self.socket.setsockopt(socket.IPPROTO_IPV6, option, request)
+
+    def joinGroupOn(self, group: str, interface: str) -> None:
+        """
+        Join multicast C{group} on the interface named C{interface}.
+
+        @raise OSError: the interface does not exist or the join failed.
+        """
+        self._membership(socket.IPV6_JOIN_GROUP, group, interface)
+
+    def leaveGroupOn(self, group: str, interface: str) -> None:
+        """Leave multicast C{group} on the interface named C{interface}."""
+        self._membership(socket.IPV6_LEAVE_GROUP, group, interface)
+
+
+def listenDHCPv6(
+    reactor: Any, port: int, protocol: DHCPv6ServerProtocol, interface: str
+) -> DHCPv6Port:
+    """
+    Bind a L{DHCPv6Port} on a reactor that manages file descriptors (every
+    POSIX reactor).
+
+    @raise twisted.internet.error.CannotListenError: the bind failed.
+    """
+    listening = DHCPv6Port(port, protocol, interface, reactor=reactor)
+    listening.startListening()
+    return listening

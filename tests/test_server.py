@@ -1,0 +1,684 @@
+"""
+Tests for L{dhcp6ha.server}: the datagram adapter, reclamation timer and port.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Sequence
+from ipaddress import IPv6Address
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from dhcp6ha.engine import Decision, Received
+from dhcp6ha.interfaces import IAllocationPolicy
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.message import (
+    MAX_MESSAGE_SIZE,
+    ClientId,
+    Message,
+    MessageType,
+    RelayMessage,
+    RelayMessageOption,
+    ServerId,
+    encode,
+)
+from dhcp6ha.server import (
+    DHCPv6Port,
+    DHCPv6ServerProtocol,
+    LogThrottle,
+    PacketInfo,
+    Reclaimer,
+)
+from dhcp6ha.testing import MemoryLeaseStore
+
+CLIENT = IPv6Address("2001:db8::10")
+RELAY = IPv6Address("2001:db8::1")
+SOLICIT = Message(MessageType.SOLICIT, 0x123456, (ClientId(b"\x00\x03\x00\x01abcdef"),))
+ADVERTISE = Message(
+    MessageType.ADVERTISE,
+    0x123456,
+    (ClientId(b"\x00\x03\x00\x01abcdef"), ServerId(b"\x00\x03\x00\x01server")),
+)
+REPLY = Message(MessageType.REPLY, 0x123456, ADVERTISE.options)
+
+
+def makeLease(address: str = "2001:db8:1::1000", expires: float = 1600.0) -> Lease:
+    return Lease(
+        lease_type=LeaseType.NA,
+        address=IPv6Address(address),
+        prefix_length=128,
+        state=BindingState.ACTIVE,
+        duid=b"\x00\x03\x00\x01abcdef",
+        iaid=7,
+        start_time_of_state=1000.0,
+        cltt=1000.0,
+        preferred_lifetime=300,
+        valid_lifetime=600,
+        expires=expires,
+    )
+
+
+class FakeEngine:
+    """
+    Answers every message with C{decision}, or raises C{error}; records
+    the calls.
+    """
+
+    def __init__(self, decision: Decision | None = None) -> None:
+        self.decision = decision
+        self.error: Exception | None = None
+        self.handled: list[tuple[Message | RelayMessage, Received, float]] = []
+        self.reclaimable: list[Lease] = []
+        self.reclaimCalls: list[tuple[float, int]] = []
+
+    def handle(
+        self, message: Message | RelayMessage, received: Received, now: float
+    ) -> Decision | None:
+        self.handled.append((message, received, now))
+        if self.error is not None:
+            raise self.error
+        return self.decision
+
+    def reclaim(self, now: float, limit: int) -> Sequence[Lease]:
+        self.reclaimCalls.append((now, limit))
+        if self.error is not None:
+            raise self.error
+        batch, self.reclaimable = self.reclaimable[:limit], self.reclaimable[limit:]
+        return tuple(batch)
+
+
+@implementer(IAllocationPolicy)
+class RecordingPolicy:
+    """Allows everything and records C{bindingChanged} calls."""
+
+    def __init__(self, events: list[object] | None = None) -> None:
+        self.changed: list[Lease] = []
+        self.events = events if events is not None else []
+        self.error: Exception | None = None
+
+    def mayAllocate(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        return True
+
+    def maxValidLifetime(self, existing: Lease | None, desired: int, now: float) -> int:
+        return desired
+
+    def respondsTo(self, msg_type: int, addressed_to_us: bool) -> bool:
+        return True
+
+    def bindingChanged(self, lease: Lease) -> None:
+        self.changed.append(lease)
+        self.events.append(("changed", lease))
+        if self.error is not None:
+            raise self.error
+
+
+class FailingStore(MemoryLeaseStore):
+    """A store whose commits all fail."""
+
+    def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+        return fail(OSError(errno.ENOSPC, "No space left on device"))
+
+
+class RecordingTransport(FakeDatagramTransport):
+    """Records writes into a shared event list too; may raise."""
+
+    def __init__(self, events: list[object]) -> None:
+        super().__init__()
+        self.events = events
+        self.error: Exception | None = None
+
+    def write(self, packet: bytes, addr: Any = FakeDatagramTransport.noAddr) -> None:
+        if self.error is not None:
+            raise self.error
+        super().write(packet, addr)
+        self.events.append(("sent", packet, addr))
+
+
+class ProtocolTestsMixin:
+    """Builds a protocol on fakes."""
+
+    def setUpProtocol(
+        self, decision: Decision | None, store: MemoryLeaseStore | None = None
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.events: list[object] = []
+        self.engine = FakeEngine(decision)
+        self.store = store if store is not None else MemoryLeaseStore(autoFlush=False)
+        self.policy = RecordingPolicy(self.events)
+        self.protocol = DHCPv6ServerProtocol(
+            self.engine,
+            self.store,
+            self.policy,
+            self.clock,
+            logInterval=60,
+            ifNameToIndex={"eth7": 7}.__getitem__,
+            ifIndexToName={7: "eth7"}.__getitem__,
+        )
+        self.transport = RecordingTransport(self.events)
+        self.protocol.makeConnection(self.transport)
+
+
+class DurableBeforeVisibleTests(ProtocolTestsMixin, SynchronousTestCase):
+    """A reply that changes bindings leaves only once they are durable."""
+
+    def setUp(self) -> None:
+        self.lease = makeLease()
+        self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (self.lease,)))
+
+    def test_replyWaitsForCommit(self) -> None:
+        """
+        Nothing is sent while the commit is pending; once the store has made
+        it durable, the encoded reply goes to the decision's destination.
+        """
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.store.committed, [(self.lease,)])
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.policy.changed, [])
+        self.store.flush()
+        self.assertEqual(self.transport.written, [(encode(REPLY), (str(CLIENT), 546))])
+        self.assertEqual(self.protocol.counters["sent"], 1)
+
+    def test_policyToldAfterReply(self) -> None:
+        """
+        The policy hears of each change after the reply is sent (lazy
+        update: the partner never delays the client).
+        """
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.store.flush()
+        self.assertEqual(
+            self.events,
+            [("sent", encode(REPLY), (str(CLIENT), 546)), ("changed", self.lease)],
+        )
+
+    def test_leaseChangeLogged(self) -> None:
+        """Each committed change is logged at info level with its details."""
+        with capturedLogs() as events:
+            self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+            self.store.flush()
+        infos = [e for e in events if e["log_level"] is LogLevel.info]
+        self.assertEqual(len(infos), 1)
+        self.assertEqual(
+            infos[0]["log_format"],
+            "Lease {address}/{length} {state} for {duid} iaid {iaid} until {expires}",
+        )
+        self.assertEqual(infos[0]["address"], "2001:db8:1::1000")
+        self.assertEqual(infos[0]["length"], 128)
+        self.assertEqual(infos[0]["state"], "active")
+        self.assertEqual(infos[0]["duid"], b"\x00\x03\x00\x01abcdef".hex())
+        self.assertEqual(infos[0]["iaid"], 7)
+        self.assertEqual(infos[0]["expires"], "1970-01-01T00:26:40+00:00")
+
+    def test_failedCommitSendsNothing(self) -> None:
+        """
+        When the store cannot make the changes durable, no reply is sent,
+        the policy hears nothing, and the failure is counted and logged.
+        """
+        self.setUpProtocol(
+            Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=FailingStore()
+        )
+        with capturedLogs() as events:
+            self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.policy.changed, [])
+        self.assertEqual(self.protocol.counters["commit-failed"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual([e["count"] for e in events if "log_failure" in e], [1])
+
+    def test_failedCommitsThrottled(self) -> None:
+        """Repeated commit failures are logged once per interval."""
+        self.setUpProtocol(
+            Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=FailingStore()
+        )
+        for _ in range(5):
+            self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["commit-failed"], 5)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(60)
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_drainWaitsForCommits(self) -> None:
+        """
+        L{DHCPv6ServerProtocol.drain} stops serving and fires once the
+        commits in flight are done and their replies sent.
+        """
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        drained = self.protocol.drain()
+        self.assertNoResult(drained)
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(len(self.store.committed), 1)
+        self.assertEqual(self.protocol.counters["not-serving"], 1)
+        self.store.flush()
+        self.successResultOf(drained)
+        self.assertEqual(len(self.transport.written), 1)
+
+    def test_drainIdle(self) -> None:
+        """With nothing in flight, C{drain} fires at once."""
+        self.successResultOf(self.protocol.drain())
+
+    def test_policyErrorDoesNotStopReply(self) -> None:
+        """A policy that raises is logged and counted; the reply was sent."""
+        self.policy.error = RuntimeError("boom")
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.store.flush()
+        self.assertEqual(len(self.transport.written), 1)
+        self.assertEqual(self.protocol.counters["policy-error"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
+    """What the protocol passes to the engine and does with its decision."""
+
+    def test_noChangesSentAtOnce(self) -> None:
+        """A decision with no binding changes is answered immediately."""
+        self.setUpProtocol(Decision(ADVERTISE, (CLIENT, 546, None), ()))
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.store.committed, [])
+        self.assertEqual(self.transport.written, [(encode(ADVERTISE), (str(CLIENT), 546))])
+
+    def test_receivedDescribesDatagram(self) -> None:
+        """
+        The engine gets the decoded message, the source (without scope),
+        port, interface and whether it was multicast, and the clock's time.
+        """
+        self.setUpProtocol(None)
+        self.protocol.packetReceived(
+            encode(SOLICIT),
+            ("fe80::1%eth7", 546, 0, 7),
+            PacketInfo(IPv6Address("ff02::1:2"), "eth7"),
+        )
+        self.assertEqual(
+            self.engine.handled,
+            [(SOLICIT, Received(IPv6Address("fe80::1"), 546, "eth7", True), 1000.0)],
+        )
+        self.assertEqual(self.protocol.counters["no-reply"], 1)
+        self.assertEqual(self.transport.written, [])
+
+    def test_unicastDestination(self) -> None:
+        """A datagram sent to a unicast address is not multicast."""
+        self.setUpProtocol(None)
+        self.protocol.packetReceived(
+            encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(IPv6Address("::1"), "lo")
+        )
+        self.assertEqual(self.engine.handled[0][1], Received(CLIENT, 546, "lo", False))
+
+    def test_unknownDestinationCountsAsMulticast(self) -> None:
+        """
+        Through plain C{datagramReceived} the destination is unknown: the
+        message counts as multicast, and the interface comes from the
+        source's scope id.
+        """
+        self.setUpProtocol(None)
+        self.protocol.datagramReceived(encode(SOLICIT), ("fe80::1%eth7", 546, 0, 7))
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(
+            [h[1] for h in self.engine.handled],
+            [
+                Received(IPv6Address("fe80::1"), 546, "eth7", True),
+                Received(CLIENT, 546, None, True),
+            ],
+        )
+
+    def test_replyToLinkLocalUsesScope(self) -> None:
+        """
+        A destination with an interface is written with that interface's
+        index as the scope id.
+        """
+        self.setUpProtocol(Decision(ADVERTISE, (IPv6Address("fe80::1"), 546, "eth7"), ()))
+        self.protocol.datagramReceived(encode(SOLICIT), ("fe80::1", 546, 0, 7))
+        self.assertEqual(self.transport.written, [(encode(ADVERTISE), ("fe80::1", 546, 0, 7))])
+
+    def test_relayForwarded(self) -> None:
+        """A Relay-forward goes to the engine; its reply goes to the relay."""
+        relayed = RelayMessage(
+            MessageType.RELAY_FORW, 0, RELAY, CLIENT, (RelayMessageOption(SOLICIT),)
+        )
+        answer = RelayMessage(
+            MessageType.RELAY_REPL, 0, RELAY, CLIENT, (RelayMessageOption(ADVERTISE),)
+        )
+        self.setUpProtocol(Decision(answer, (RELAY, 547, None), ()))
+        self.protocol.datagramReceived(encode(relayed), (str(RELAY), 547))
+        self.assertEqual(self.engine.handled[0][0], relayed)
+        self.assertEqual(self.transport.written, [(encode(answer), (str(RELAY), 547))])
+
+    def test_unknownInterfaceIsSendError(self) -> None:
+        """A destination interface with no index is a counted send error."""
+        self.setUpProtocol(Decision(ADVERTISE, (IPv6Address("fe80::1"), 546, "nosuch0"), ()))
+        self.protocol.datagramReceived(encode(SOLICIT), ("fe80::1", 546))
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.protocol.counters["send-error"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_writeErrorCounted(self) -> None:
+        """A transport that refuses the write is a counted, logged send error."""
+        self.setUpProtocol(Decision(ADVERTISE, (CLIENT, 546, None), ()))
+        self.transport.error = OSError(errno.ENETUNREACH, "Network is unreachable")
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["send-error"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_notServing(self) -> None:
+        """While not serving, datagrams are counted and dropped."""
+        self.setUpProtocol(Decision(ADVERTISE, (CLIENT, 546, None), ()))
+        self.protocol.serving = False
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.engine.handled, [])
+        self.assertEqual(self.protocol.counters["not-serving"], 1)
+
+
+class BadInputTests(ProtocolTestsMixin, SynchronousTestCase):
+    """Bad datagrams and failures are counted drops; the protocol goes on."""
+
+    def setUp(self) -> None:
+        self.setUpProtocol(Decision(ADVERTISE, (CLIENT, 546, None), ()))
+
+    def assertStillServing(self) -> None:
+        before = len(self.transport.written)
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(len(self.transport.written), before + 1)
+
+    def test_malformedCounted(self) -> None:
+        """A malformed datagram is counted, not answered, and logged."""
+        with capturedLogs() as events:
+            self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["malformed"], 1)
+        self.assertEqual(self.engine.handled, [])
+        self.assertEqual(self.transport.written, [])
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["source"], str(CLIENT))
+        self.assertIn("truncated", warnings[0]["reason"])
+        self.assertStillServing()
+
+    def test_malformedLogThrottled(self) -> None:
+        """
+        The first malformed datagram of a reason is logged; others within
+        the interval are only counted; the next one after it is logged with
+        the number left out.
+        """
+        with capturedLogs() as events:
+            for _ in range(10):
+                self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+            self.clock.advance(59)
+            self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+            self.clock.advance(1)
+            self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual([e["suppressed"] for e in warnings], [0, 10])
+        self.assertEqual(self.protocol.counters["malformed"], 12)
+
+    def test_malformedReasonsThrottledApart(self) -> None:
+        """Different reasons are throttled separately."""
+        with capturedLogs() as events:
+            self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+            self.protocol.datagramReceived(b"", (str(CLIENT), 546))
+            self.protocol.datagramReceived(b"\x01\x00", (str(CLIENT), 546))
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 2)
+
+    def test_oversized(self) -> None:
+        """A datagram longer than the codec accepts is a counted drop."""
+        with capturedLogs():
+            self.protocol.datagramReceived(b"\x01" * (MAX_MESSAGE_SIZE + 1), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["oversized"], 1)
+        self.assertEqual(self.engine.handled, [])
+        self.assertStillServing()
+
+    def test_serverMessageTypeDropped(self) -> None:
+        """Messages only servers send (Advertise, Reply, Relay-reply...) are dropped."""
+        with capturedLogs():
+            for message in (ADVERTISE, REPLY):
+                self.protocol.datagramReceived(encode(message), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["unexpected-type"], 2)
+        self.assertEqual(self.engine.handled, [])
+        self.assertStillServing()
+
+    def test_unknownMessageTypeDropped(self) -> None:
+        """A message type this server does not know is a counted drop."""
+        with capturedLogs():
+            self.protocol.datagramReceived(b"\xc8\x00\x00\x01", (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["unexpected-type"], 1)
+        self.assertStillServing()
+
+    def test_engineErrorCounted(self) -> None:
+        """An engine that raises is logged and counted, and does not stop the protocol."""
+        self.engine.error = ZeroDivisionError("bug")
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["engine-error"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.engine.error = None
+        self.assertStillServing()
+
+    def test_encodeErrorCounted(self) -> None:
+        """
+        A reply that cannot be encoded is logged and counted; nothing is
+        committed or sent.
+        """
+        bad = Message(MessageType.ADVERTISE, 1 << 30)
+        self.setUpProtocol(Decision(bad, (CLIENT, 546, None), (makeLease(),)))
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.protocol.counters["encode-error"], 1)
+        self.assertEqual(self.store.committed, [])
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class LogThrottleTests(SynchronousTestCase):
+    """L{LogThrottle} admits one event per key per interval."""
+
+    def test_firstAdmitted(self) -> None:
+        """The first event of each key is admitted with nothing suppressed."""
+        throttle = LogThrottle(Clock(), 10)
+        self.assertEqual(throttle.admit("a"), 0)
+        self.assertEqual(throttle.admit("b"), 0)
+        self.assertIsNone(throttle.admit("a"))
+
+    def test_countsSuppressed(self) -> None:
+        """After the interval, the next event reports how many were left out."""
+        clock = Clock()
+        throttle = LogThrottle(clock, 10)
+        throttle.admit("a")
+        throttle.admit("a")
+        throttle.admit("a")
+        clock.advance(10)
+        self.assertEqual(throttle.admit("a"), 2)
+        self.assertIsNone(throttle.admit("a"))
+
+    def test_keysBounded(self) -> None:
+        """Past C{maxKeys} keys, new keys share the overflow key."""
+        throttle = LogThrottle(Clock(), 10, maxKeys=2)
+        throttle.admit("a")
+        throttle.admit("b")
+        self.assertEqual(throttle.admit("c", "other"), 0)
+        self.assertIsNone(throttle.admit("d", "other"))
+
+
+class ReclaimerTests(SynchronousTestCase):
+    """L{Reclaimer} runs reclamation on the clock and commits the changes."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(5000)
+        self.engine = FakeEngine()
+        self.store = MemoryLeaseStore(autoFlush=False)
+        self.policy = RecordingPolicy()
+        self.reclaimer = Reclaimer(
+            self.engine, self.store, self.policy, self.clock, interval=10, limit=2
+        )
+
+    def test_runsOnTimer(self) -> None:
+        """It runs at start, then every interval, with the clock's time."""
+        self.reclaimer.start()
+        self.clock.advance(10)
+        self.clock.advance(10)
+        self.assertEqual(self.engine.reclaimCalls, [(5000.0, 2), (5010.0, 2), (5020.0, 2)])
+
+    def test_commitsThenTellsPolicy(self) -> None:
+        """Reclaimed bindings are committed; the policy hears after durability."""
+        expired = makeLease(expires=4000)
+        self.engine.reclaimable = [expired]
+        self.reclaimer.start()
+        self.assertEqual(self.store.committed, [(expired,)])
+        self.assertEqual(self.policy.changed, [])
+        self.store.flush()
+        self.assertEqual(self.policy.changed, [expired])
+        self.assertEqual(self.reclaimer.counters["reclaimed"], 1)
+
+    def test_fullBatchesContinue(self) -> None:
+        """A full batch is followed by another in the same run."""
+        leases = [makeLease(f"2001:db8:1::{i:x}", expires=4000) for i in range(1, 6)]
+        self.engine.reclaimable = list(leases)
+        self.store = MemoryLeaseStore()
+        self.reclaimer = Reclaimer(
+            self.engine, self.store, self.policy, self.clock, interval=10, limit=2
+        )
+        self.reclaimer.start()
+        self.assertEqual(
+            self.store.committed, [tuple(leases[:2]), tuple(leases[2:4]), (leases[4],)]
+        )
+
+    def test_failuresKeepTimer(self) -> None:
+        """A failing engine or commit is logged and the timer goes on."""
+        self.engine.error = RuntimeError("bug")
+        self.reclaimer.start()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.engine.error = None
+        self.engine.reclaimable = [makeLease(expires=4000)]
+        self.store.commit = lambda changes: fail(OSError("disk"))  # type: ignore[method-assign]
+        self.clock.advance(10)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.reclaimer.counters["commit-failed"], 1)
+        self.clock.advance(10)
+        self.assertEqual(len(self.engine.reclaimCalls), 3)
+
+    def test_stopWaitsForRun(self) -> None:
+        """C{stop} fires once the run in progress has committed."""
+        self.engine.reclaimable = [makeLease(expires=4000)]
+        self.reclaimer.start()
+        stopped = self.reclaimer.stop()
+        self.assertNoResult(stopped)
+        self.store.flush()
+        self.successResultOf(stopped)
+        self.clock.advance(100)
+        self.assertEqual(len(self.engine.reclaimCalls), 1)
+
+    def test_stopNotStarted(self) -> None:
+        """Stopping a reclaimer that never started fires at once."""
+        self.successResultOf(self.reclaimer.stop())
+
+
+class FakeSocket:
+    """Answers C{recvmsg} from a list, then EAGAIN; records C{setsockopt}."""
+
+    def __init__(self, reads: list[tuple[bytes, list[tuple[int, int, bytes]], int, Any]]) -> None:
+        self.reads = reads
+        self.options: list[tuple[int, int, Any]] = []
+
+    def recvmsg(self, size: int, ancillary: int) -> tuple[bytes, list[Any], int, Any]:
+        if not self.reads:
+            raise BlockingIOError(errno.EAGAIN, "try again")
+        return self.reads.pop(0)
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        self.options.append((level, option, value))
+
+
+class RecordingProtocol(DHCPv6ServerProtocol):
+    def __init__(self) -> None:
+        self.packets: list[tuple[bytes, Any, PacketInfo]] = []
+
+    def packetReceived(self, datagram: bytes, addr: Any, info: PacketInfo) -> None:
+        self.packets.append((datagram, addr, info))
+
+
+class DHCPv6PortTests(SynchronousTestCase):
+    """L{DHCPv6Port} reports where each datagram went; it is tested with a fake socket."""
+
+    def makePort(self, reads: list[Any]) -> tuple[DHCPv6Port, RecordingProtocol, FakeSocket]:
+        protocol = RecordingProtocol()
+        port = DHCPv6Port(0, protocol, "::", reactor=Clock())
+        fake = FakeSocket(reads)
+        port.socket = fake
+        return port, protocol, fake
+
+    def test_packetInfo(self) -> None:
+        """
+        The destination and interface index of C{IPV6_PKTINFO} become the
+        L{PacketInfo} given to the protocol.
+        """
+        info = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("=I", 1)
+        port, protocol, _ = self.makePort(
+            [
+                (
+                    b"hello",
+                    [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)],
+                    0,
+                    ("fe80::1%lo", 546, 0, 1),
+                ),
+                (b"bye", [], 0, ("::1", 547, 0, 0)),
+            ]
+        )
+        port.doRead()
+        self.assertEqual(
+            protocol.packets,
+            [
+                (
+                    b"hello",
+                    ("fe80::1%lo", 546, 0, 1),
+                    PacketInfo(IPv6Address("ff02::1:2"), socket.if_indextoname(1)),
+                ),
+                (b"bye", ("::1", 547, 0, 0), PacketInfo(None, None)),
+            ],
+        )
+
+    def test_truncatedIsOversized(self) -> None:
+        """A truncated read reaches the protocol longer than the limit."""
+        port, protocol, _ = self.makePort(
+            [(b"x" * (MAX_MESSAGE_SIZE + 1), [], socket.MSG_TRUNC, ("::1", 547, 0, 0))]
+        )
+        port.doRead()
+        self.assertGreater(len(protocol.packets[0][0]), MAX_MESSAGE_SIZE)
+
+    def test_joinGroupOn(self) -> None:
+        """C{joinGroupOn} sets C{IPV6_JOIN_GROUP} with the interface's index."""
+        port, _, fake = self.makePort([])
+        port.joinGroupOn("ff02::1:2", "lo")
+        port.leaveGroupOn("ff02::1:2", "lo")
+        request = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack(
+            "@I", socket.if_nametoindex("lo")
+        )
+        self.assertEqual(
+            fake.options,
+            [
+                (socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, request),
+                (socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, request),
+            ],
+        )
+
+    def test_joinUnknownInterface(self) -> None:
+        """Joining on an interface that does not exist raises C{OSError}."""
+        port, _, _ = self.makePort([])
+        self.assertRaises(OSError, port.joinGroupOn, "ff02::1:2", "nosuch0")
+
+    def test_ipv4Refused(self) -> None:
+        """The port is IPv6 only."""
+        self.assertRaises(ValueError, DHCPv6Port, 0, RecordingProtocol(), "127.0.0.1")

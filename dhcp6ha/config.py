@@ -340,19 +340,17 @@ class _Section:
         return key in self.values
 
     def get(self, key: str, parse: Callable[[str], _T], default: _T) -> _T:
-        text = self.values.get(key)
-        if text is None:
+        """The value of C{key} as C{parse} reads it, or C{default} when absent."""
+        if key not in self.values:
             return default
-        try:
-            return parse(text)
-        except _Invalid as e:
-            raise self.error(key, str(e)) from None
+        return self.require(key, parse)
 
     def getList(self, key: str, parse: Callable[[str], _T]) -> tuple[_T, ...]:
         """A comma-separated list; absent or empty is C{()}."""
         return self.get(key, _list(parse), ())
 
     def require(self, key: str, parse: Callable[[str], _T]) -> _T:
+        """The value of C{key} as C{parse} reads it; the key must be present."""
         if key not in self.values:
             raise self.error(key, f"required key {key!r} is missing")
         try:
@@ -423,10 +421,11 @@ def _seconds(low: float, high: float, lowIncluded: bool, example: str) -> Callab
         else:
             value = float(text)
         if value is None or not (low <= value if lowIncluded else low < value) or value > high:
-            lowText = "from " + format(low, "g") if lowIncluded else "above " + format(low, "g")
-            raise _Invalid(
-                f"expected a number of seconds {lowText} to {high:g} (like {example}), got {text!r}"
-            )
+            if lowIncluded:
+                bounds = f"from {low:g} to {high:g}"
+            else:
+                bounds = f"above {low:g} and at most {high:g}"
+            raise _Invalid(f"expected a number of seconds {bounds} (like {example}), got {text!r}")
         return value
 
     return parse
@@ -585,10 +584,6 @@ def _list(parse: Callable[[str], _T]) -> Callable[[str], tuple[_T, ...]]:
 
 
 def _poolText(pool: AddressPool) -> str:
-    """A pool as an operator writes it: CIDR when it is one, else FIRST-LAST."""
-    size = pool.size
-    if size & (size - 1) == 0 and int(pool.first) % size == 0:
-        return str(IPv6Network((pool.first, 128 - size.bit_length() + 1)))
     return f"{pool.first}-{pool.last}"
 
 
@@ -799,10 +794,26 @@ class _Span:
     high: int
     text: str
     owner: str
+    pdPool: PrefixPool | None = None
+    subnet: str | None = None
 
     @classmethod
-    def ofPrefix(cls, prefix: IPv6Network, text: str, owner: str) -> _Span:
-        return cls(int(prefix.network_address), int(prefix.broadcast_address), text, owner)
+    def ofPrefix(
+        cls,
+        prefix: IPv6Network,
+        text: str,
+        owner: str,
+        pdPool: PrefixPool | None = None,
+        subnet: str | None = None,
+    ) -> _Span:
+        return cls(
+            int(prefix.network_address),
+            int(prefix.broadcast_address),
+            text,
+            owner,
+            pdPool,
+            subnet,
+        )
 
 
 class _SpanSet:
@@ -825,11 +836,11 @@ class _SpanSet:
 
 
 def _checkSpans(
+    path: str,
     section: str,
     key: str,
     span: _Span,
     against: Iterable[tuple[_SpanSet, str]],
-    path: str,
 ) -> None:
     """
     Raise if C{span} overlaps any span of the given sets.
@@ -856,7 +867,7 @@ def _checkSubnets(path: str, server: ServerSection, subnets: Sequence[SubnetConf
     onLink = _SpanSet()
     for subnet in subnets:
         span = _Span.ofPrefix(subnet.prefix, f"prefix {subnet.prefix}", f"subnet {subnet.name}")
-        _checkSpans("subnet:" + subnet.name, "prefix", span, [(onLink, "")], path)
+        _checkSpans(path, "subnet:" + subnet.name, "prefix", span, [(onLink, "")])
         onLink.add(span)
 
     byInterface: dict[str, str] = {}
@@ -897,7 +908,7 @@ def _checkSubnets(path: str, server: ServerSection, subnets: Sequence[SubnetConf
             span = _Span(
                 int(pool.first), int(pool.last), f"pool {_poolText(pool)}", f"subnet {subnet.name}"
             )
-            _checkSpans("subnet:" + subnet.name, "pools", span, [(pools, "")], path)
+            _checkSpans(path, "subnet:" + subnet.name, "pools", span, [(pools, "")])
             pools.add(span)
 
     pdPools = _SpanSet()
@@ -907,14 +918,18 @@ def _checkSubnets(path: str, server: ServerSection, subnets: Sequence[SubnetConf
     for subnet in subnets:
         for pdPool in subnet.pd_pools:
             span = _Span.ofPrefix(
-                pdPool.prefix, f"pd-pool {_prefixPoolText(pdPool)}", f"subnet {subnet.name}"
+                pdPool.prefix,
+                f"pd-pool {_prefixPoolText(pdPool)}",
+                f"subnet {subnet.name}",
+                pdPool,
+                subnet.name,
             )
             _checkSpans(
+                path,
                 "subnet:" + subnet.name,
                 "pd-pools",
                 span,
                 [(pdPools, ""), (pools, ""), (onLink, routed)],
-                path,
             )
             pdPools.add(span)
     return _Spaces(onLink, pdPools)
@@ -979,6 +994,7 @@ def _checkReservations(
         for prefix in reservation.prefixes:
             span = _Span.ofPrefix(prefix, f"prefix {prefix}", f"reservation {reservation.name}")
             _checkSpans(
+                path,
                 title,
                 "prefixes",
                 span,
@@ -986,28 +1002,32 @@ def _checkReservations(
                     (reservedPrefixes, ""),
                     (spaces.onLink, ": reserve on-link addresses with 'addresses'"),
                 ],
-                path,
             )
             reservedPrefixes.add(span)
-            pdPool = spaces.pdPools.overlapping(span.low, span.high)
-            if pdPool is not None and not _isPieceOf(prefix, subnets, pdPool):
+            inPool = spaces.pdPools.overlapping(span.low, span.high)
+            if inPool is None:
+                continue
+            assert inPool.pdPool is not None
+            if not (
+                prefix.subnet_of(inPool.pdPool.prefix)
+                and prefix.prefixlen == inPool.pdPool.delegated_length
+            ):
                 raise ConfigError(
                     path,
                     title,
                     "prefixes",
-                    f"prefix {prefix} overlaps {pdPool.text} of {pdPool.owner} without being one"
+                    f"prefix {prefix} overlaps {inPool.text} of {inPool.owner} without being one"
                     " of its delegated prefixes: reserve a prefix of the delegated length"
                     " inside the pool, or one outside every pd-pool",
                 )
-
-
-def _isPieceOf(prefix: IPv6Network, subnets: Sequence[SubnetConfig], span: _Span) -> bool:
-    """Whether C{prefix} is exactly one of the prefixes the pd-pool of C{span} delegates."""
-    for subnet in subnets:
-        for pool in subnet.pd_pools:
-            if int(pool.prefix.network_address) == span.low:
-                return prefix.subnet_of(pool.prefix) and prefix.prefixlen == pool.delegated_length
-    return False
+            if inPool.subnet != subnet.name:
+                raise ConfigError(
+                    path,
+                    title,
+                    "prefixes",
+                    f"prefix {prefix} lies in {inPool.text} of {inPool.owner}, but this"
+                    f" reservation is for subnet {subnet.name}",
+                )
 
 
 def _buildConfig(path: str, parser: configparser.ConfigParser) -> ServerConfig:

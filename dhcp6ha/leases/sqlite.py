@@ -182,6 +182,10 @@ def _toRow(lease: Lease) -> _Row:
         raise TypeError(f"not a Lease: {lease!r}")
     if not isinstance(lease.address, IPv6Address):
         raise TypeError(f"address must be an IPv6Address, not {lease.address!r}")
+    if not isinstance(lease.lease_type, LeaseType):
+        raise TypeError(f"lease_type must be a LeaseType, not {lease.lease_type!r}")
+    if not isinstance(lease.state, BindingState):
+        raise TypeError(f"state must be a BindingState, not {lease.state!r}")
     if not isinstance(lease.duid, bytes):
         raise TypeError(f"duid must be bytes, not {lease.duid!r}")
     if not 0 <= lease.prefix_length <= 128:
@@ -191,8 +195,8 @@ def _toRow(lease: Lease) -> _Row:
     return (
         lease.address.packed,
         int(lease.prefix_length),
-        LeaseType(lease.lease_type).value,
-        BindingState(lease.state).value,
+        lease.lease_type.value,
+        lease.state.value,
         lease.duid,
         int(lease.iaid),
         float(lease.start_time_of_state),

@@ -1,0 +1,625 @@
+# -*- test-case-name: tests.test_sqlite -*-
+"""
+Tests for L{dhcp6ha.leases.sqlite}.
+
+The store needs its writer thread, so these tests run on the real reactor
+(trial's asynchronous L{TestCase}); every database lives in C{self.mktemp()}.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from attrs import evolve
+from twisted.internet import reactor as globalReactor
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from dhcp6ha.interfaces import ILeaseStore
+from dhcp6ha.leases import sqlite as sqlitemodule
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.leases.sqlite import SCHEMA_VERSION, SchemaError, SQLiteLeaseStore, StoreClosed
+from tests.storetests import LeaseStoreTestsMixin, byKey, makeLease
+
+# The tests and the store run on the real reactor: the store's writer thread
+# reports back with callFromThread.
+reactor: Any = globalReactor
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+async def failureOf(d: Deferred[Any], kind: type[_E]) -> _E:
+    """Wait for C{d} to fail with C{kind}; return the exception."""
+    try:
+        await d
+    except kind as e:
+        return e
+    raise AssertionError(f"{d!r} did not fail with {kind!r}")
+
+
+def turn() -> Deferred[None]:
+    """Let the reactor run one more iteration."""
+    return deferLater(reactor, 0, lambda: None)
+
+
+class StoreFixture(TestCase):
+    """Opens stores in a fresh directory and closes them after the test."""
+
+    def databasePath(self) -> str:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        return str(directory / "leases.sqlite")
+
+    def openStore(self, path: str | None = None, **kwargs: Any) -> SQLiteLeaseStore:
+        store = SQLiteLeaseStore(path or self.databasePath(), reactor, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    async def reopen(self, store: SQLiteLeaseStore, path: str) -> SQLiteLeaseStore:
+        """Close C{store} and open the same database again."""
+        await store.close()
+        return self.openStore(path)
+
+
+class SQLiteLeaseStoreContractTests(LeaseStoreTestsMixin, StoreFixture):
+    """L{SQLiteLeaseStore} passes the tests L{dhcp6ha.testing.MemoryLeaseStore} passes."""
+
+    def makeStore(self) -> ILeaseStore:
+        return self.openStore()
+
+
+class PersistenceTests(StoreFixture):
+    """What is committed is on disk, in the documented format."""
+
+    async def test_roundTrip(self) -> None:
+        """Every field of every kind of binding survives a close and reopen."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        leases = [
+            makeLease(
+                1,
+                iaid=0xFFFFFFFF,
+                duid=b"\x00\x01" + bytes(range(256))[:126],
+                expires=1700000000.125,
+                partner_lifetime_sent=1700000100.5,
+                partner_lifetime_acked=1700000050.25,
+                fqdn="host.example.com.",
+                fqdn_flags=5,
+                dns_update_state="pending",
+            ),
+            makeLease(2, lease_type=LeaseType.TA, iaid=0, duid=b""),
+            makeLease(3, prefix_length=56, lease_type=LeaseType.PD, state=BindingState.FREE),
+            makeLease(0, prefix_length=0, lease_type=LeaseType.PD),
+            makeLease(4, state=BindingState.ABANDONED, fqdn="", dns_update_state=""),
+        ]
+        leases += [makeLease(10 + i, state=state) for i, state in enumerate(BindingState)]
+        await store.commit(leases)
+        store = await self.reopen(store, path)
+        for lease in leases:
+            self.assertEqual(store.get(lease.address, lease.prefix_length), lease)
+        self.assertEqual(list(store.iterLeases(4)), byKey(leases))
+
+    async def test_metadataDurable(self) -> None:
+        """Metadata survives a reopen and can be read right after opening."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        await store.setMetadata("server-duid", "00030001020304050607")
+        store = await self.reopen(store, path)
+        self.assertEqual(store.getMetadata("server-duid"), "00030001020304050607")
+
+    async def test_schemaVersion(self) -> None:
+        """
+        A new database records its schema version in the metadata table;
+        the key is reserved.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        self.assertEqual(store.getMetadata("schema_version"), str(SCHEMA_VERSION))
+        failure = await failureOf(store.setMetadata("schema_version", "2"), ValueError)
+        self.assertIn("reserved", str(failure))
+        with sqlite3.connect(path) as raw:
+            rows = raw.execute("SELECT value FROM metadata WHERE key = 'schema_version'")
+            self.assertEqual(rows.fetchall(), [(str(SCHEMA_VERSION),)])
+
+    async def test_newerSchemaRefused(self) -> None:
+        """A database with another schema version is refused, untouched."""
+        path = self.databasePath()
+        await self.openStore(path).close()
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("UPDATE metadata SET value = '99' WHERE key = 'schema_version'")
+        raw.close()
+        error = self.assertRaises(SchemaError, SQLiteLeaseStore, path, reactor)
+        self.assertIn("'99'", str(error))
+        raw = sqlite3.connect(path)
+        self.assertEqual(
+            raw.execute("SELECT value FROM metadata WHERE key = 'schema_version'").fetchall(),
+            [("99",)],
+        )
+        raw.close()
+
+    async def test_openFailure(self) -> None:
+        """A database that cannot be created is an error at construction."""
+        path = os.path.join(self.mktemp(), "missing", "leases.sqlite")
+        self.assertRaises(sqlite3.OperationalError, SQLiteLeaseStore, path, reactor)
+
+    async def test_walAndFullSync(self) -> None:
+        """The database is in WAL mode and the writer syncs fully (fsync per commit)."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        await store.commit([makeLease(1)])
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.execute("PRAGMA journal_mode").fetchone(), ("wal",))
+        synchronous = await store._writer.submit(
+            lambda connection: connection.execute("PRAGMA synchronous").fetchone()[0]
+        )
+        self.assertEqual(synchronous, 2)  # FULL
+
+    async def test_storageFormat(self) -> None:
+        """Addresses are 16-byte BLOBs, DUIDs BLOBs, enums text."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        lease = makeLease(1, prefix_length=48, lease_type=LeaseType.PD, duid=b"\x00\x01dd")
+        await store.commit([lease])
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        row = raw.execute(
+            "SELECT address, typeof(address), duid, typeof(duid), lease_type, state FROM leases"
+        ).fetchone()
+        self.assertEqual(row, (lease.address.packed, "blob", b"\x00\x01dd", "blob", "pd", "active"))
+
+    def test_queryPlans(self) -> None:
+        """Every read the server does per exchange uses an index, never a scan."""
+        path = self.databasePath()
+        self.openStore(path)
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        plans = {
+            sqlitemodule.SQL_GET: ((b"\0" * 16, 128), "USING PRIMARY KEY"),
+            sqlitemodule.SQL_BY_CLIENT: ((b"d", 1, "na"), "USING INDEX leases_by_client"),
+            sqlitemodule.SQL_EXPIRED: ((1.0, 10), "USING INDEX leases_by_expiry"),
+            sqlitemodule.SQL_PAGE_NEXT: ((b"\0" * 16, 128, 10), "USING PRIMARY KEY"),
+            sqlitemodule.SQL_GET_METADATA: (("k",), "USING PRIMARY KEY"),
+        }
+        for sql, (parameters, expected) in plans.items():
+            plan = " ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, parameters))
+            self.assertIn(expected, plan, sql)
+            self.assertNotIn("TEMP B-TREE", plan, sql)
+
+
+class GroupCommitTests(StoreFixture):
+    """Many changes share one transaction (one fsync)."""
+
+    async def test_sameTurnOneTransaction(self) -> None:
+        """Commits made in the same reactor turn are written in one transaction."""
+        store = self.openStore()
+        await gatherResults([store.commit([makeLease(n)]) for n in range(200)])
+        self.assertEqual((store.transactions, store.changesWritten), (1, 200))
+        await gatherResults(
+            [store.commit([makeLease(n)]) for n in range(50)] + [store.setMetadata("k", "v")]
+        )
+        self.assertEqual((store.transactions, store.changesWritten), (2, 251))
+
+    async def test_arrivingWhileWriting(self) -> None:
+        """
+        Commits that arrive while a transaction is being written go together
+        into the next one: 50 clients committing 10 times each, every new
+        commit made when the previous one is durable, take about 10
+        transactions, not 500.
+        """
+        store = self.openStore()
+
+        async def client(n: int) -> None:
+            for i in range(10):
+                await store.commit([makeLease(n, iaid=i)])
+
+        done = [Deferred.fromCoroutine(client(n)) for n in range(50)]
+        await gatherResults(done)
+        self.assertEqual(store.changesWritten, 500)
+        self.assertLessEqual(store.transactions, 20)
+
+    async def test_maxBatch(self) -> None:
+        """
+        A transaction holds at most C{maxBatch} changes, but the changes of
+        one commit call are never split.
+        """
+        store = self.openStore(maxBatch=50)
+        await gatherResults([store.commit([makeLease(n)]) for n in range(200)])
+        self.assertEqual(store.transactions, 4)
+        await store.commit([makeLease(n) for n in range(120)])
+        self.assertEqual(store.transactions, 5)
+
+    async def test_commitDelay(self) -> None:
+        """An idle writer waits C{commit_delay} to gather changes of later turns."""
+        store = self.openStore(commit_delay=0.2)
+        first = store.commit([makeLease(1)])
+        await turn()
+        await turn()
+        self.assertFalse(first.called)
+        second = store.commit([makeLease(2)])
+        await gatherResults([first, second])
+        self.assertEqual(store.transactions, 1)
+
+
+class ReadYourWritesTests(StoreFixture):
+    """Reads see changes passed to commit() before they are durable."""
+
+    async def test_beforeDurable(self) -> None:
+        """Right after commit() the change is pending, not durable, yet visible."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        lease = makeLease(1)
+        d = store.commit([lease])
+        self.assertFalse(d.called)
+        self.assertEqual(store.pending, 1)
+        self.assertEqual(store.get(lease.address, 128), lease)
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.execute("SELECT count(*) FROM leases").fetchone(), (0,))
+        await d
+        self.assertEqual(store.pending, 0)
+        self.assertEqual(raw.execute("SELECT count(*) FROM leases").fetchone(), (1,))
+        self.assertEqual(store.get(lease.address, 128), lease)
+
+    async def test_laterChangeSurvivesEarlierCommit(self) -> None:
+        """
+        When a transaction commits, a later change to the same key that is
+        still waiting for the next transaction stays visible: the overlay
+        entry is dropped only when the committed row is the one it holds.
+        """
+        path = self.databasePath()
+        store = self.openStore(path, maxBatch=1)
+        first = makeLease(1, iaid=1)
+        second = evolve(first, iaid=2)
+        seen: list[tuple[Lease | None, int, list[Lease]]] = []
+        d1 = store.commit([first])
+        d2 = store.commit([second])
+        d1.addCallback(
+            lambda _: seen.append(
+                (
+                    store.get(first.address, 128),
+                    store.pending,
+                    store.byClient(first.duid, 1, LeaseType.NA),
+                )
+            )
+        )
+        await gatherResults([d1, d2])
+        self.assertEqual(seen, [(second, 1, [])])
+        self.assertEqual(store.transactions, 2)
+        self.assertEqual(store.pending, 0)
+        self.assertEqual(store.get(first.address, 128), second)
+        store = await self.reopen(store, path)
+        self.assertEqual(store.get(first.address, 128), second)
+
+    async def test_laterMetadataSurvivesEarlierCommit(self) -> None:
+        """The same holds for metadata."""
+        store = self.openStore(maxBatch=1)
+        seen: list[str | None] = []
+        d1 = store.setMetadata("state", "recover")
+        d2 = store.setMetadata("state", "normal")
+        d1.addCallback(lambda _: seen.append(store.getMetadata("state")))
+        await gatherResults([d1, d2])
+        self.assertEqual(seen, ["normal"])
+        self.assertEqual(store.getMetadata("state"), "normal")
+
+    async def test_iterLeasesMergesPending(self) -> None:
+        """
+        C{iterLeases} merges pending changes into the stored rows, in key
+        order, across page boundaries.
+        """
+        store = self.openStore()
+        stored = [makeLease(n) for n in range(0, 40, 2)]
+        await store.commit(stored)
+        changed = evolve(stored[5], state=BindingState.EXPIRED)
+        added = [makeLease(5), makeLease(39), makeLease(41), makeLease(0, prefix_length=64)]
+        d = store.commit([changed, *added])
+        expected = byKey([*stored[:5], changed, *stored[6:], *added])
+        for batch in (1, 3, 7, 20, 21, 100):
+            self.assertEqual(list(store.iterLeases(batch)), expected, batch)
+        await d
+        self.assertEqual(list(store.iterLeases(3)), expected)
+
+    async def test_countWithPending(self) -> None:
+        """C{count} moves a pending change from its stored state to its new one."""
+        store = self.openStore()
+        await store.commit([makeLease(1), makeLease(2)])
+        store.commit([evolve(makeLease(1), state=BindingState.EXPIRED), makeLease(3)])
+        self.assertEqual(store.count(), {"active": 2, "expired": 1})
+        store.commit([evolve(makeLease(2), state=BindingState.EXPIRED)])
+        self.assertEqual(store.count(), {"active": 1, "expired": 2})
+
+
+class FailureTests(StoreFixture):
+    """A change that cannot be written fails its Deferred; nothing is dropped silently."""
+
+    def injectFailure(self, path: str, when: str) -> None:
+        """Make the database refuse rows matching the SQL condition C{when}."""
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute(
+            "CREATE TRIGGER injected BEFORE INSERT ON leases WHEN "
+            + when
+            + " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        raw.close()
+
+    async def test_failingChangeFailsAlone(self) -> None:
+        """
+        A commit the database refuses fails with the database's exception and
+        a warning; the commits that shared its transaction are still written
+        and reads fall back to what is stored.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        before = makeLease(2, iaid=1)
+        await store.commit([before])
+        self.injectFailure(path, "NEW.iaid = 666")
+        good1 = store.commit([makeLease(1)])
+        bad = store.commit([makeLease(3), evolve(before, iaid=666)])
+        good2 = store.commit([makeLease(4)])
+        self.assertEqual(store.get(before.address, 128), evolve(before, iaid=666))
+        with capturedLogs() as events:
+            failure = await failureOf(bad, sqlite3.IntegrityError)
+            await gatherResults([good1, good2])
+        self.assertIn("injected failure", str(failure))
+        self.assertEqual(store.get(before.address, 128), before)
+        self.assertIsNone(store.get(makeLease(3).address, 128))
+        self.assertEqual(store.pending, 0)
+        self.assertEqual(store.count(), {"active": 3})
+        self.assertEqual(store.transactions, 1 + 2)
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["changes"], 2)
+        self.assertIsInstance(warnings[0]["error"], sqlite3.IntegrityError)
+
+    async def test_everythingFails(self) -> None:
+        """When the database refuses every write, every Deferred fails."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        self.injectFailure(path, "1")
+        ds = [store.commit([makeLease(n)]) for n in range(3)]
+        for d in ds:
+            await failureOf(d, sqlite3.IntegrityError)
+        self.assertEqual((store.transactions, store.changesWritten, store.pending), (0, 0, 0))
+        self.assertEqual(store.count(), {})
+        # Metadata is not affected by the trigger and still works.
+        await store.setMetadata("k", "v")
+
+    async def test_malformedLease(self) -> None:
+        """A binding the database could not store faithfully is refused at once."""
+        store = self.openStore()
+        bad = [
+            evolve(makeLease(1), prefix_length=129),
+            evolve(makeLease(1), address=cast(Any, "2001:db8::1")),
+            evolve(makeLease(1), iaid=2**32),
+            evolve(makeLease(1), duid=cast(Any, "text")),
+            evolve(makeLease(1), state=cast(Any, "active")),
+        ]
+        for lease in bad:
+            d = store.commit([makeLease(7), lease])
+            self.assertTrue(d.called)
+            self.failureResultOf(d, TypeError, ValueError)
+        self.assertEqual(store.pending, 0)
+        self.assertIsNone(store.get(makeLease(7).address, 128))
+        await store.commit([makeLease(7)])
+        self.assertEqual(store.count(), {"active": 1})
+
+    async def test_commitAfterClose(self) -> None:
+        """After close, commits and metadata changes fail and reads raise StoreClosed."""
+        store = self.openStore()
+        await store.close()
+        self.failureResultOf(store.commit([makeLease(1)]), StoreClosed)
+        self.failureResultOf(store.setMetadata("k", "v"), StoreClosed)
+        self.assertRaises(StoreClosed, store.get, makeLease(1).address, 128)
+        self.assertRaises(StoreClosed, store.byClient, b"", 1, LeaseType.NA)
+        self.assertRaises(StoreClosed, store.expiredBefore, 1.0, 1)
+        self.assertRaises(StoreClosed, store.iterLeases, 1)
+        self.assertRaises(StoreClosed, store.count)
+        self.assertRaises(StoreClosed, store.getMetadata, "k")
+        await store.close()
+
+    async def test_commitWhileClosing(self) -> None:
+        """A commit made after close() was called fails, earlier ones are written."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        before = store.commit([makeLease(1)])
+        closing = store.close()
+        after = store.commit([makeLease(2)])
+        self.failureResultOf(after, StoreClosed)
+        await closing
+        await before
+        self.assertFalse(store._writer.thread.is_alive())
+        store = self.openStore(path)
+        self.assertEqual(store.count(), {"active": 1})
+
+    async def test_closeFlushesEverything(self) -> None:
+        """close() waits for every queued transaction, not just the one in flight."""
+        path = self.databasePath()
+        store = self.openStore(path, maxBatch=10)
+        ds = [store.commit([makeLease(n)]) for n in range(95)]
+        await store.close()
+        self.assertTrue(all(d.called for d in ds))
+        self.assertEqual(store.transactions, 10)
+        store = self.openStore(path)
+        self.assertEqual(store.count(), {"active": 95})
+
+    async def test_cancel(self) -> None:
+        """Cancelling a commit stops the wait only: the change is still written."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        d = store.commit([makeLease(1)])
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        await store.commit([])
+        store = await self.reopen(store, path)
+        self.assertEqual(store.get(makeLease(1).address, 128), makeLease(1))
+
+
+class VolumeTests(StoreFixture):
+    """A database of a useful size works, read in pages."""
+
+    async def test_twentyThousand(self) -> None:
+        """20,000 bindings are written in few transactions and read back in pages."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        leases = [
+            makeLease(n, duid=b"client-%d" % (n % 1000), iaid=n % 3, expires=float(n))
+            for n in range(20000)
+        ]
+        await gatherResults([store.commit(leases[i : i + 100]) for i in range(0, len(leases), 100)])
+        self.assertLessEqual(store.transactions, 12)
+        store = await self.reopen(store, path)
+        self.assertEqual(store.count(), {"active": 20000})
+        seen = 0
+        previous = None
+        for lease in store.iterLeases(997):
+            self.assertEqual(lease, leases[seen])
+            if previous is not None:
+                self.assertLess(previous.key, lease.key)
+            previous = lease
+            seen += 1
+        self.assertEqual(seen, 20000)
+        self.assertEqual(store.expiredBefore(19999.0, 5), leases[:5])
+        self.assertEqual(len(store.expiredBefore(1e9, 1000)), 1000)
+        self.assertEqual(store.byClient(b"client-7", 7 % 3, LeaseType.NA), leases[7::3000])
+
+
+CHILD = """
+import sys
+from ipaddress import IPv6Address
+
+from twisted.internet import reactor
+
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.leases.sqlite import SQLiteLeaseStore
+
+path, first = sys.argv[1], int(sys.argv[2])
+store = SQLiteLeaseStore(path, reactor)
+nextBatch = first
+
+
+def lease(batch, i):
+    address = IPv6Address(0x20010DB8 << 96 | batch << 16 | i)
+    return Lease(LeaseType.NA, address, 128, BindingState.ACTIVE, b"c%d" % batch, batch,
+                 1.0, 1.0, 300, 600, float(batch))
+
+
+def start():
+    global nextBatch
+    batch, nextBatch = nextBatch, nextBatch + 1
+    counter = lease(0xFFFF, 0)
+    changes = [lease(batch, i) for i in range({perBatch})]
+    changes.append(Lease(LeaseType.NA, counter.address, 128, BindingState.ACTIVE, b"counter",
+                         batch, 1.0, 1.0, 300, 600, 0.0))
+    store.commit(changes).addCallbacks(acked, failed, callbackArgs=(batch,))
+
+
+def acked(_, batch):
+    sys.stdout.write("%d\\n" % batch)
+    sys.stdout.flush()
+    start()
+
+
+def failed(failure):
+    sys.stderr.write(failure.getTraceback())
+    reactor.stop()
+
+
+reactor.callWhenRunning(lambda: [start() for _ in range({concurrency})])
+reactor.run()
+"""
+
+
+class _Child(ProcessProtocol):
+    """Counts the batch ids a child acknowledges and kills it after C{killAfter}."""
+
+    def __init__(self, killAfter: int) -> None:
+        self.killAfter = killAfter
+        self.buffer = b""
+        self.acked: list[int] = []
+        self.stderr = b""
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        self.acked.extend(int(line) for line in lines)
+        if len(self.acked) >= self.killAfter and self.transport is not None:
+            try:
+                self.transport.signalProcess("KILL")
+            except Exception:
+                pass  # already dead or dying
+            self.killAfter = sys.maxsize
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class CrashTests(StoreFixture):
+    """kill -9 at any moment loses no change whose commit() Deferred fired."""
+
+    timeout = 60
+
+    PER_BATCH = 5
+    CONCURRENCY = 20
+
+    async def runChild(self, script: str, path: str, first: int, killAfter: int) -> list[int]:
+        child = _Child(killAfter)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
+        )
+        reactor.spawnProcess(
+            child, sys.executable, [sys.executable, script, path, str(first)], env=env
+        )
+        await child.ended
+        self.assertGreaterEqual(len(child.acked), killAfter, child.stderr.decode())
+        return child.acked
+
+    async def test_killNine(self) -> None:
+        """
+        A child process commits batches through the store on a real reactor
+        and prints each batch id once its Deferred has fired; it is killed
+        with SIGKILL mid-run, three times over the same database.  Every
+        acknowledged batch is then present, whole; every batch is all or
+        nothing; the shared counter is at least the last acknowledged id;
+        the database passes SQLite's integrity check.
+        """
+        path = self.databasePath()
+        script = os.path.join(os.path.dirname(path), "child.py")
+        with open(script, "w") as f:
+            f.write(CHILD.format(perBatch=self.PER_BATCH, concurrency=self.CONCURRENCY))
+        acked: list[int] = []
+        started = 0
+        for killAfter in (150, 231, 307):
+            acked += await self.runChild(script, path, started, killAfter)
+            # A child starts at most CONCURRENCY batches past the last ack.
+            started = max(acked) + self.CONCURRENCY + 1
+        self.assertEqual(len(acked), len(set(acked)))
+
+        raw = sqlite3.connect(path)
+        self.assertEqual(raw.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+        raw.close()
+        store = self.openStore(path)
+        present: dict[int, int] = {}
+        for lease in store.iterLeases(500):
+            if lease.duid != b"counter":
+                present[lease.iaid] = present.get(lease.iaid, 0) + 1
+        missing = [batch for batch in acked if present.get(batch) != self.PER_BATCH]
+        self.assertEqual(missing, [])
+        self.assertEqual([batch for batch, n in present.items() if n != self.PER_BATCH], [])
+        counter = store.get(IPv6Address(0x20010DB8 << 96 | 0xFFFF << 16), 128)
+        assert counter is not None
+        self.assertGreaterEqual(counter.iaid, max(acked))

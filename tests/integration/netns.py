@@ -534,3 +534,70 @@ class DatagramSocket:
             self.closed = True
             self._reactor.removeReader(self)
             self.sock.close()
+
+
+# --- packet captures -------------------------------------------------------
+
+
+class Capture:
+    """
+    tcpdump on one interface of a namespace, writing DHCPv6 traffic to a
+    pcap file in the test directory (kept for diagnosis); stopped at cleanup.
+    Does nothing if tcpdump is missing.
+    """
+
+    def __init__(self, testCase: CleanupRegistry, ns: Namespace, iface: str, path: Path) -> None:
+        self.path = path
+        self.process: Process | None = None
+        if shutil.which("tcpdump") is None:
+            return
+        args = ["tcpdump", "-i", iface, "--immediate-mode", "-U", "-n", "-s", "0", "-w", str(path),
+                "udp port 546 or udp port 547"]  # fmt: skip
+        self.process = ns.spawn(testCase, args, path.with_suffix(".log"), grace=3.0)
+
+    async def started(self, timeout: float = 5.0) -> None:
+        if self.process is not None:
+            proc = self.process
+            await waitFor(
+                lambda: "listening on" in proc.log() or not proc.running(),
+                timeout,
+                "tcpdump to start",
+            )
+
+    def messages(self) -> list[tuple[str, str, str]]:
+        """
+        (message type, transaction id, the decoded line) of every DHCPv6
+        message captured so far, e.g. C{("reply", "235a81", "...")}.
+        """
+        if self.process is None or not self.path.exists():
+            return []
+        proc = run(["tcpdump", "-n", "-vv", "-r", str(self.path)], check=False)
+        out = []
+        for line in proc.stdout.splitlines():
+            m = re.search(r"dhcp6 ([a-z-]+) \(xid=([0-9a-f]+)", line)
+            if m:
+                out.append((m.group(1), m.group(2), line))
+        return out
+
+    def answered(self, request: str) -> tuple[str, str] | None:
+        """
+        The last C{request} message (e.g. C{"release"}) captured and the
+        decoded reply with the same transaction id, or C{None} while there
+        is none.
+        """
+        messages = self.messages()
+        xids = [xid for kind, xid, _ in messages if kind == request]
+        if not xids:
+            return None
+        for kind, xid, line in messages:
+            if kind == "reply" and xid == xids[-1]:
+                return (xids[-1], line)
+        return None
+
+    def text(self, limit: int = 80) -> str:
+        """A decoded summary of what was captured so far."""
+        if self.process is None or not self.path.exists():
+            return "(no capture)"
+        proc = run(["tcpdump", "-n", "-vv", "-r", str(self.path)], check=False)
+        lines = proc.stdout.splitlines()
+        return f"--- capture {self.path} ---\n" + "\n".join(lines[-limit:])

@@ -1,0 +1,191 @@
+"""
+Real Debian DHCPv6 clients (ISC dhclient, dhcpcd) against a real dhcp6ha
+process, in network namespaces joined by a veth pair.
+
+Each test binds, waits for a renewal (T1 is 2 seconds) and releases, and
+checks at each step that the server's SQLite database, read from this
+process, agrees with what the client was told: the lease is durable before
+the client hears of it, the renewal moves the client last transaction time,
+and the release is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from ipaddress import IPv6Address, IPv6Network
+
+from twisted.trial.unittest import TestCase
+
+from tests.integration.clients import DHCLIENT, DHCPCD, DHClient, Dhcpcd
+from tests.integration.netns import skipReason, tempDir, waitFor
+from tests.integration.serverproc import LAN, LAN_PD, DBLease, Lan, serverSkipReason, startLan
+from tests.integration.wire import duidLL
+
+
+def dhclientBytes(text: str) -> bytes:
+    """dhclient's C{0:3:0:1:f2:59} form of binary values."""
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+class ClientTestCase(TestCase):
+    """Set-up and checks shared by the client tests (no tests of its own)."""
+
+    binary = DHCLIENT
+    timeout = 90
+
+    def setUp(self) -> None:
+        reason = skipReason(self.binary) or serverSkipReason()
+        if reason:
+            raise self.skipTest(reason)
+
+    def assertBound(
+        self,
+        lan: Lan,
+        address: IPv6Address,
+        prefixLength: int,
+        leaseType: str,
+        duid: bytes,
+        iaid: int,
+    ) -> DBLease:
+        """
+        The database holds this lease ACTIVE for this client: checked at
+        once, with no waiting, because the Reply must follow the commit.
+        """
+        lease = lan.db.get(address, prefixLength)
+        self.assertIsNotNone(
+            lease, f"{address}/{prefixLength} not in the database\n{lan.details()}"
+        )
+        assert lease is not None
+        self.assertEqual(
+            (lease.lease_type, lease.state, lease.duid.hex(), lease.iaid),
+            (leaseType, "active", duid.hex(), iaid),
+            lan.details(),
+        )
+        return lease
+
+
+class DHClientTests(ClientTestCase):
+    """ISC dhclient 4.4 (C{dhclient -6}) against the server."""
+
+    async def test_addressBindRenewRelease(self) -> None:
+        """
+        C{dhclient -6 -N} gets an address from the pool (ACTIVE in the
+        database for its DUID and IAID), renews it (the CLT moves on and
+        the lease is the same), and C{dhclient -6 -r} releases it (RELEASED
+        in the database).
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-N",))
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        address = IPv6Address(bound["new_ip6_address"])
+        self.assertIn(address, LAN, lan.details())
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        iaid = int.from_bytes(dhclientBytes(bound["new_iaid"]), "big")
+        self.assertEqual(bound.get("new_renew"), "2")
+        self.assertEqual(bound.get("new_rebind"), "3")
+        first = self.assertBound(lan, address, 128, "na", duid, iaid)
+
+        _, renewed = await client.waitEvent({"RENEW6"}, 15, after=index + 1)
+        self.assertEqual(IPv6Address(renewed["new_ip6_address"]), address)
+        second = self.assertBound(lan, address, 128, "na", duid, iaid)
+        self.assertGreater(second.cltt, first.cltt, lan.details())
+        self.assertGreater(second.expires, first.expires, lan.details())
+
+        output = await client.release()
+        self.assertIn("Forming Release", output)
+        _, reply = await waitFor(
+            lambda: lan.capture.answered("release"),
+            5,
+            "the Reply to the Release",
+            details=lan.details,
+        )
+        self.assertIn("status-code Success", reply)
+        lease = lan.db.get(address, 128)
+        assert lease is not None
+        self.assertEqual(lease.state, "released", lan.details())
+
+    async def test_prefixBindRenewRelease(self) -> None:
+        """
+        C{dhclient -6 -P} gets a /56 from the prefix pool, renews it and
+        releases it, the database agreeing at each step.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-P",))
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        prefix = IPv6Network(bound["new_ip6_prefix"])
+        self.assertEqual(prefix.prefixlen, 56)
+        self.assertTrue(prefix.subnet_of(LAN_PD), prefix)
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        iaid = int.from_bytes(dhclientBytes(bound["new_iaid"]), "big")
+        first = self.assertBound(lan, prefix.network_address, 56, "pd", duid, iaid)
+
+        _, renewed = await client.waitEvent({"RENEW6"}, 15, after=index + 1)
+        self.assertEqual(IPv6Network(renewed["new_ip6_prefix"]), prefix)
+        second = self.assertBound(lan, prefix.network_address, 56, "pd", duid, iaid)
+        self.assertGreater(second.cltt, first.cltt, lan.details())
+
+        await client.release()
+        _, reply = await waitFor(
+            lambda: lan.capture.answered("release"),
+            5,
+            "the Reply to the Release",
+            details=lan.details,
+        )
+        self.assertIn("status-code Success", reply)
+        lease = lan.db.get(prefix.network_address, 56)
+        assert lease is not None
+        self.assertEqual(lease.state, "released", lan.details())
+
+
+class DhcpcdTests(ClientTestCase):
+    """dhcpcd 9 (C{dhcpcd -6}, its own config file) against the server."""
+
+    binary = DHCPCD
+
+    async def test_addressAndPrefixBindRenewRelease(self) -> None:
+        """
+        dhcpcd asking for an IA_NA (IAID 1) and an IA_PD (IAID 2) in one
+        exchange gets both; renews both; C{dhcpcd -k} releases both.
+        """
+        iface = f"d6c{os.getpid() % 100000}"
+        lan = await startLan(self, tempDir(self), clientIface=iface)
+        duid = duidLL(0x5E1F)
+        client = Dhcpcd(lan.clientNs, iface, lan.directory / "dhcpcd", duid)
+        client.start(self, iaNA=1, iaPD=2)
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        self.assertEqual(bound.get("new_dhcp6_client_id"), duid.hex())
+        address = IPv6Address(bound["new_dhcp6_ia_na1_ia_addr1"])
+        self.assertIn(address, LAN)
+        prefix = IPv6Network(
+            f"{bound['new_dhcp6_ia_pd1_prefix1']}/{bound['new_dhcp6_ia_pd1_prefix1_length']}"
+        )
+        self.assertTrue(prefix.subnet_of(LAN_PD), prefix)
+        na = self.assertBound(lan, address, 128, "na", duid, 1)
+        pd = self.assertBound(lan, prefix.network_address, 56, "pd", duid, 2)
+
+        _, renewed = await client.waitEvent({"RENEW6"}, 15, after=index + 1)
+        self.assertEqual(IPv6Address(renewed["new_dhcp6_ia_na1_ia_addr1"]), address)
+        na2 = self.assertBound(lan, address, 128, "na", duid, 1)
+        pd2 = self.assertBound(lan, prefix.network_address, 56, "pd", duid, 2)
+        self.assertGreater(na2.cltt, na.cltt)
+        self.assertGreater(pd2.cltt, pd.cltt)
+
+        await client.control("-k")
+        await client.waitEvent({"RELEASE6"}, 10)
+        _, reply = await waitFor(
+            lambda: lan.capture.answered("release"),
+            5,
+            "the Reply to the Release",
+            details=lan.details,
+        )
+        self.assertIn("status-code Success", reply)
+
+        def released() -> bool:
+            a = lan.db.get(address, 128)
+            p = lan.db.get(prefix.network_address, 56)
+            return a is not None and p is not None and a.state == p.state == "released"
+
+        # dhcpcd does not wait for the Reply to its Release: poll.
+        await waitFor(released, 10, "both leases RELEASED", details=lan.details)

@@ -187,6 +187,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False
 
     def __init__(
         self,

@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd dhcp6ha} plugin's options and service:
+
+    twistd -n dhcp6ha --config etc/dhcp6ha.ini
+
+The configuration is read and validated while the options are parsed, so a
+broken file stops C{twistd} with a message naming the file, section and key
+(and a non-zero exit status) before anything is opened or bound.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from dhcp6ha import service
+from dhcp6ha.config import ConfigError, ServerConfig, parseConfig
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """
+    C{twistd dhcp6ha} options.
+
+    @ivar serverConfig: the validated configuration, once parsed.
+    """
+
+    synopsis = "--config FILE [--log-exchanges]"
+    longdesc = (
+        "Run the dhcp6ha DHCPv6 server described by the ini file FILE"
+        " (see etc/dhcp6ha.ini).  Stop it with SIGTERM: replies whose leases"
+        " are being written are sent and the lease database is closed cleanly."
+    )
+    optParameters = [
+        ["config", "c", None, "The configuration file (ini), e.g. etc/dhcp6ha.ini."],
+    ]
+    optFlags = [
+        ["log-exchanges", None, "Log every client exchange (at debug level)."],
+    ]
+
+    serverConfig: ServerConfig | None = None
+
+    def postOptions(self) -> None:
+        path = self["config"]
+        if path is None:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.serverConfig = parseConfig(path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> service.ServerService:
+    """
+    The server described by C{options}' configuration (see
+    L{dhcp6ha.service.makeService}); started by C{twistd}.
+    """
+    if options.serverConfig is None:
+        options.postOptions()
+    assert options.serverConfig is not None
+    server = service.makeService(options.serverConfig, logExchanges=bool(options["log-exchanges"]))
+    server.exitOnStartupError = True
+    return server

@@ -1,0 +1,108 @@
+"""
+Tests for L{dhcp6ha.tap} (the twistd options) and the twistd plugin.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from dhcp6ha.service import ServerService
+from dhcp6ha.tap import Options, makeService
+
+GOOD = """\
+[server]
+address = ::1
+port = 5547
+database = {database}
+
+[subnet:lab]
+prefix = 2001:db8:1::/64
+pools = 2001:db8:1::1000-2001:db8:1::1fff
+"""
+
+
+class OptionsTests(SynchronousTestCase):
+    """C{twistd dhcp6ha} option parsing."""
+
+    def writeConfig(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_config(self) -> None:
+        """C{--config} reads and validates the file while parsing options."""
+        database = os.path.join(self.mktemp(), "leases.sqlite")
+        path = self.writeConfig(GOOD.format(database=database))
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(options["config"], path)
+        assert options.serverConfig is not None
+        self.assertEqual(options.serverConfig.path, path)
+        self.assertEqual(options.serverConfig.server.port, 5547)
+        self.assertEqual(options.serverConfig.server.database, database)
+        self.assertFalse(options["log-exchanges"])
+
+    def test_shortOptionAndFlag(self) -> None:
+        """C{-c} is C{--config}; C{--log-exchanges} is a flag."""
+        path = self.writeConfig(GOOD.format(database="x.sqlite"))
+        options = Options()
+        options.parseOptions(["-c", path, "--log-exchanges"])
+        self.assertEqual(options["config"], path)
+        self.assertTrue(options["log-exchanges"])
+
+    def test_configRequired(self) -> None:
+        """Without C{--config}, parsing fails with a usage error saying so."""
+        error = self.assertRaises(UsageError, Options().parseOptions, [])
+        self.assertEqual(str(error), "--config FILE is required")
+
+    def test_brokenConfig(self) -> None:
+        """
+        A configuration error becomes a usage error whose message names the
+        file, the section and the key.
+        """
+        path = self.writeConfig(GOOD.format(database="x.sqlite").replace("5547", "99999"))
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", path])
+        message = str(error)
+        self.assertTrue(message.startswith(path + ": [server] port: "), message)
+        self.assertIn("99999", message)
+
+    def test_missingConfigFile(self) -> None:
+        """A file that cannot be read is a usage error naming it."""
+        path = self.mktemp()
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", path])
+        self.assertTrue(str(error).startswith(path + ": "), str(error))
+
+    def test_makeServiceBindsNothing(self) -> None:
+        """
+        C{makeService} builds the server without opening or binding
+        anything, and asks it to exit cleanly on a start-up error.
+        """
+        directory = self.mktemp()
+        database = os.path.join(directory, "leases.sqlite")
+        options = Options()
+        options.parseOptions(["--config", self.writeConfig(GOOD.format(database=database))])
+        service = makeService(options)
+        self.assertIsInstance(service, ServerService)
+        self.assertTrue(service.exitOnStartupError)
+        self.assertEqual(sorted(s.name for s in service), ["dhcpv6", "leases"])
+        self.assertFalse(service.running)
+        self.assertFalse(os.path.exists(directory))
+
+
+class PluginTests(SynchronousTestCase):
+    """The twistd plugin is found and points at L{dhcp6ha.tap}."""
+
+    def test_plugin(self) -> None:
+        """One L{IServiceMaker} named C{dhcp6ha} uses L{dhcp6ha.tap}."""
+        makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "dhcp6ha"]
+        self.assertEqual(len(makers), 1)
+        maker = makers[0]
+        self.assertEqual(maker.description, "DHCPv6 failover server")
+        self.assertIs(maker.options, Options)
+        self.assertIs(maker.makeService, makeService)

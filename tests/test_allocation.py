@@ -371,7 +371,7 @@ class AddressTests(SynchronousTestCase):
         second = self.allocator.addressFor(
             subnet, clientDuid(1), 2, None, NOW, exclude={(first, 128)}
         )
-        self.assertIsNotNone(second)
+        assert second is not None
         self.assertNotEqual(first, second)
         third = self.allocator.addressFor(
             subnet, clientDuid(1), 3, None, NOW, exclude={(first, 128), (second, 128)}

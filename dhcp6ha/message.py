@@ -454,7 +454,7 @@ _LABEL_OCTETS = bytes(b for b in range(0x20, 0x7F) if b != 0x2E)
 _Parser = Callable[[bytes, int, int, int, int], "Option"]
 
 
-def decode(data: bytes) -> Message | RelayMessage:
+def decode(data: bytes | bytearray | memoryview) -> Message | RelayMessage:
     """
     Decode one DHCPv6 datagram.
 
@@ -827,6 +827,8 @@ def encode(msg: Message | RelayMessage) -> bytes:
 
 
 def _encodeMessage(msg: Message | RelayMessage) -> bytes:
+    if not isinstance(msg, (Message, RelayMessage)):
+        raise TypeError(f"not a DHCPv6 message: {msg!r}")
     msgType = msg.msg_type
     if isinstance(msg, RelayMessage):
         if msgType not in _RELAY_TYPES:
@@ -834,15 +836,13 @@ def _encodeMessage(msg: Message | RelayMessage) -> bytes:
         return _RELAY_HEADER.pack(
             msgType, msg.hop_count, msg.link_address.packed, msg.peer_address.packed
         ) + _encodeOptions(msg.options)
-    if isinstance(msg, Message):
-        if msgType in _RELAY_TYPES:
-            raise ValueError(f"Message with relay message type {msgType}; use RelayMessage")
-        if not 0 <= msgType <= 255:
-            raise ValueError(f"message type {msgType} out of range 0-255")
-        if not 0 <= msg.transaction_id <= 0xFFFFFF:
-            raise ValueError(f"transaction id {msg.transaction_id} out of range (24 bits)")
-        return _U32.pack((msgType << 24) | msg.transaction_id) + _encodeOptions(msg.options)
-    raise TypeError(f"not a DHCPv6 message: {msg!r}")
+    if msgType in _RELAY_TYPES:
+        raise ValueError(f"Message with relay message type {msgType}; use RelayMessage")
+    if not 0 <= msgType <= 255:
+        raise ValueError(f"message type {msgType} out of range 0-255")
+    if not 0 <= msg.transaction_id <= 0xFFFFFF:
+        raise ValueError(f"transaction id {msg.transaction_id} out of range (24 bits)")
+    return _U32.pack((msgType << 24) | msg.transaction_id) + _encodeOptions(msg.options)
 
 
 def _encodeOptions(options: Iterable[Option]) -> bytes:

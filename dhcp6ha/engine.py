@@ -371,8 +371,10 @@ class Engine:
     def _handle(self, message: Message | RelayMessage, received: Received, now: float) -> Decision:
         relays: list[RelayMessage] = []
         inner: Message | RelayMessage = message
+        if isinstance(message, RelayMessage):
+            # One count per datagram, whatever the nesting.
+            self.counters["received." + _typeName(message.msg_type)] += 1
         while isinstance(inner, RelayMessage):
-            self.counters["received." + _typeName(inner.msg_type)] += 1
             if inner.msg_type != MessageType.RELAY_FORW:
                 raise _Drop("serverMessage")
             if len(relays) >= MAX_RELAY_DEPTH:
@@ -653,8 +655,10 @@ class Engine:
                 key = (sub.prefix, sub.prefix_length)
             else:
                 continue
-            lease = ex.changes.get(key) or bindings.get(key)
-            if lease is None or lease.state is not BindingState.ACTIVE:
+            if key not in bindings:
+                continue  # not this IA's: ignored (section 18.3.7)
+            lease = ex.changes.get(key, bindings[key])
+            if lease.state is not BindingState.ACTIVE:
                 continue
             if release:
                 ex.changes[key] = evolve(

@@ -48,6 +48,8 @@ from dhcp6ha.message import (
     SolMaxRt,
     StatusCode,
     StatusCodeOption,
+    decode,
+    encode,
 )
 from dhcp6ha.testing import MemoryLeaseStore
 from tests.test_allocation import addressPool, clientDuid, makeSubnet
@@ -1297,6 +1299,9 @@ class RelayTests(EngineTestCase):
         )
         self.assertEqual(reply.msg_type, MessageType.REPLY)
         self.assertEqual(reply.transaction_id, inner.transaction_id)
+        self.assertEqual(self.engine.counters["received.RELAY_FORW"], 1)
+        self.assertEqual(self.engine.counters["received.REQUEST"], 1)
+        self.assertEqual(self.engine.counters["sent.RELAY_REPL"], 1)
         (lease,) = decision.changes
         self.assertIn(lease.address, self.remote.pools[0])
         self.assertEqual(decision.destination, (RELAY.source, 547, "eth1"))
@@ -1489,3 +1494,62 @@ class CostTests(EngineTestCase):
         )
         addresses = {self.bind(duid=clientDuid(n)) for n in range(500)}
         self.assertEqual(len(addresses), 500)
+
+
+class WireTests(EngineTestCase):
+    """Engine decisions survive the codec: datagrams in, datagrams out."""
+
+    def roundTrip(self, msg: Message | RelayMessage, received: Received = DIRECT) -> Decision:
+        """Encode and decode C{msg}, decide, and check the reply encodes and decodes back."""
+        decoded = decode(encode(msg))
+        self.assertEqual(decoded, msg)
+        decision = self.decide(decoded, received)
+        self.assertEqual(decode(encode(decision.reply)), decision.reply)
+        return decision
+
+    def test_exchanges(self) -> None:
+        """A full client life: Solicit, Request, Renew, Rebind, Confirm, Decline, Release, IR."""
+        self.configure(
+            makeSubnet(
+                dns_servers=(IPv6Address("2001:db8::53"),),
+                domain_search=("example.com",),
+                sol_max_rt=3600,
+                information_refresh_time=86400,
+                preference=10,
+            )
+        )
+        oro = OptionRequest(
+            (
+                OptionCode.DNS_SERVERS,
+                OptionCode.DOMAIN_LIST,
+                OptionCode.SOL_MAX_RT,
+                OptionCode.INFORMATION_REFRESH_TIME,
+            )
+        )
+        fqdn = ClientFQDN(0x01, "host.example.com")
+        self.roundTrip(message(MessageType.SOLICIT, na(1), pd(2), IATA(3), oro, fqdn))
+        decision = self.roundTrip(
+            message(MessageType.REQUEST, na(1), pd(2), oro, fqdn, server=SERVER_DUID)
+        )
+        address = [lease for lease in decision.changes if lease.prefix_length == 128][0].address
+        self.roundTrip(message(MessageType.RENEW, na(1), pd(2), na(9), server=SERVER_DUID))
+        self.roundTrip(message(MessageType.REBIND, na(1, str(address), "2001:db8:9::1"), pd(2)))
+        self.roundTrip(message(MessageType.CONFIRM, na(1, str(address))))
+        self.roundTrip(message(MessageType.INFORMATION_REQUEST, oro))
+        self.roundTrip(message(MessageType.DECLINE, na(1, str(address)), server=SERVER_DUID))
+        self.roundTrip(message(MessageType.RELEASE, pd(2), na(7), server=SERVER_DUID))
+        self.roundTrip(
+            message(MessageType.RENEW, na(1), server=SERVER_DUID),
+            Received(IPv6Address("2001:db8:1::5"), 546, "eth0", False),
+        )
+
+    def test_relayed(self) -> None:
+        """A two-level relayed Solicit and its Relay-reply chain go through the codec."""
+        forw = relay(
+            relay(message(MessageType.SOLICIT, na(1)), 0, "2001:db8:1::1", "fe80::c1", b"p1"),
+            1,
+            "2001:db8:8::1",
+            "2001:db8:8::2",
+            b"p2",
+        )
+        self.roundTrip(forw, RELAY)

@@ -12,6 +12,7 @@ durability test (hundreds of clients at once).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Any
@@ -68,10 +69,14 @@ class RelayedClients:
         ns: Namespace | None = None,
         bindAddress: str = "::",
         bindPort: int = 0,
+        details: Callable[[], str] | None = None,
     ) -> None:
         """
         @param hops: the relay chain, the relay closest to the client first.
+        @param details: called for diagnostics (server log, ...) when an
+            exchange gets no answer.
         """
+        self.details = details
         self.server = server
         self.hops = hops
         self.sock = DatagramSocket.open(
@@ -151,7 +156,8 @@ class RelayedClients:
             if timer.active():
                 timer.cancel()
             return Exchange(packet, reply, relays)
-        raise NoReply(f"no answer to message type {msgType} xid {xid:#x}")
+        extra = "\n" + self.details() if self.details is not None else ""
+        raise NoReply(f"no answer to message type {msgType} xid {xid:#x}{extra}")
 
     async def solicitRequest(
         self,

@@ -108,6 +108,14 @@ def writeConfig(
     return path
 
 
+def serverTree() -> Path:
+    """
+    The checkout the server runs from: this one, or C{$D6HA_SERVER_TREE}
+    (e.g. a C{git archive} of another commit, to compare or bisect).
+    """
+    return Path(os.environ.get("D6HA_SERVER_TREE") or REPO)
+
+
 def twistdCommand(config: Path) -> list[str]:
     """C{twistd -n --pidfile= dhcp6ha --config FILE} with this venv's Python."""
     twistd = Path(sys.executable).parent / "twistd"
@@ -121,9 +129,10 @@ def twistdCommand(config: Path) -> list[str]:
 
 def serverSkipReason() -> str | None:
     """Skip when the server cannot be started from this checkout yet."""
-    if not (REPO / "twisted" / "plugins" / "dhcp6ha_plugin.py").exists():
+    tree = serverTree()
+    if not (tree / "twisted" / "plugins" / "dhcp6ha_plugin.py").exists():
         return "the dhcp6ha twistd plugin (twisted/plugins/dhcp6ha_plugin.py) is missing"
-    if not (REPO / "dhcp6ha" / "tap.py").exists():
+    if not (tree / "dhcp6ha" / "tap.py").exists():
         return "dhcp6ha/tap.py is missing"
     return None
 
@@ -160,16 +169,17 @@ class ServerProcess:
     def start(self) -> Process:
         self.starts += 1
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (
+        tree = serverTree()
+        env["PYTHONPATH"] = str(tree) + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
         env["PYTHONUNBUFFERED"] = "1"
         log = self.directory / f"server-{self.starts}.log"
         args = twistdCommand(self.config)
         if self.ns is not None:
-            self.process = self.ns.spawn(self.testCase, args, log, env=env, cwd=REPO)
+            self.process = self.ns.spawn(self.testCase, args, log, env=env, cwd=tree)
         else:
-            self.process = Process(args, log, env=env, cwd=REPO)
+            self.process = Process(args, log, env=env, cwd=tree)
             self.testCase.addCleanup(self.process.stop)
         return self.process
 

@@ -167,6 +167,7 @@ class RelayForwardTests(RelayTestCase):
             (str(SERVER), 547),
             [Hop(RELAY_LINK, b"far-port-7")],
             ns=chain.relay,
+            details=chain.details,
             bindAddress=str(RELAY_UPSTREAM),
             bindPort=547,
         )
@@ -192,9 +193,14 @@ class RelayForwardTests(RelayTestCase):
         """An IA_PD relayed from the far link gets a /56 of FAR's prefix pool."""
         chain = await startChain(self, tempDir(self))
         clients = RelayedClients(
-            self, (str(SERVER), 547), [Hop(RELAY_LINK, b"far")], ns=chain.relay,
-            bindAddress=str(RELAY_UPSTREAM), bindPort=547,
-        )  # fmt: skip
+            self,
+            (str(SERVER), 547),
+            [Hop(RELAY_LINK, b"far")],
+            ns=chain.relay,
+            details=chain.details,
+            bindAddress=str(RELAY_UPSTREAM),
+            bindPort=547,
+        )
         duid = wire.duidLL(0xA2)
         _, reply = await clients.solicitRequest(duid, 7, pd=True)
         (lease,) = leasesOf(reply.reply)
@@ -217,6 +223,7 @@ class RelayForwardTests(RelayTestCase):
             (str(SERVER), 547),
             [Hop(RELAY_LINK, b"inner"), Hop(RELAY_UPSTREAM, b"outer")],
             ns=chain.relay,
+            details=chain.details,
             bindAddress=str(RELAY_UPSTREAM),
             bindPort=547,
         )
@@ -242,9 +249,14 @@ class RelayForwardTests(RelayTestCase):
         """
         chain = await startChain(self, tempDir(self))
         clients = RelayedClients(
-            self, (str(SERVER), 547), [Hop(IPv6Address("fd6a:5e1f:77::1"), b"x")],
-            ns=chain.relay, bindAddress=str(RELAY_UPSTREAM), bindPort=547,
-        )  # fmt: skip
+            self,
+            (str(SERVER), 547),
+            [Hop(IPv6Address("fd6a:5e1f:77::1"), b"x")],
+            ns=chain.relay,
+            details=chain.details,
+            bindAddress=str(RELAY_UPSTREAM),
+            bindPort=547,
+        )
         try:
             exchange = await clients.exchange(
                 wire.SOLICIT,

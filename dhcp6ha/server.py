@@ -198,15 +198,12 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         *,
         logInterval: float = 60.0,
         logExchanges: bool = False,
-        ifNameToIndex: Callable[[str], int] = socket.if_nametoindex,
         ifIndexToName: Callable[[int], str] = socket.if_indextoname,
     ) -> None:
         """
         @param logInterval: at most one log line per this many seconds for
             each kind of repeated problem (malformed datagrams, failures).
         @param logExchanges: log every exchange at debug level.
-        @param ifNameToIndex: maps interface names to indexes (for the scope
-            of replies to link-local addresses).
         @param ifIndexToName: maps interface indexes to names.
         """
         self.engine = engine
@@ -217,7 +214,6 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self.serving = True
         self.logExchanges = logExchanges
         self._throttle = LogThrottle(clock, logInterval)
-        self._ifNameToIndex = ifNameToIndex
         self._ifIndexToName = ifIndexToName
         self._inFlight = 0
         self._idle: list[Deferred[None]] = []
@@ -361,11 +357,11 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         try:
             if self.transport is None:
                 raise RuntimeError("the port is closed")
-            if interface is None:
-                self.transport.write(payload, (str(address), port))
-            else:
-                index = self._ifNameToIndex(interface)
-                self.transport.write(payload, (str(address), port, 0, index))
+            host = str(address)
+            if interface is not None and (address.is_link_local or address.is_multicast):
+                # Link-scoped: the scope says which link (RFC 4007 section 11).
+                host += "%" + interface
+            self.transport.write(payload, (host, port))
         except Exception:
             self._failure(
                 "send-error", "Could not send {msgtype} to {source}", decision.reply, address
@@ -543,6 +539,7 @@ class DHCPv6Port(udp.Port):
     """
 
     addressFamily = socket.AF_INET6
+    log = Logger()
 
     def __init__(
         self,
@@ -591,10 +588,8 @@ class DHCPv6Port(udp.Port):
                 data = data + b"\0"
             try:
                 self.protocol.packetReceived(data, addr, PacketInfo(destination, interface))
-            except BaseException:
-                from twisted.python import log as legacyLog
-
-                legacyLog.err()
+            except Exception:
+                self.log.failure("Unhandled error in {protocol}", protocol=self.protocol)
 
     def _indexToName(self, index: int) -> str | None:
         if not index:

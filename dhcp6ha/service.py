@@ -302,7 +302,7 @@ class DHCPv6Service(Service):
         )
 
     def _duidStored(self, _: None) -> None:
-        if self.protocol is not None and self.running:
+        if self.protocol is not None:
             self.protocol.serving = True
         self.log.info(
             "New server DUID {duid} stored in {path}",

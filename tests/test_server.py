@@ -170,7 +170,6 @@ class ProtocolTestsMixin:
             self.policy,
             self.clock,
             logInterval=60,
-            ifNameToIndex={"eth7": 7}.__getitem__,
             ifIndexToName={7: "eth7"}.__getitem__,
         )
         self.transport = RecordingTransport(self.events)
@@ -340,12 +339,18 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_replyToLinkLocalUsesScope(self) -> None:
         """
-        A destination with an interface is written with that interface's
-        index as the scope id.
+        A destination with an interface is written with that interface as
+        the address's scope.
         """
         self.setUpProtocol(Decision(ADVERTISE, (IPv6Address("fe80::1"), 546, "eth7"), ()))
         self.protocol.datagramReceived(encode(SOLICIT), ("fe80::1", 546, 0, 7))
-        self.assertEqual(self.transport.written, [(encode(ADVERTISE), ("fe80::1", 546, 0, 7))])
+        self.assertEqual(self.transport.written, [(encode(ADVERTISE), ("fe80::1%eth7", 546))])
+
+    def test_globalDestinationUnscoped(self) -> None:
+        """A global destination is written without a scope, whatever the interface."""
+        self.setUpProtocol(Decision(ADVERTISE, (RELAY, 547, "eth7"), ()))
+        self.protocol.datagramReceived(encode(SOLICIT), (str(RELAY), 547))
+        self.assertEqual(self.transport.written, [(encode(ADVERTISE), (str(RELAY), 547))])
 
     def test_relayForwarded(self) -> None:
         """A Relay-forward goes to the engine; its reply goes to the relay."""
@@ -359,14 +364,6 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
         self.protocol.datagramReceived(encode(relayed), (str(RELAY), 547))
         self.assertEqual(self.engine.handled[0][0], relayed)
         self.assertEqual(self.transport.written, [(encode(answer), (str(RELAY), 547))])
-
-    def test_unknownInterfaceIsSendError(self) -> None:
-        """A destination interface with no index is a counted send error."""
-        self.setUpProtocol(Decision(ADVERTISE, (IPv6Address("fe80::1"), 546, "nosuch0"), ()))
-        self.protocol.datagramReceived(encode(SOLICIT), ("fe80::1", 546))
-        self.assertEqual(self.transport.written, [])
-        self.assertEqual(self.protocol.counters["send-error"], 1)
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_writeErrorCounted(self) -> None:
         """A transport that refuses the write is a counted, logged send error."""
@@ -682,3 +679,24 @@ class DHCPv6PortTests(SynchronousTestCase):
     def test_ipv4Refused(self) -> None:
         """The port is IPv6 only."""
         self.assertRaises(ValueError, DHCPv6Port, 0, RecordingProtocol(), "127.0.0.1")
+
+
+class RaisingProtocol(RecordingProtocol):
+    def packetReceived(self, datagram: bytes, addr: Any, info: PacketInfo) -> None:
+        super().packetReceived(datagram, addr, info)
+        raise RuntimeError("bug")
+
+
+class DHCPv6PortErrorTests(SynchronousTestCase):
+    """A protocol error is logged and the port goes on reading."""
+
+    def test_protocolErrorLogged(self) -> None:
+        """Every waiting datagram is still delivered after an error."""
+        protocol = RaisingProtocol()
+        port = DHCPv6Port(0, protocol, "::", reactor=Clock())
+        port.socket = FakeSocket(
+            [(b"a", [], 0, ("::1", 547, 0, 0)), (b"b", [], 0, ("::1", 547, 0, 0))]
+        )
+        port.doRead()
+        self.assertEqual([p[0] for p in protocol.packets], [b"a", b"b"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)

@@ -1,0 +1,569 @@
+"""
+Tests for L{dhcp6ha.service}: building, starting and stopping the server.
+
+Most tests run on fakes and a L{Clock}.  L{RealReactorTests} runs the real
+service (SQLite store, UDP on ::1, port 0) through a few exchanges and a
+restart, bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from ipaddress import IPv6Address
+from typing import Any
+from uuid import UUID
+
+from attrs import evolve
+from twisted.internet import reactor as globalReactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock, LoopingCall
+from twisted.logger import LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dhcp6ha.config import ServerConfig, parseConfigText
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.leases.sqlite import SQLiteLeaseStore
+from dhcp6ha.message import (
+    IANA,
+    ClientId,
+    ElapsedTime,
+    IAAddress,
+    Message,
+    MessageType,
+    RelayMessage,
+    RelayMessageOption,
+    ServerId,
+    decode,
+    duidLLT,
+    duidTime,
+    duidToText,
+    encode,
+    getOption,
+)
+from dhcp6ha.server import DHCPv6Port, DHCPv6ServerProtocol
+from dhcp6ha.service import (
+    SERVER_DUID_KEY,
+    DHCPv6Service,
+    LeaseStoreService,
+    ServerService,
+    StartupError,
+    findLinkLayerAddress,
+    loadServerDuid,
+    makeService,
+)
+from dhcp6ha.testing import MemoryLeaseStore
+
+CONFIG = """\
+[server]
+address = ::1
+port = 5547
+database = {database}
+{extra}
+
+[subnet:lab]
+prefix = 2001:db8:1::/64
+pools = 2001:db8:1::1000-2001:db8:1::1fff
+{subnet}
+"""
+
+MAC = bytes.fromhex("020000000001")
+CLIENT_DUID = b"\x00\x03\x00\x01\x02\x00\x00\x00\x00\x09"
+LINK = IPv6Address("2001:db8:1::1")
+
+
+def makeConfig(database: str = "leases.sqlite", extra: str = "", subnet: str = "") -> ServerConfig:
+    return parseConfigText(CONFIG.format(database=database, extra=extra, subnet=subnet), "test.ini")
+
+
+class PendingMetadataStore(MemoryLeaseStore):
+    """A store whose C{setMetadata} stays pending until L{finish}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metadataWaiting: list[Deferred[None]] = []
+
+    def setMetadata(self, key: str, value: str) -> Deferred[None]:
+        super().setMetadata(key, value)
+        d: Deferred[None] = Deferred()
+        self.metadataWaiting.append(d)
+        return d
+
+
+class ServerDuidTests(SynchronousTestCase):
+    """L{loadServerDuid}: configured, stored, or new and stored."""
+
+    def test_configured(self) -> None:
+        """A configured DUID wins and nothing is stored."""
+        config = makeConfig(extra="duid = 00:03:00:01:02:00:00:00:00:aa")
+        store = MemoryLeaseStore()
+        store.setMetadata(SERVER_DUID_KEY, "00:03:00:01:02:00:00:00:00:bb")
+        duid, storing = loadServerDuid(config, store, 1e9, lambda: MAC)
+        self.assertEqual(duid, bytes.fromhex("000300010200000000aa"))
+        self.assertIsNone(storing)
+
+    def test_stored(self) -> None:
+        """Without a configured DUID, the stored one is used."""
+        store = MemoryLeaseStore()
+        store.setMetadata(SERVER_DUID_KEY, "00:03:00:01:02:00:00:00:00:bb")
+        duid, storing = loadServerDuid(makeConfig(), store, 1e9, lambda: MAC)
+        self.assertEqual(duid, bytes.fromhex("000300010200000000bb"))
+        self.assertIsNone(storing)
+
+    def test_newLLT(self) -> None:
+        """
+        With none stored, a DUID-LLT from the machine's MAC and the time is
+        made and stored.
+        """
+        store = MemoryLeaseStore()
+        duid, storing = loadServerDuid(makeConfig(), store, 1e9, lambda: MAC)
+        self.assertEqual(duid, duidLLT(1, duidTime(1e9), MAC))
+        assert storing is not None
+        self.successResultOf(storing)
+        self.assertEqual(store.getMetadata(SERVER_DUID_KEY), duidToText(duid))
+
+    def test_newUUID(self) -> None:
+        """With no MAC to be found, a DUID-UUID is made and stored."""
+        store = MemoryLeaseStore()
+        duid, storing = loadServerDuid(makeConfig(), store, 1e9, lambda: None)
+        self.assertEqual(duid[:2], b"\x00\x04")
+        self.assertEqual(UUID(bytes=duid[2:]).version, 4)
+        self.assertEqual(store.getMetadata(SERVER_DUID_KEY), duidToText(duid))
+
+    def test_invalidStored(self) -> None:
+        """A stored DUID that cannot be read stops the start with a clear error."""
+        store = MemoryLeaseStore()
+        store.setMetadata(SERVER_DUID_KEY, "zz")
+        error = self.assertRaises(
+            StartupError, loadServerDuid, makeConfig(), store, 1e9, lambda: MAC
+        )
+        self.assertIn("stored server DUID is invalid", str(error))
+        self.assertIn("test.ini", str(error))
+
+
+class LinkLayerAddressTests(SynchronousTestCase):
+    """L{findLinkLayerAddress} reads Ethernet MACs from sysfs."""
+
+    def makeSysfs(self, interfaces: dict[str, tuple[str, str]]) -> str:
+        root = self.mktemp()
+        for name, (kind, address) in interfaces.items():
+            os.makedirs(os.path.join(root, name))
+            with open(os.path.join(root, name, "type"), "w") as f:
+                f.write(kind + "\n")
+            with open(os.path.join(root, name, "address"), "w") as f:
+                f.write(address + "\n")
+        return root
+
+    def test_firstEthernetByName(self) -> None:
+        """Loopback and all-zero addresses are skipped; names are sorted."""
+        root = self.makeSysfs(
+            {
+                "lo": ("772", "00:00:00:00:00:00"),
+                "eth1": ("1", "02:00:00:00:00:02"),
+                "eth0": ("1", "02:00:00:00:00:01"),
+                "dummy": ("1", "00:00:00:00:00:00"),
+            }
+        )
+        self.assertEqual(findLinkLayerAddress((), root), bytes.fromhex("020000000001"))
+
+    def test_preferred(self) -> None:
+        """The configured interfaces are tried first."""
+        root = self.makeSysfs(
+            {"eth0": ("1", "02:00:00:00:00:01"), "eth1": ("1", "02:00:00:00:00:02")}
+        )
+        self.assertEqual(findLinkLayerAddress(("eth1",), root), bytes.fromhex("020000000002"))
+
+    def test_none(self) -> None:
+        """No sysfs, or no Ethernet interface: C{None}."""
+        self.assertIsNone(findLinkLayerAddress((), self.mktemp()))
+        root = self.makeSysfs({"lo": ("772", "00:00:00:00:00:00")})
+        self.assertIsNone(findLinkLayerAddress((), root))
+
+
+class FakePort:
+    """Stands for a L{DHCPv6Port}: records joins and stopping."""
+
+    def __init__(self, protocol: DHCPv6ServerProtocol, events: list[object]) -> None:
+        self.protocol = protocol
+        self.events = events
+        self.joinError: OSError | None = None
+        self.stopped = False
+
+    def joinGroupOn(self, group: str, interface: str) -> None:
+        if self.joinError is not None:
+            raise self.joinError
+        self.events.append(("join", group, interface))
+
+    def stopListening(self) -> Deferred[None]:
+        self.stopped = True
+        self.events.append("port stopped")
+        return succeed(None)
+
+    def getHost(self) -> Any:
+        class Host:
+            port = 5547
+
+        return Host()
+
+
+class RecordingStore(MemoryLeaseStore):
+    """Records when it is closed."""
+
+    def __init__(self, events: list[object], autoFlush: bool = True) -> None:
+        super().__init__(autoFlush)
+        self.events = events
+
+    def close(self) -> Deferred[None]:
+        self.events.append("store closed")
+        return super().close()
+
+
+class DHCPv6ServiceTests(SynchronousTestCase):
+    """The service wiring, on a L{Clock}, a memory store and a fake port."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1e9)
+        self.events: list[object] = []
+        self.store = RecordingStore(self.events)
+        self.listened: list[tuple[Any, int, DHCPv6ServerProtocol, str]] = []
+        self.ports: list[FakePort] = []
+        self.listenError: Exception | None = None
+        self.joinError: OSError | None = None
+
+    def listen(
+        self, reactor: Any, port: int, protocol: DHCPv6ServerProtocol, address: str
+    ) -> DHCPv6Port:
+        if self.listenError is not None:
+            raise self.listenError
+        self.listened.append((reactor, port, protocol, address))
+        fake = FakePort(protocol, self.events)
+        fake.joinError = self.joinError
+        self.ports.append(fake)
+        return fake  # type: ignore[return-value]
+
+    def build(self, config: ServerConfig | None = None) -> tuple[ServerService, DHCPv6Service]:
+        config = config or makeConfig()
+        top = ServerService()
+        leases = LeaseStoreService(lambda: self.store, "test store")
+        leases.setName("leases")
+        leases.setServiceParent(top)
+        dhcpv6 = DHCPv6Service(
+            config, self.clock, leases, listen=self.listen, linkLayerAddress=lambda: MAC
+        )
+        dhcpv6.setName("dhcpv6")
+        dhcpv6.setServiceParent(top)
+        return top, dhcpv6
+
+    def test_start(self) -> None:
+        """
+        Starting binds the configured address and port and starts serving
+        once the new DUID is stored.
+        """
+        top, dhcpv6 = self.build()
+        top.startService()
+        self.assertTrue(dhcpv6.running)
+        [(reactor, port, protocol, address)] = self.listened
+        self.assertIs(reactor, self.clock)
+        self.assertEqual((port, address), (5547, "::1"))
+        self.assertIs(dhcpv6.protocol, protocol)
+        self.assertTrue(protocol.serving)
+        self.assertEqual(dhcpv6.serverDuid, duidLLT(1, duidTime(1e9), MAC))
+
+    def test_joinsGroups(self) -> None:
+        """ff02::1:2 is joined on each configured interface."""
+        config = makeConfig(
+            extra="interfaces = eth0, eth1",
+            subnet="interface = eth0\n[subnet:other]\nprefix = 2001:db8:2::/64\ninterface = eth1",
+        )
+        config = evolve(config, server=evolve(config.server, address=IPv6Address("::")))
+        top, _ = self.build(config)
+        top.startService()
+        self.assertEqual(
+            self.events, [("join", "ff02::1:2", "eth0"), ("join", "ff02::1:2", "eth1")]
+        )
+
+    def test_joinFailure(self) -> None:
+        """
+        A group that cannot be joined stops the start with an error naming
+        the interface; the port is closed again and the store too.
+        """
+        config = makeConfig(extra="interfaces = eth0", subnet="interface = eth0")
+        self.joinError = OSError(19, "No such device")
+        top, _ = self.build(config)
+        error = self.assertRaises(StartupError, top.startService)
+        self.assertEqual(
+            str(error),
+            "test.ini: [server] interfaces: cannot join ff02::1:2 on eth0: No such device",
+        )
+        self.assertTrue(self.ports[0].stopped)
+        self.assertEqual(self.events, ["port stopped", "store closed"])
+        self.assertFalse(top.running)
+
+    def test_listenFailure(self) -> None:
+        """A port that cannot be bound stops the start with a clear error."""
+        self.listenError = OSError(98, "Address already in use")
+        top, _ = self.build()
+        error = self.assertRaises(StartupError, top.startService)
+        self.assertIn("cannot listen on [::1]:5547", str(error))
+        self.assertEqual(self.events, ["store closed"])
+
+    def test_storeFailure(self) -> None:
+        """A store that cannot be opened stops the start with a clear error."""
+        top = ServerService()
+
+        def broken() -> MemoryLeaseStore:
+            raise OSError(13, "Permission denied")
+
+        LeaseStoreService(broken, "var/x.sqlite").setServiceParent(top)
+        error = self.assertRaises(StartupError, top.startService)
+        self.assertIn("cannot open the lease database var/x.sqlite", str(error))
+
+    def test_exitOnStartupError(self) -> None:
+        """
+        With C{exitOnStartupError} (twistd), a start-up error is logged as
+        critical and becomes C{SystemExit(1)}.
+        """
+        self.listenError = OSError(98, "Address already in use")
+        top, _ = self.build()
+        top.exitOnStartupError = True
+        with capturedLogs() as events:
+            error = self.assertRaises(SystemExit, top.startService)
+        self.assertEqual(error.code, 1)
+        [critical] = [e for e in events if e["log_level"] is LogLevel.critical]
+        self.assertIn("cannot listen on [::1]:5547", critical["error"])
+
+    def test_notServingUntilDuidDurable(self) -> None:
+        """A new DUID must be durable before any client is answered."""
+        self.store = PendingMetadataStore()  # type: ignore[assignment]
+        top, dhcpv6 = self.build()
+        top.startService()
+        assert dhcpv6.protocol is not None
+        self.assertFalse(dhcpv6.protocol.serving)
+        self.store.metadataWaiting[0].callback(None)  # type: ignore[attr-defined]
+        self.assertTrue(dhcpv6.protocol.serving)
+
+    def test_duidNotStored(self) -> None:
+        """If the new DUID cannot be stored, the server never answers."""
+        self.store = PendingMetadataStore()  # type: ignore[assignment]
+        top, dhcpv6 = self.build()
+        top.startService()
+        self.store.metadataWaiting[0].errback(OSError("disk"))  # type: ignore[attr-defined]
+        assert dhcpv6.protocol is not None
+        self.assertFalse(dhcpv6.protocol.serving)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_duidKeptAcrossRestarts(self) -> None:
+        """A restart on the same store keeps the DUID."""
+        top, dhcpv6 = self.build()
+        top.startService()
+        first = dhcpv6.serverDuid
+        self.successResultOf(top.stopService())
+        self.clock.advance(3600)
+        top2, dhcpv62 = self.build()
+        top2.startService()
+        self.assertEqual(dhcpv62.serverDuid, first)
+
+    def test_stopOrder(self) -> None:
+        """
+        Stopping waits for the commits in flight and sends their replies,
+        then closes the port, and only then closes the store.
+        """
+        self.store = RecordingStore(self.events, autoFlush=False)
+        top, dhcpv6 = self.build()
+        top.startService()
+        protocol = dhcpv6.protocol
+        assert protocol is not None
+        transport = _Transport(self.events)
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        request = Message(
+            MessageType.REQUEST,
+            1,
+            (
+                ClientId(CLIENT_DUID),
+                ServerId(dhcpv6.serverDuid or b""),
+                ElapsedTime(0),
+                IANA(1, 0, 0),
+            ),
+        )
+        relayed = RelayMessage(
+            MessageType.RELAY_FORW, 0, LINK, IPv6Address("fe80::9"), (RelayMessageOption(request),)
+        )
+        protocol.datagramReceived(encode(relayed), ("2001:db8:1::1", 547))
+        self.assertEqual(len(self.store.committed), 1)
+        stopped = top.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(self.events, [])
+        self.store.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(self.events, ["sent", "port stopped", "store closed"])
+        self.assertTrue(self.store.closed)
+
+    def test_reclaimsOnTimer(self) -> None:
+        """Expired bindings are reclaimed every reclaim-interval."""
+        config = makeConfig(extra="reclaim-interval = 5")
+        top, dhcpv6 = self.build(config)
+        lease = Lease(
+            lease_type=LeaseType.NA,
+            address=IPv6Address("2001:db8:1::1000"),
+            prefix_length=128,
+            state=BindingState.ACTIVE,
+            duid=CLIENT_DUID,
+            iaid=1,
+            start_time_of_state=1e9,
+            cltt=1e9,
+            preferred_lifetime=3,
+            valid_lifetime=4,
+            expires=1e9 + 4,
+        )
+        self.store.commit([lease])
+        top.startService()
+        self.assertEqual(self.store.get(lease.address, 128), lease)
+        self.clock.advance(5)
+        reclaimed = self.store.get(lease.address, 128)
+        assert reclaimed is not None
+        self.assertEqual(reclaimed.state, BindingState.EXPIRED)
+        self.successResultOf(top.stopService())
+
+
+class _Transport:
+    def __init__(self, events: list[object]) -> None:
+        self.events = events
+
+    def write(self, packet: bytes, addr: Any = None) -> None:
+        self.events.append("sent")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """L{makeService} builds the service tree without starting anything."""
+
+    def test_children(self) -> None:
+        """The store comes first, the DHCPv6 service second."""
+        top = makeService(makeConfig(database=self.mktemp()), Clock())
+        self.assertIsInstance(top, ServerService)
+        self.assertEqual([s.name for s in top], ["leases", "dhcpv6"])
+        self.assertFalse(top.exitOnStartupError)
+
+
+class _Client(DatagramProtocol):
+    """Collects answers in C{self.answers}, firing C{self.waiting}."""
+
+    def __init__(self) -> None:
+        self.waiting: Deferred[Message | RelayMessage] | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            waiting.callback(decode(datagram))
+
+
+class RealReactorTests(TestCase):
+    """
+    The real service, started and stopped on the global reactor, with an
+    SQLite database in a temporary directory and UDP on ::1, port 0.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        try:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError as e:
+            raise self.skipTest(f"no IPv6 loopback: {e}") from None
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.database = os.path.join(directory, "leases.sqlite")
+        config = makeConfig(database=self.database)
+        self.config = evolve(config, server=evolve(config.server, port=0))
+
+    async def exchange(self, port: int, message: Message) -> Message:
+        client = _Client()
+        listening = globalReactor.listenUDP(0, client, interface="::1")  # type: ignore[attr-defined]
+        try:
+            relayed = RelayMessage(
+                MessageType.RELAY_FORW,
+                0,
+                LINK,
+                IPv6Address("fe80::9"),
+                (RelayMessageOption(message),),
+            )
+            client.waiting = Deferred()
+            waiting = client.waiting
+            # Retransmit like a client: the first ones may come before the
+            # server answers (its new DUID not yet durable).
+            sender = LoopingCall(listening.write, encode(relayed), ("::1", port))
+            sender.clock = globalReactor
+            sender.start(0.2)
+            try:
+                answer = await waiting
+            finally:
+                sender.stop()
+        finally:
+            await listening.stopListening()
+        assert isinstance(answer, RelayMessage)
+        relayedAnswer = getOption(answer.options, RelayMessageOption)
+        assert relayedAnswer is not None
+        assert isinstance(relayedAnswer.message, Message)
+        return relayedAnswer.message
+
+    async def test_serveRestartServe(self) -> None:
+        """
+        A client gets an address through a relay; after a clean stop the
+        lease is in the database, and a restart keeps the server DUID.
+        """
+        top = makeService(self.config, globalReactor)
+        top.startService()
+        self.addCleanup(lambda: top.stopService() if top.running else None)
+        dhcpv6 = top.getServiceNamed("dhcpv6")
+        port = dhcpv6.port.getHost().port
+        solicit = Message(
+            MessageType.SOLICIT, 1, (ClientId(CLIENT_DUID), ElapsedTime(0), IANA(1, 0, 0))
+        )
+        advertise = await self.exchange(port, solicit)
+        self.assertEqual(advertise.msg_type, MessageType.ADVERTISE)
+        serverId = getOption(advertise.options, ServerId)
+        assert serverId is not None
+        self.assertEqual(serverId.duid, dhcpv6.serverDuid)
+        ia = getOption(advertise.options, IANA)
+        assert ia is not None
+        offered = getOption(ia.options, IAAddress)
+        assert offered is not None
+
+        request = Message(
+            MessageType.REQUEST,
+            2,
+            (ClientId(CLIENT_DUID), serverId, ElapsedTime(0), IANA(1, 0, 0, (offered,))),
+        )
+        reply = await self.exchange(port, request)
+        self.assertEqual(reply.msg_type, MessageType.REPLY)
+        await top.stopService()
+
+        store = SQLiteLeaseStore(self.database, globalReactor)
+        try:
+            lease = store.get(offered.address, 128)
+            assert lease is not None
+            self.assertEqual(lease.state, BindingState.ACTIVE)
+            self.assertEqual(lease.duid, CLIENT_DUID)
+            self.assertEqual(store.getMetadata(SERVER_DUID_KEY), duidToText(serverId.duid))
+        finally:
+            await store.close()
+
+        again = makeService(self.config, globalReactor)
+        again.startService()
+        try:
+            self.assertEqual(again.getServiceNamed("dhcpv6").serverDuid, serverId.duid)
+            port = again.getServiceNamed("dhcpv6").port.getHost().port
+            renewed = await self.exchange(
+                port,
+                Message(
+                    MessageType.RENEW,
+                    3,
+                    (ClientId(CLIENT_DUID), serverId, ElapsedTime(0), IANA(1, 0, 0, (offered,))),
+                ),
+            )
+            self.assertEqual(renewed.msg_type, MessageType.REPLY)
+        finally:
+            await again.stopService()

@@ -6,12 +6,13 @@ Only this module reads configuration files.  Every error is a L{ConfigError}
 naming the file, section and key and saying what is wrong; the process exits
 non-zero on it before any socket is bound.
 
-The format (C{etc/dhcp6ha.ini} and C{etc/relayed.ini} are commented
-examples)::
+The format (C{etc/dhcp6ha.ini}, C{etc/relayed.ini}, and the failover pair
+C{etc/primary.ini} and C{etc/secondary.ini}, are commented examples)::
 
     [server]            ; exactly one
     [subnet:NAME]       ; one or more
     [reservation:NAME]  ; any number
+    [failover:NAME]     ; any number: failover relationships (RFC 7031 section 7)
 
 C{NAME} is made of letters, digits, C{_}, C{.} and C{-}.  Lines are
 C{key = value} (only C{=} separates a key from its value); C{;} and C{#}
@@ -29,6 +30,25 @@ Notes for operators:
     and every interface listed there must be some subnet's C{interface}.
   - C{t1 = 0} and C{t2 = 0} are allowed: they leave the renewal times to
     the client (RFC 8415 section 21.4).
+
+Failover (C{[failover:NAME]}, see L{FailoverConfig} for every key):
+  - C{NAME} is the relationship's name, sent in Connect: both partners'
+    sections must carry the same name, subnets, C{mclt}; one has
+    C{role = primary}, the other C{role = secondary}.
+  - A subnet belongs to at most one relationship (RFC 7031 section 7,
+    requirement 2); a server may hold several relationships, each with its
+    own partner and role (requirement 3).  Subnets in no relationship are
+    served by this server alone.
+  - The primary connects to C{partner-address}:C{partner-port}; the
+    secondary listens on C{listen-address}:C{listen-port}.  Addresses are IP
+    literals only: the server does no DNS lookups at start-up.
+  - C{partner-identity} is what the partner's certificate must carry as a
+    subjectAltName: a DNS name (single labels such as C{localhost} are
+    allowed) or an IP address.
+  - C{certificate}, C{key} and C{ca} are paths relative to the current
+    directory of the process (like C{database}).  L{parseConfig} checks that
+    they are readable regular files; it does not read them (the TLS layer
+    does, when the service starts).
 """
 
 from __future__ import annotations
@@ -36,16 +56,29 @@ from __future__ import annotations
 import bisect
 import configparser
 import difflib
+import enum
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from ipaddress import AddressValueError, IPv6Address, IPv6Network, NetmaskValueError
-from typing import TypeVar
+from ipaddress import (
+    AddressValueError,
+    IPv4Address,
+    IPv6Address,
+    IPv6Network,
+    NetmaskValueError,
+    ip_address,
+)
+from typing import TypeAlias, TypeVar
 
 from attrs import evolve, frozen
 
 __all__ = [
     "AddressPool",
     "ConfigError",
+    "FailoverConfig",
+    "FailoverRole",
+    "IdentityKind",
     "PrefixPool",
     "Reservation",
     "ServerConfig",
@@ -56,6 +89,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+IPAddress: TypeAlias = IPv4Address | IPv6Address
 
 _UINT32 = 0xFFFFFFFF
 
@@ -69,6 +104,20 @@ DEFAULT_COMMIT_DELAY = 0.0
 MAX_COMMIT_DELAY = 1.0
 DEFAULT_PREFERRED_LIFETIME = 3600
 DEFAULT_VALID_LIFETIME = 7200
+
+#: Failover defaults (RFC 8156: port 647, MCLT 3600 s).
+DEFAULT_FAILOVER_PORT = 647
+DEFAULT_FAILOVER_LISTEN_ADDRESS: IPAddress = IPv6Address("::")
+DEFAULT_MCLT = 3600
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+DEFAULT_UNREACHABLE_AFTER = 30.0
+DEFAULT_MAX_UNACKED = 100
+MAX_MAX_UNACKED = 100000
+DEFAULT_MAX_CLOCK_SKEW = 5.0
+DEFAULT_AUTO_PARTNER_DOWN = 0
+DEFAULT_PREFIX_SHARE = 0.5
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class ConfigError(Exception):
@@ -195,13 +244,107 @@ class ServerSection:
     commit_delay: float
 
 
+class FailoverRole(enum.StrEnum):
+    """This server's role in a failover relationship (RFC 7031 requirement 1)."""
+
+    #: Connects to its partner; owns every free delegable prefix.
+    PRIMARY = "primary"
+    #: Listens for its partner.
+    SECONDARY = "secondary"
+
+
+class IdentityKind(enum.StrEnum):
+    """
+    The kind of a C{partner-identity}: which subjectAltName type the
+    partner's certificate must carry it as.
+    """
+
+    DNS_NAME = "dns"
+    IP_ADDRESS = "ip"
+
+
+@frozen
+class FailoverConfig:
+    """
+    One failover relationship, from a C{[failover:NAME]} section.
+
+    @ivar name: the relationship's name (the section's C{NAME}); it is sent
+        in Connect and must be the same on both partners.
+    @ivar role: this server's role in it.
+    @ivar partner_address: the partner's IP address: where the primary
+        connects (required for the primary).  Optional on the secondary, where
+        it names the only source address the partner may connect from.
+    @ivar partner_port: the TCP port the primary connects to (647).
+    @ivar listen_address: where the secondary listens (C{::}); unused by the
+        primary.
+    @ivar listen_port: the TCP port the secondary listens on (647); unused
+        by the primary.
+    @ivar certificate: path of this server's PEM certificate (optionally
+        followed by intermediates).
+    @ivar key: path of its PEM private key (may be the same file).
+    @ivar ca: path of the PEM CA certificate(s) the partner's certificate
+        must chain to.
+    @ivar partner_identity: what the partner's certificate must carry as a
+        subjectAltName: a lower-case DNS name without trailing dot, or an IP
+        address in its compressed form.
+    @ivar partner_identity_kind: whether C{partner_identity} is a DNS name or
+        an IP address.
+    @ivar mclt: maximum client lead time, seconds (RFC 8156 section 4.4).
+    @ivar heartbeat_interval: seconds between two Contact messages.
+    @ivar unreachable_after: seconds without a message from the partner
+        before it is taken to be unreachable; more than C{heartbeat_interval}.
+    @ivar max_unacked: most binding updates sent and not yet acknowledged.
+    @ivar max_clock_skew: largest difference, in seconds, between the two
+        servers' clocks accepted at Connect.
+    @ivar auto_partner_down: seconds in COMMUNICATIONS-INTERRUPTED before
+        going to PARTNER-DOWN on its own; C{0} means never (only an operator
+        command does).
+    @ivar prefix_share: fraction (0 to 1) of the free delegable prefixes the
+        primary hands to the secondary as FREE-BACKUP.
+    @ivar handshake_timeout: seconds from TCP connection to an authenticated
+        partner before the connection is dropped.
+    @ivar idle_timeout: seconds without a received byte on an authenticated
+        connection before it is closed; at least C{unreachable_after}.
+    @ivar subnets: the names of the subnets (C{[subnet:NAME]}) whose pools
+        this relationship covers.
+    """
+
+    name: str
+    role: FailoverRole
+    partner_address: IPAddress | None
+    partner_port: int
+    listen_address: IPAddress
+    listen_port: int
+    certificate: str
+    key: str
+    ca: str
+    partner_identity: str
+    partner_identity_kind: IdentityKind
+    mclt: int
+    heartbeat_interval: float
+    unreachable_after: float
+    max_unacked: int
+    max_clock_skew: float
+    auto_partner_down: int
+    prefix_share: float
+    handshake_timeout: float
+    idle_timeout: float
+    subnets: tuple[str, ...]
+
+
 @frozen
 class ServerConfig:
-    """The whole validated configuration, as read from C{path}."""
+    """
+    The whole validated configuration, as read from C{path}.
+
+    @ivar failover: the failover relationships, in file order; empty for a
+        server that runs alone.
+    """
 
     path: str
     server: ServerSection
     subnets: tuple[SubnetConfig, ...]
+    failover: tuple[FailoverConfig, ...] = ()
 
     def subnetByName(self, name: str) -> SubnetConfig:
         """
@@ -234,6 +377,19 @@ class ServerConfig:
                 return subnet
         return None
 
+    def relationshipFor(self, subnetName: str) -> FailoverConfig | None:
+        """
+        The failover relationship covering the subnet C{[subnet:NAME]}, or
+        C{None} if this server serves it alone.  There is at most one.
+
+        @raise KeyError: if there is no such subnet.
+        """
+        self.subnetByName(subnetName)
+        for relationship in self.failover:
+            if subnetName in relationship.subnets:
+                return relationship
+        return None
+
 
 # --- the table of sections and keys (Tahoe's ValidConfiguration) ----------
 
@@ -261,8 +417,8 @@ class _SectionKind:
         return "[" + self.kind + (":NAME]" if self.named else "]")
 
 
-#: Every section this version understands.  A new kind of section (such as
-#: C{[failover:NAME]}, issue 3) is one more entry here plus a builder.
+#: Every section this version understands.  A new kind of section is one more
+#: entry here plus a builder.
 _SECTION_KINDS: Mapping[str, _SectionKind] = {
     kind.kind: kind
     for kind in (
@@ -309,6 +465,32 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
             named=True,
             keys=("duid", "subnet", "addresses", "prefixes"),
             required=("duid", "subnet"),
+        ),
+        _SectionKind(
+            "failover",
+            named=True,
+            keys=(
+                "role",
+                "partner-address",
+                "partner-port",
+                "listen-address",
+                "listen-port",
+                "certificate",
+                "key",
+                "ca",
+                "partner-identity",
+                "mclt",
+                "heartbeat-interval",
+                "unreachable-after",
+                "max-unacked",
+                "max-clock-skew",
+                "auto-partner-down",
+                "prefix-share",
+                "handshake-timeout",
+                "idle-timeout",
+                "subnets",
+            ),
+            required=("role", "certificate", "key", "ca", "partner-identity", "subnets"),
         ),
     )
 }
@@ -628,6 +810,119 @@ def _prefixPool(text: str) -> PrefixPool:
     return PrefixPool(prefix, length)
 
 
+def _role(text: str) -> FailoverRole:
+    try:
+        return FailoverRole(text.lower())
+    except ValueError:
+        raise _Invalid(f"expected primary or secondary, got {text!r}") from None
+
+
+def _ipAddress(text: str) -> IPAddress:
+    """An IPv4 or IPv6 literal; never a host name (no DNS lookups at start-up)."""
+    expected = f"expected an IPv4 or IPv6 address like 2001:db8::2 or 192.0.2.2, got {text!r}"
+    try:
+        return ip_address(text)
+    except ValueError:
+        pass
+    if text.startswith("[") or re.fullmatch(r"[0-9.]+:[0-9]+", text) is not None:
+        raise _Invalid(expected + ": write the address alone, without brackets or a port")
+    if text and re.fullmatch(r"[A-Za-z0-9.-]+", text) is not None and not text[-1].isdigit():
+        raise _Invalid(
+            expected + ": host names are not accepted here, the server does no DNS lookups"
+            " at start-up; give the address"
+        )
+    raise _Invalid(expected)
+
+
+def _partnerAddress(text: str) -> IPAddress:
+    address = _ipAddress(text)
+    if address.is_unspecified or address.is_multicast:
+        raise _Invalid(f"expected the partner's unicast address, got {text!r}")
+    return address
+
+
+def _listenAddress(text: str) -> IPAddress:
+    address = _ipAddress(text)
+    if address.is_multicast:
+        raise _Invalid(
+            f"cannot listen on the multicast address {text}: give an address of this host,"
+            " or :: for all"
+        )
+    return address
+
+
+#: An RFC 1123 host name label (no '_': a certificate's dNSName is a host name).
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
+def _partnerIdentity(text: str) -> tuple[str, IdentityKind]:
+    """
+    A DNS name or an IP address, as the partner's certificate must carry it.
+
+    @return: the canonical text (lower case and no trailing dot for a name,
+        compressed form for an address) and its kind.
+    """
+
+    def invalid(why: str) -> _Invalid:
+        return _Invalid(
+            f"{text!r} is not a DNS name or IP address ({why}); give the name or address"
+            " the partner's certificate carries as a subjectAltName, like"
+            " partner.example.net or 192.0.2.2"
+        )
+
+    try:
+        address = ip_address(text)
+    except ValueError:
+        pass
+    else:
+        if address.version == 6 and address.scope_id is not None:
+            raise invalid("a zone index cannot appear in a certificate")
+        return str(address), IdentityKind.IP_ADDRESS
+    if not text:
+        raise invalid("it is empty")
+    if ":" in text or "[" in text or "/" in text:
+        raise invalid("neither a valid IP address nor a name; no port or brackets here")
+    if not text.isascii():
+        raise invalid("write an internationalized name in its xn-- (punycode) form")
+    if "*" in text:
+        raise invalid("a wildcard cannot identify one partner")
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    labels = name.split(".")
+    if len(name) > 253:
+        raise invalid("longer than 253 characters")
+    for label in labels:
+        if not label:
+            raise invalid("empty label: a leading dot, or two dots in a row")
+        if len(label) > 63:
+            raise invalid(f"label {label!r} is longer than 63 characters")
+        if _HOST_LABEL.match(label) is None:
+            raise invalid(
+                f"label {label!r} may hold only letters, digits and '-', and may not begin"
+                " or end with '-'"
+            )
+    if labels[-1].isdigit():
+        raise invalid("not a valid IPv4 address, and a DNS name cannot end in a numeric label")
+    return name, IdentityKind.DNS_NAME
+
+
+def _fraction(text: str) -> float:
+    if len(text) > 20 or re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text) is None:
+        value = None
+    else:
+        value = float(text)
+    if value is None or not 0 <= value <= 1:
+        raise _Invalid(f"expected a fraction from 0 to 1 (like 0.5), got {text!r}")
+    return value
+
+
+def _socketText(address: IPAddress, port: int) -> str:
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
 def _noDuplicates(section: _Section, key: str, values: Sequence[object]) -> None:
     seen: set[object] = set()
     for value in values:
@@ -781,6 +1076,155 @@ def _buildReservation(section: _Section) -> tuple[str, Reservation]:
     if not addresses and not prefixes:
         raise section.error(None, "a reservation needs addresses, prefixes or both")
     return subnet, Reservation(section.name, duid, addresses, prefixes)
+
+
+def _checkReadable(section: _Section, key: str, path: str) -> None:
+    """
+    Refuse a TLS file that does not exist, is not a regular file, or that
+    this process may not open for reading.  The content is not read here.
+    """
+    where = "" if os.path.isabs(path) else f" (relative to the current directory {os.getcwd()})"
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise section.error(
+            key, f"file {path} does not exist{where}: create it, or correct the path"
+        ) from None
+    except OSError as e:
+        raise section.error(
+            key, f"cannot reach file {path}{where}: {e.strerror or e}; correct the path"
+        ) from None
+    if stat.S_ISDIR(status.st_mode):
+        raise section.error(key, f"{path} is a directory: give the path of a PEM file")
+    if not stat.S_ISREG(status.st_mode):
+        raise section.error(key, f"{path} is not a regular file: give the path of a PEM file")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise section.error(
+            key,
+            f"cannot read file {path}: {e.strerror or e}; make it readable by the user the"
+            " server runs as",
+        ) from None
+    os.close(descriptor)
+
+
+def _mustExceed(
+    section: _Section,
+    shorter: tuple[str, float],
+    longer: tuple[str, float],
+    orEqual: bool,
+    why: str,
+) -> None:
+    """
+    Refuse C{shorter} > C{longer} (or >= unless C{orEqual}), blaming the key
+    that was given when the other was left at its default.
+    """
+    (shortKey, shortValue), (longKey, longValue) = shorter, longer
+    if shortValue < longValue or (orEqual and shortValue == longValue):
+        return
+
+    def describe(key: str, value: float) -> str:
+        return f"{key} ({value:g})" if section.has(key) else f"{key} ({value:g}, the default)"
+
+    blamed = longKey if section.has(longKey) and not section.has(shortKey) else shortKey
+    relation = "at least" if orEqual else "more than"
+    raise section.error(
+        blamed,
+        f"{describe(longKey, longValue)} must be {relation} {describe(shortKey, shortValue)}: "
+        + why,
+    )
+
+
+def _buildFailover(section: _Section, checkFiles: bool) -> FailoverConfig:
+    assert section.name is not None
+    role = section.require("role", _role)
+    if role is FailoverRole.PRIMARY:
+        if not section.has("partner-address"):
+            raise section.error(
+                "partner-address",
+                "required with role = primary, which connects to its partner: give the"
+                " secondary's IP address",
+            )
+        for key in ("listen-address", "listen-port"):
+            if section.has(key):
+                raise section.error(
+                    key,
+                    f"role = primary connects to its partner and does not listen: remove {key}"
+                    " (the secondary's listen-address and listen-port are the primary's"
+                    " partner-address and partner-port)",
+                )
+    elif section.has("partner-port"):
+        raise section.error(
+            "partner-port",
+            "role = secondary does not connect, its partner connects to it: remove"
+            " partner-port and set listen-port",
+        )
+
+    files = {key: section.require(key, _path) for key in ("certificate", "key", "ca")}
+    if checkFiles:
+        for key, path in files.items():
+            _checkReadable(section, key, path)
+    identity, identityKind = section.require("partner-identity", _partnerIdentity)
+
+    heartbeat = section.get(
+        "heartbeat-interval", _seconds(0, 3600, False, "10 or 2.5"), DEFAULT_HEARTBEAT_INTERVAL
+    )
+    unreachable = section.get(
+        "unreachable-after", _seconds(0, 86400, False, "30"), DEFAULT_UNREACHABLE_AFTER
+    )
+    _mustExceed(
+        section,
+        ("heartbeat-interval", heartbeat),
+        ("unreachable-after", unreachable),
+        orEqual=False,
+        why="the partner is declared unreachable only after it has missed a heartbeat",
+    )
+    idle = section.get("idle-timeout", _seconds(0, 86400, False, "60"), DEFAULT_IDLE_TIMEOUT)
+    _mustExceed(
+        section,
+        ("unreachable-after", unreachable),
+        ("idle-timeout", idle),
+        orEqual=True,
+        why="a silent connection is closed only after the partner has been declared unreachable",
+    )
+
+    subnets = section.require("subnets", _list(_name))
+    if not subnets:
+        raise section.error(
+            "subnets", "list the [subnet:NAME] sections this relationship covers (at least one)"
+        )
+    _noDuplicates(section, "subnets", subnets)
+
+    return FailoverConfig(
+        name=section.name,
+        role=role,
+        partner_address=section.get("partner-address", _partnerAddress, None),
+        partner_port=section.get("partner-port", _integer(1, 65535), DEFAULT_FAILOVER_PORT),
+        listen_address=section.get(
+            "listen-address", _listenAddress, DEFAULT_FAILOVER_LISTEN_ADDRESS
+        ),
+        listen_port=section.get("listen-port", _integer(1, 65535), DEFAULT_FAILOVER_PORT),
+        certificate=files["certificate"],
+        key=files["key"],
+        ca=files["ca"],
+        partner_identity=identity,
+        partner_identity_kind=identityKind,
+        mclt=section.get("mclt", _integer(1, _UINT32, " of seconds"), DEFAULT_MCLT),
+        heartbeat_interval=heartbeat,
+        unreachable_after=unreachable,
+        max_unacked=section.get("max-unacked", _integer(1, MAX_MAX_UNACKED), DEFAULT_MAX_UNACKED),
+        max_clock_skew=section.get(
+            "max-clock-skew", _seconds(0, 3600, False, "5"), DEFAULT_MAX_CLOCK_SKEW
+        ),
+        auto_partner_down=section.get("auto-partner-down", _SECONDS, DEFAULT_AUTO_PARTNER_DOWN),
+        prefix_share=section.get("prefix-share", _fraction, DEFAULT_PREFIX_SHARE),
+        handshake_timeout=section.get(
+            "handshake-timeout", _seconds(0, 3600, False, "10"), DEFAULT_HANDSHAKE_TIMEOUT
+        ),
+        idle_timeout=idle,
+        subnets=subnets,
+    )
 
 
 # --- checks across sections ---------------------------------------------------
@@ -1030,7 +1474,64 @@ def _checkReservations(
                 )
 
 
-def _buildConfig(path: str, parser: configparser.ConfigParser) -> ServerConfig:
+def _checkFailover(
+    path: str, subnets: Sequence[SubnetConfig], relationships: Sequence[FailoverConfig]
+) -> None:
+    """
+    Each relationship's subnets exist and belong to no other relationship
+    (RFC 7031 section 7, requirement 2); no two secondaries listen on the
+    same address and port.
+    """
+    names = [subnet.name for subnet in subnets]
+    coveredBy: dict[str, str] = {}
+    listeners: list[FailoverConfig] = []
+    for relationship in relationships:
+        title = "failover:" + relationship.name
+        for subnetName in relationship.subnets:
+            if subnetName not in names:
+                raise ConfigError(
+                    path,
+                    title,
+                    "subnets",
+                    f"there is no [subnet:{subnetName}]; the subnets are: " + ", ".join(names),
+                )
+            if subnetName in coveredBy:
+                first = coveredBy[subnetName]
+                raise ConfigError(
+                    path,
+                    title,
+                    "subnets",
+                    f"subnet {subnetName} is already covered by relationship {first}: a subnet"
+                    " (its pools) may belong to at most one failover relationship (RFC 7031"
+                    f" section 7, requirement 2); remove it from {first} or from"
+                    f" {relationship.name}",
+                )
+            coveredBy[subnetName] = relationship.name
+        if relationship.role is not FailoverRole.SECONDARY:
+            continue
+        here = _socketText(relationship.listen_address, relationship.listen_port)
+        for other in listeners:
+            if other.listen_port != relationship.listen_port:
+                continue
+            if (
+                other.listen_address == relationship.listen_address
+                or other.listen_address.is_unspecified
+                or relationship.listen_address.is_unspecified
+            ):
+                there = _socketText(other.listen_address, other.listen_port)
+                raise ConfigError(
+                    path,
+                    title,
+                    "listen-port",
+                    f"relationship {relationship.name} would listen on {here}, and relationship"
+                    f" {other.name} already listens on {there}: each listening (secondary)"
+                    " relationship needs its own listen-port (or its own, specific"
+                    " listen-address)",
+                )
+        listeners.append(relationship)
+
+
+def _buildConfig(path: str, parser: configparser.ConfigParser, checkFiles: bool) -> ServerConfig:
     found: dict[str, list[_Section]] = {kind: [] for kind in _SECTION_KINDS}
     for title in parser.sections():
         section = _classify(path, title, dict(parser[title]))
@@ -1047,6 +1548,8 @@ def _buildConfig(path: str, parser: configparser.ConfigParser) -> ServerConfig:
     spaces = _checkSubnets(path, server, subnets)
     reservations = [_buildReservation(section) for section in found["reservation"]]
     _checkReservations(path, subnets, reservations, spaces)
+    relationships = [_buildFailover(section, checkFiles) for section in found["failover"]]
+    _checkFailover(path, subnets, relationships)
 
     return ServerConfig(
         path=path,
@@ -1058,6 +1561,7 @@ def _buildConfig(path: str, parser: configparser.ConfigParser) -> ServerConfig:
             )
             for subnet in subnets
         ),
+        failover=tuple(relationships),
     )
 
 
@@ -1072,12 +1576,15 @@ def _atLine(lineno: int | None) -> str:
     return "" if lineno is None else f" (the second time on line {lineno})"
 
 
-def parseConfigText(text: str, path: str = "<string>") -> ServerConfig:
+def parseConfigText(text: str, path: str = "<string>", *, checkFiles: bool = True) -> ServerConfig:
     """
     Parse and validate the text of an ini file.
 
     @param path: the file name to put in error messages and in
         L{ServerConfig.path}.
+    @param checkFiles: whether to check that the TLS files of C{[failover:NAME]}
+        sections (certificate, key, ca) exist and are readable.  Leave it on
+        except to look at a configuration meant for another machine.
     @raise ConfigError: naming the file, section and key of the first
         problem found, and what is wrong.
     """
@@ -1124,12 +1631,14 @@ def parseConfigText(text: str, path: str = "<string>") -> ServerConfig:
         ) from None
     except configparser.Error as e:
         raise ConfigError(path, None, None, f"cannot parse the file: {e.message}") from None
-    return _buildConfig(path, parser)
+    return _buildConfig(path, parser, checkFiles)
 
 
-def parseConfig(path: str) -> ServerConfig:
+def parseConfig(path: str, *, checkFiles: bool = True) -> ServerConfig:
     """
     Read, parse and validate the ini file at C{path} (UTF-8).
+
+    @param checkFiles: as for L{parseConfigText}.
 
     @raise ConfigError: if the file cannot be read, is not UTF-8, or is not
         a valid configuration.
@@ -1153,4 +1662,4 @@ def parseConfig(path: str) -> ServerConfig:
             None,
             f"is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be decoded",
         ) from None
-    return parseConfigText(text, path)
+    return parseConfigText(text, path, checkFiles=checkFiles)

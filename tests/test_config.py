@@ -5,8 +5,9 @@ Tests for L{dhcp6ha.config}.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from ipaddress import IPv6Address, IPv6Network
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,9 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from dhcp6ha.config import (
     AddressPool,
     ConfigError,
+    FailoverConfig,
+    FailoverRole,
+    IdentityKind,
     PrefixPool,
     Reservation,
     ServerConfig,
+    ServerSection,
     SubnetConfig,
     parseConfig,
     parseConfigText,
@@ -32,11 +37,13 @@ def _ini(
     subnets: Mapping[str, _Keys] | None = None,
     reservations: Mapping[str, _Keys] | None = None,
     extra: str = "",
+    failovers: Mapping[str, _Keys] | None = None,
 ) -> str:
     """
     The text of a configuration: a [server] with a database, subnets (by
     default one, C{lan}, on 2001:db8:1::/64; the Nth subnet's prefix defaults
-    to 2001:db8:N::/64) and reservations.  A key given as C{None} is left out.
+    to 2001:db8:N::/64), reservations and failover sections (given in full).
+    A key given as C{None} is left out.
     """
 
     def section(title: str, base: Mapping[str, str], keys: _Keys) -> str:
@@ -49,6 +56,8 @@ def _ini(
         parts.append(section("subnet:" + name, {"prefix": f"2001:db8:{index + 1}::/64"}, keys))
     for name, keys in (reservations or {}).items():
         parts.append(section("reservation:" + name, {}, keys))
+    for name, keys in (failovers or {}).items():
+        parts.append(section("failover:" + name, {}, keys))
     return "\n".join(parts) + extra
 
 
@@ -325,13 +334,19 @@ class SectionTests(_ConfigTestMixin):
             "clients",
             None,
             "unknown section [clients]",
-            "[server], [subnet:NAME], [reservation:NAME]",
+            "[server], [subnet:NAME], [reservation:NAME], [failover:NAME]",
         )
 
-    def test_failoverNotYet(self) -> None:
-        """[failover:NAME] is not understood yet (issue 3)."""
+    def test_failoverKnown(self) -> None:
+        """[failover:NAME] is understood: an empty one lacks its first required key."""
         self.assertConfigError(
-            _ini(extra="\n[failover:pair]\n"), "failover:pair", None, "unknown section"
+            _ini(extra="\n[failover:pair]\n"), "failover:pair", "role", "required key 'role'"
+        )
+
+    def test_failoverWithoutName(self) -> None:
+        """[failover] needs a name: the relationship's."""
+        self.assertConfigError(
+            _ini(extra="\n[failover]\n"), "failover", None, "needs a name: [failover:NAME]"
         )
 
     def test_sectionNamesCaseSensitive(self) -> None:
@@ -1504,3 +1519,884 @@ class ReservationTests(_ConfigTestMixin):
         self.assertEqual(
             config.subnets[0].reservations[0].prefixes, (IPv6Network("2001:db8:300::/48"),)
         )
+
+
+# --- [failover:NAME] -------------------------------------------------------------
+
+
+@contextmanager
+def _workingDirectory(path: str) -> Iterator[None]:
+    """Run the body with C{path} as the current directory."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+class _FailoverTestMixin(_ConfigTestMixin):
+    """
+    Failover sections whose TLS files exist: C{self.cert}, C{self.key} and
+    C{self.ca} are empty files in a fresh directory (the parser checks that
+    they are readable, not what they hold).
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.cert = self.touch("cert.pem")
+        self.key = self.touch("key.pem")
+        self.ca = self.touch("ca.pem")
+
+    def touch(self, name: str) -> str:
+        path = os.path.join(os.path.abspath(self.directory), name)
+        with open(path, "wb"):
+            pass
+        return path
+
+    def primary(self, **keys: str | None) -> dict[str, str | None]:
+        """The keys of a valid primary relationship covering lan (C{_} for C{-})."""
+        base: dict[str, str | None] = {
+            "role": "primary",
+            "partner-address": "2001:db8::2",
+            "certificate": self.cert,
+            "key": self.key,
+            "ca": self.ca,
+            "partner-identity": "secondary.example.net",
+            "subnets": "lan",
+        }
+        base.update({k.replace("_", "-"): v for k, v in keys.items()})
+        return base
+
+    def secondary(self, **keys: str | None) -> dict[str, str | None]:
+        """The keys of a valid secondary relationship covering lan (C{_} for C{-})."""
+        base = {"role": "secondary", "partner_address": None, "partner_identity": "p.example.net"}
+        return self.primary(**{**base, **keys})
+
+    def relationship(
+        self, keys: _Keys, subnets: Mapping[str, _Keys] | None = None
+    ) -> FailoverConfig:
+        """Parse a config with one relationship, C{pair}, and return it."""
+        config = self.parse(_ini(subnets=subnets, failovers={"pair": keys}))
+        [relationship] = config.failover
+        return relationship
+
+    def assertPairError(self, keys: _Keys, key: str | None, *fragments: str) -> ConfigError:
+        """A config whose only relationship, C{pair}, has these keys is refused."""
+        return self.assertConfigError(
+            _ini(failovers={"pair": keys}), "failover:pair", key, *fragments
+        )
+
+
+class FailoverSectionTests(_FailoverTestMixin):
+    """
+    One C{[failover:NAME]} section: its keys, their defaults and their
+    checks.
+    """
+
+    def test_defaults(self) -> None:
+        """A primary with only the required keys gets every default."""
+        self.assertEqual(
+            self.relationship(self.primary()),
+            FailoverConfig(
+                name="pair",
+                role=FailoverRole.PRIMARY,
+                partner_address=IPv6Address("2001:db8::2"),
+                partner_port=647,
+                listen_address=IPv6Address("::"),
+                listen_port=647,
+                certificate=self.cert,
+                key=self.key,
+                ca=self.ca,
+                partner_identity="secondary.example.net",
+                partner_identity_kind=IdentityKind.DNS_NAME,
+                mclt=3600,
+                heartbeat_interval=10.0,
+                unreachable_after=30.0,
+                max_unacked=100,
+                max_clock_skew=5.0,
+                auto_partner_down=0,
+                prefix_share=0.5,
+                handshake_timeout=10.0,
+                idle_timeout=60.0,
+                subnets=("lan",),
+            ),
+        )
+
+    def test_everyKey(self) -> None:
+        """Every key is read into its field."""
+        relationship = self.relationship(
+            self.primary(
+                partner_address="192.0.2.2",
+                partner_port="6647",
+                mclt="300",
+                heartbeat_interval="2.5",
+                unreachable_after="7.5",
+                max_unacked="1",
+                max_clock_skew="0.5",
+                auto_partner_down="600",
+                prefix_share="0.25",
+                handshake_timeout="3",
+                idle_timeout="7.5",
+            )
+        )
+        self.assertEqual(relationship.partner_address, IPv4Address("192.0.2.2"))
+        self.assertEqual(relationship.partner_port, 6647)
+        self.assertEqual(relationship.mclt, 300)
+        self.assertEqual(relationship.heartbeat_interval, 2.5)
+        self.assertEqual(relationship.unreachable_after, 7.5)
+        self.assertEqual(relationship.max_unacked, 1)
+        self.assertEqual(relationship.max_clock_skew, 0.5)
+        self.assertEqual(relationship.auto_partner_down, 600)
+        self.assertEqual(relationship.prefix_share, 0.25)
+        self.assertEqual(relationship.handshake_timeout, 3.0)
+        self.assertEqual(relationship.idle_timeout, 7.5)
+
+    def test_noFailover(self) -> None:
+        """Without [failover:NAME] sections the server runs alone."""
+        config = self.parse(_ini())
+        self.assertEqual(config.failover, ())
+        self.assertIsNone(config.relationshipFor("lan"))
+
+    def test_serverConfigDefault(self) -> None:
+        """ServerConfig built without failover (as older code does) has none."""
+        config = self.parse(_ini())
+        built = ServerConfig(path="x", server=config.server, subnets=config.subnets)
+        self.assertEqual(built.failover, ())
+        self.assertIsInstance(built.server, ServerSection)
+
+    def test_frozen(self) -> None:
+        """A relationship cannot be changed."""
+        relationship = self.relationship(self.primary())
+        self.assertRaises(AttributeError, setattr, relationship, "mclt", 1)
+
+    def test_unknownKey(self) -> None:
+        """An unknown key is refused, with a suggestion."""
+        self.assertPairError(
+            {**self.primary(), "partner-adress": "::1"},
+            "partner-adress",
+            "did you mean 'partner-address'?",
+        )
+
+    def test_badName(self) -> None:
+        """The relationship name is sent in Connect: letters, digits, '_', '.', '-'."""
+        self.assertConfigError(
+            _ini(failovers={"a/b": self.primary()}), "failover:a/b", None, "may contain only"
+        )
+
+    # role
+
+    def test_roleSecondary(self) -> None:
+        """role = secondary; the partner address is optional there."""
+        relationship = self.relationship(self.secondary())
+        self.assertEqual(relationship.role, FailoverRole.SECONDARY)
+        self.assertIsNone(relationship.partner_address)
+        self.assertEqual(relationship.role, "secondary")
+
+    def test_roleCaseInsensitive(self) -> None:
+        """role is read without regard to case."""
+        self.assertEqual(self.relationship(self.primary(role="Primary")).role, FailoverRole.PRIMARY)
+
+    def test_roleMissing(self) -> None:
+        """role is required."""
+        self.assertPairError(self.primary(role=None), "role", "required key 'role' is missing")
+
+    def test_roleInvalid(self) -> None:
+        """role is primary or secondary (RFC 7031 requirement 1)."""
+        self.assertPairError(
+            self.primary(role="backup"), "role", "expected primary or secondary, got 'backup'"
+        )
+
+    def test_primaryWithoutPartnerAddress(self) -> None:
+        """The primary connects, so it needs the partner's address."""
+        self.assertPairError(
+            self.primary(partner_address=None),
+            "partner-address",
+            "required with role = primary",
+            "give the secondary's IP address",
+        )
+
+    def test_primaryDoesNotListen(self) -> None:
+        """listen-address and listen-port on a primary are refused, not ignored."""
+        for key, value in (("listen-address", "::1"), ("listen-port", "6647")):
+            self.assertPairError(
+                {**self.primary(), key: value},
+                key,
+                "role = primary connects to its partner and does not listen",
+                f"remove {key}",
+            )
+
+    def test_secondaryDoesNotConnect(self) -> None:
+        """partner-port on a secondary is refused, not ignored."""
+        self.assertPairError(
+            self.secondary(partner_port="647"),
+            "partner-port",
+            "role = secondary does not connect",
+            "remove partner-port and set listen-port",
+        )
+
+    def test_secondaryPartnerAddress(self) -> None:
+        """A secondary may name its partner's address."""
+        relationship = self.relationship(self.secondary(partner_address="::1"))
+        self.assertEqual(relationship.partner_address, IPv6Address("::1"))
+
+    # addresses and ports
+
+    def test_partnerAddressHostName(self) -> None:
+        """A host name is refused: no DNS lookups at start-up."""
+        self.assertPairError(
+            self.primary(partner_address="partner.example.net"),
+            "partner-address",
+            "expected an IPv4 or IPv6 address",
+            "host names are not accepted here",
+            "no DNS lookups at start-up",
+        )
+
+    def test_partnerAddressWithPort(self) -> None:
+        """An address with a port or brackets is refused, saying so."""
+        for value in ("192.0.2.2:647", "[2001:db8::2]", "[2001:db8::2]:647"):
+            self.assertPairError(
+                self.primary(partner_address=value),
+                "partner-address",
+                "without brackets or a port",
+            )
+
+    def test_partnerAddressGarbage(self) -> None:
+        """Anything else is simply not an address."""
+        for value in ("192.0.2.300", "2001:db8::g", "a b"):
+            error = self.assertPairError(
+                self.primary(partner_address=value),
+                "partner-address",
+                f"expected an IPv4 or IPv6 address like 2001:db8::2 or 192.0.2.2, got {value!r}",
+            )
+            self.assertNotIn("DNS", error.reason)
+
+    def test_partnerAddressNotUnicast(self) -> None:
+        """The partner's address is a unicast one."""
+        for value in ("::", "0.0.0.0", "ff02::1", "224.0.0.1"):
+            self.assertPairError(
+                self.primary(partner_address=value), "partner-address", "unicast address"
+            )
+
+    def test_partnerAddressZone(self) -> None:
+        """A link-local partner address may carry its zone."""
+        relationship = self.relationship(self.primary(partner_address="fe80::2%eth0"))
+        self.assertEqual(str(relationship.partner_address), "fe80::2%eth0")
+
+    def test_listen(self) -> None:
+        """A secondary listens on listen-address and listen-port, IPv4 or IPv6."""
+        for address, expected in (
+            ("::1", IPv6Address("::1")),
+            ("127.0.0.1", IPv4Address("127.0.0.1")),
+            ("0.0.0.0", IPv4Address("0.0.0.0")),
+        ):
+            relationship = self.relationship(
+                self.secondary(listen_address=address, listen_port="6647")
+            )
+            self.assertEqual(
+                (relationship.listen_address, relationship.listen_port), (expected, 6647)
+            )
+
+    def test_listenAddressMulticast(self) -> None:
+        """No listening on a multicast address."""
+        self.assertPairError(
+            self.secondary(listen_address="ff02::1"), "listen-address", "multicast"
+        )
+
+    def test_listenAddressHostName(self) -> None:
+        """listen-address is a literal too."""
+        self.assertPairError(
+            self.secondary(listen_address="localhost"), "listen-address", "no DNS lookups"
+        )
+
+    def test_ports(self) -> None:
+        """Ports are 1 to 65535."""
+        for key, keys in (("partner-port", self.primary()), ("listen-port", self.secondary())):
+            for value in ("0", "65536", "-1", "x"):
+                self.assertPairError(
+                    {**keys, key: value}, key, "expected a whole number from 1 to 65535"
+                )
+
+    # TLS files
+
+    def test_tlsFilesRequired(self) -> None:
+        """certificate, key and ca are required."""
+        for key in ("certificate", "key", "ca"):
+            self.assertPairError(
+                {**self.primary(), key: None}, key, f"required key {key!r} is missing"
+            )
+
+    def test_tlsFileEmptyValue(self) -> None:
+        """An empty path is refused."""
+        self.assertPairError(self.primary(key=""), "key", "expected a file path")
+
+    def test_tlsFileMissing(self) -> None:
+        """A file that does not exist is refused, naming it and the fix."""
+        missing = os.path.join(os.path.abspath(self.directory), "missing.pem")
+        for key in ("certificate", "key", "ca"):
+            error = self.assertPairError(
+                {**self.primary(), key: missing},
+                key,
+                f"file {missing} does not exist",
+                "create it, or correct the path",
+            )
+            self.assertNotIn("current directory", error.reason)
+
+    def test_tlsFileRelative(self) -> None:
+        """A relative path is relative to the current directory, which the reason names."""
+        self.assertPairError(
+            self.primary(ca="var/pki/nowhere.pem"),
+            "ca",
+            "file var/pki/nowhere.pem does not exist",
+            "(relative to the current directory " + os.getcwd() + ")",
+        )
+
+    def test_tlsFileRelativeFound(self) -> None:
+        """A relative path is found from the current directory, and kept as given."""
+        with _workingDirectory(self.directory):
+            relationship = self.relationship(self.primary(ca="ca.pem"))
+        self.assertEqual(relationship.ca, "ca.pem")
+
+    def test_tlsFileDirectory(self) -> None:
+        """A directory is not a PEM file."""
+        self.assertPairError(
+            self.primary(certificate=self.directory), "certificate", "is a directory"
+        )
+
+    def test_tlsFileNotRegular(self) -> None:
+        """A FIFO (or device) is refused without being opened, which could block."""
+        fifo = os.path.join(self.directory, "fifo.pem")
+        os.mkfifo(fifo)
+        self.assertPairError(self.primary(key=fifo), "key", "is not a regular file")
+
+    def test_tlsFileThroughAFile(self) -> None:
+        """A path that goes through a file is refused with the system's words."""
+        self.assertPairError(
+            self.primary(ca=os.path.join(self.ca, "x.pem")),
+            "ca",
+            "cannot reach file",
+            "Not a directory",
+        )
+
+    def test_tlsFileUnreadable(self) -> None:
+        """
+        A file the process may not read is refused, saying what to do.  (Run
+        as root, the check runs with the effective user id of nobody.)
+        """
+        os.chmod(self.key, 0)
+        text = _ini(failovers={"pair": self.primary()})
+        if os.geteuid() == 0:
+            # Let nobody reach the other files: trial's temporary directories
+            # are private to their owner.
+            directory = os.path.abspath(self.directory)
+            while directory != os.getcwd() and directory != os.path.dirname(directory):
+                os.chmod(directory, 0o711)
+                directory = os.path.dirname(directory)
+            try:
+                os.seteuid(65534)
+            except OSError as e:
+                raise self.skipTest(
+                    f"root reads every file, and cannot become nobody: {e}"
+                ) from None
+            try:
+                error = self.assertRaises(ConfigError, parseConfigText, text, "test.ini")
+            finally:
+                os.seteuid(0)
+        else:
+            error = self.assertRaises(ConfigError, parseConfigText, text, "test.ini")
+        self.assertEqual((error.section, error.key), ("failover:pair", "key"))
+        self.assertIn("Permission denied", error.reason)
+        self.assertIn("make it readable by the user the server runs as", error.reason)
+
+    def test_tlsFilesNotRead(self) -> None:
+        """Only existence and readability are checked: the content is the TLS layer's."""
+        with open(self.cert, "wb") as f:
+            f.write(b"not PEM at all")
+        self.assertEqual(self.relationship(self.primary()).certificate, self.cert)
+
+    def test_certificateAndKeyInOneFile(self) -> None:
+        """The key may be in the certificate's file."""
+        relationship = self.relationship(self.primary(key=self.cert))
+        self.assertEqual(relationship.key, relationship.certificate)
+
+    def test_checkFilesOff(self) -> None:
+        """With checkFiles=False, missing TLS files are accepted, paths kept as given."""
+        text = _ini(failovers={"pair": self.primary(certificate="var/pki/none.pem")})
+        self.assertRaises(ConfigError, parseConfigText, text, "test.ini")
+        config = parseConfigText(text, "test.ini", checkFiles=False)
+        self.assertEqual(config.failover[0].certificate, "var/pki/none.pem")
+
+    def test_checkFilesOffParseConfig(self) -> None:
+        """parseConfig passes checkFiles on."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(_ini(failovers={"pair": self.primary(ca="var/pki/none.pem")}))
+        self.assertRaises(ConfigError, parseConfig, path)
+        self.assertEqual(parseConfig(path, checkFiles=False).failover[0].ca, "var/pki/none.pem")
+
+    # partner-identity
+
+    def test_identityRequired(self) -> None:
+        """partner-identity is required."""
+        self.assertPairError(
+            self.primary(partner_identity=None),
+            "partner-identity",
+            "required key 'partner-identity' is missing",
+        )
+
+    def identity(self, text: str) -> tuple[str, IdentityKind]:
+        relationship = self.relationship(self.primary(partner_identity=text))
+        return relationship.partner_identity, relationship.partner_identity_kind
+
+    def test_identityDNSName(self) -> None:
+        """A DNS name is kept in lower case without its trailing dot."""
+        self.assertEqual(
+            self.identity("Secondary.Example.NET."),
+            ("secondary.example.net", IdentityKind.DNS_NAME),
+        )
+        self.assertEqual(
+            self.identity("xn--bcher-kva.example"),
+            ("xn--bcher-kva.example", IdentityKind.DNS_NAME),
+        )
+
+    def test_identitySingleLabel(self) -> None:
+        """A single-label name such as localhost is allowed."""
+        self.assertEqual(self.identity("localhost"), ("localhost", IdentityKind.DNS_NAME))
+
+    def test_identityIPAddress(self) -> None:
+        """An IP address is kept in its compressed form."""
+        self.assertEqual(self.identity("192.0.2.2"), ("192.0.2.2", IdentityKind.IP_ADDRESS))
+        self.assertEqual(self.identity("2001:DB8:0:0::2"), ("2001:db8::2", IdentityKind.IP_ADDRESS))
+        self.assertEqual(self.identity("::1"), ("::1", IdentityKind.IP_ADDRESS))
+
+    def test_identityLongest(self) -> None:
+        """Labels of 63 characters and names of 253 are allowed."""
+        name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+        self.assertEqual(len(name), 253)
+        self.assertEqual(self.identity(name), (name, IdentityKind.DNS_NAME))
+
+    def test_identityInvalid(self) -> None:
+        """Anything else is refused as 'not a DNS name or IP address', with why."""
+        for text, why in (
+            ("under_score.example", "may hold only letters, digits and '-'"),
+            ("-lead.example", "may not begin"),
+            ("trail-.example", "or end with '-'"),
+            ("a..example", "empty label"),
+            (".example", "empty label"),
+            ("*.example.net", "wildcard"),
+            ("partner.example.net:647", "no port or brackets"),
+            ("[::1]", "no port or brackets"),
+            ("fe80::1%eth0", "zone index"),
+            ("192.0.2.300", "numeric label"),
+            ("b\u00fccher.example", "xn--"),
+            ("a" * 64 + ".example", "longer than 63 characters"),
+            (".".join(["a" * 63] * 4), "longer than 253 characters"),
+            ("2001:db8::/64", "no port or brackets"),
+        ):
+            self.assertPairError(
+                self.primary(partner_identity=text),
+                "partner-identity",
+                "is not a DNS name or IP address",
+                why,
+            )
+
+    def test_identityEmpty(self) -> None:
+        """An empty identity is refused."""
+        self.assertPairError(
+            self.primary(partner_identity=""),
+            "partner-identity",
+            "is not a DNS name or IP address (it is empty)",
+        )
+
+    def test_identityAgreesWithTLS(self) -> None:
+        """
+        What the config accepts, the TLS layer's PartnerIdentity.parse accepts
+        and reads the same way; what it refuses, PartnerIdentity refuses too.
+        """
+        try:
+            from dhcp6ha.failover.tls import PartnerIdentity
+        except ImportError as e:
+            raise self.skipTest(f"dhcp6ha.failover.tls is not importable: {e}") from None
+        accepted = [
+            "Secondary.Example.NET.",
+            "localhost",
+            "192.0.2.2",
+            "2001:DB8::2",
+            "xn--bcher-kva.example",
+        ]
+        for text in accepted:
+            name, kind = self.identity(text)
+            identity = PartnerIdentity.parse(text)
+            self.assertEqual(
+                (identity.name, identity.isIPAddress), (name, kind is IdentityKind.IP_ADDRESS)
+            )
+        for text in ["under_score.example", "*.example", "192.0.2.300", "fe80::1%eth0", "a..b"]:
+            self.assertRaises(ValueError, PartnerIdentity.parse, text)
+            self.assertRaises(ConfigError, self.identity, text)
+
+    # timers and limits
+
+    def test_mclt(self) -> None:
+        """mclt is a whole number of seconds above 0."""
+        for value in ("0", "-1", "1.5", "x"):
+            self.assertPairError(
+                self.primary(mclt=value), "mclt", "expected a whole number of seconds from 1"
+            )
+        self.assertEqual(self.relationship(self.primary(mclt="1")).mclt, 1)
+
+    def test_heartbeatInterval(self) -> None:
+        """heartbeat-interval is a number of seconds above 0."""
+        for value in ("0", "-1", "x"):
+            self.assertPairError(
+                self.primary(heartbeat_interval=value),
+                "heartbeat-interval",
+                "expected a number of seconds above 0",
+            )
+
+    def test_unreachableNotAboveHeartbeat(self) -> None:
+        """unreachable-after must exceed heartbeat-interval; equal is refused."""
+        self.assertPairError(
+            self.primary(heartbeat_interval="10", unreachable_after="10"),
+            "heartbeat-interval",
+            "unreachable-after (10) must be more than heartbeat-interval (10)",
+            "missed a heartbeat",
+        )
+
+    def test_unreachableBelowDefaultHeartbeat(self) -> None:
+        """unreachable-after alone below the default heartbeat is blamed, saying so."""
+        self.assertPairError(
+            self.primary(unreachable_after="5"),
+            "unreachable-after",
+            "unreachable-after (5) must be more than heartbeat-interval (10, the default)",
+        )
+
+    def test_heartbeatAboveDefaultUnreachable(self) -> None:
+        """heartbeat-interval alone above the default unreachable-after is blamed."""
+        self.assertPairError(
+            self.primary(heartbeat_interval="40"),
+            "heartbeat-interval",
+            "unreachable-after (30, the default) must be more than heartbeat-interval (40)",
+        )
+
+    def test_idleTimeoutBelowUnreachable(self) -> None:
+        """idle-timeout may not be shorter than unreachable-after."""
+        self.assertPairError(
+            self.primary(idle_timeout="20"),
+            "idle-timeout",
+            "idle-timeout (20) must be at least unreachable-after (30, the default)",
+        )
+        self.assertPairError(
+            self.primary(unreachable_after="90"),
+            "unreachable-after",
+            "idle-timeout (60, the default) must be at least unreachable-after (90)",
+        )
+
+    def test_idleTimeoutEqualUnreachable(self) -> None:
+        """idle-timeout equal to unreachable-after is allowed."""
+        relationship = self.relationship(self.primary(unreachable_after="60"))
+        self.assertEqual((relationship.unreachable_after, relationship.idle_timeout), (60, 60))
+
+    def test_handshakeTimeout(self) -> None:
+        """handshake-timeout is above 0."""
+        self.assertPairError(self.primary(handshake_timeout="0"), "handshake-timeout", "above 0")
+
+    def test_maxUnacked(self) -> None:
+        """max-unacked is at least 1."""
+        for value in ("0", "100001", "-5", "x"):
+            self.assertPairError(
+                self.primary(max_unacked=value),
+                "max-unacked",
+                "expected a whole number from 1 to 100000",
+            )
+
+    def test_maxClockSkew(self) -> None:
+        """max-clock-skew is above 0."""
+        self.assertPairError(self.primary(max_clock_skew="0"), "max-clock-skew", "above 0")
+
+    def test_autoPartnerDown(self) -> None:
+        """auto-partner-down is a whole number of seconds; 0 (off) is allowed."""
+        self.assertEqual(
+            self.relationship(self.primary(auto_partner_down="0")).auto_partner_down, 0
+        )
+        self.assertPairError(
+            self.primary(auto_partner_down="-1"), "auto-partner-down", "whole number of seconds"
+        )
+
+    def test_prefixShare(self) -> None:
+        """prefix-share is a fraction from 0 to 1."""
+        for value, expected in (("0", 0.0), ("1", 1.0), (".75", 0.75), ("1.0", 1.0)):
+            self.assertEqual(
+                self.relationship(self.primary(prefix_share=value)).prefix_share, expected
+            )
+        for value in ("1.5", "-0.1", "half", "50%", ""):
+            self.assertPairError(
+                self.primary(prefix_share=value),
+                "prefix-share",
+                "expected a fraction from 0 to 1",
+            )
+
+    # subnets
+
+    def test_subnetsRequired(self) -> None:
+        """subnets is required."""
+        self.assertPairError(
+            self.primary(subnets=None), "subnets", "required key 'subnets' is missing"
+        )
+
+    def test_subnetsEmpty(self) -> None:
+        """A relationship covers at least one subnet."""
+        self.assertPairError(self.primary(subnets=""), "subnets", "at least one")
+
+    def test_subnetsUnknown(self) -> None:
+        """Each subnet must exist; the reason lists those that do."""
+        self.assertPairError(
+            self.primary(subnets="lan, wan"),
+            "subnets",
+            "there is no [subnet:wan]; the subnets are: lan",
+        )
+
+    def test_subnetsDuplicate(self) -> None:
+        """A subnet is listed once."""
+        self.assertPairError(self.primary(subnets="lan, lan"), "subnets", "lan is listed twice")
+
+    def test_subnetsBadName(self) -> None:
+        """A subnet name is a section name."""
+        self.assertPairError(self.primary(subnets="l a n"), "subnets", "expected a name")
+
+    def test_subnetsSeveral(self) -> None:
+        """A relationship may cover several subnets, kept in the order given."""
+        relationship = self.relationship(
+            self.primary(subnets="guest,\n  lan"), subnets={"lan": {}, "guest": {}}
+        )
+        self.assertEqual(relationship.subnets, ("guest", "lan"))
+
+
+class FailoverRelationshipsTests(_FailoverTestMixin):
+    """
+    Several relationships on one server (RFC 7031 section 7, requirements 2
+    and 3).
+    """
+
+    def test_mToOne(self) -> None:
+        """
+        A server may be primary of one relationship and secondary of another,
+        each with its own partner and subnets; relationshipFor finds each
+        subnet's relationship, or None for a subnet served alone.
+        """
+        config = self.parse(
+            _ini(
+                subnets={"lan": {}, "guest": {}, "alone": {}},
+                failovers={
+                    "one": self.primary(subnets="lan"),
+                    "two": self.secondary(
+                        subnets="guest",
+                        partner_identity="other.example.net",
+                        listen_port="6647",
+                    ),
+                },
+            )
+        )
+        self.assertEqual([r.name for r in config.failover], ["one", "two"])
+        self.assertEqual(
+            [r.role for r in config.failover], [FailoverRole.PRIMARY, FailoverRole.SECONDARY]
+        )
+        self.assertIs(config.relationshipFor("lan"), config.failover[0])
+        self.assertIs(config.relationshipFor("guest"), config.failover[1])
+        self.assertIsNone(config.relationshipFor("alone"))
+
+    def test_relationshipForUnknownSubnet(self) -> None:
+        """relationshipFor a subnet that does not exist raises KeyError."""
+        config = self.parse(_ini(failovers={"pair": self.primary()}))
+        self.assertRaises(KeyError, config.relationshipFor, "wan")
+
+    def test_subnetInTwoRelationships(self) -> None:
+        """A subnet in two relationships is refused, naming both (requirement 2)."""
+        self.assertConfigError(
+            _ini(
+                subnets={"lan": {}, "guest": {}},
+                failovers={
+                    "one": self.primary(subnets="lan"),
+                    "two": self.primary(subnets="guest, lan"),
+                },
+            ),
+            "failover:two",
+            "subnets",
+            "subnet lan is already covered by relationship one",
+            "at most one failover relationship (RFC 7031 section 7, requirement 2)",
+            "remove it from one or from two",
+        )
+
+    def assertListenConflict(self, first: tuple[str, str], second: tuple[str, str]) -> None:
+        self.assertConfigError(
+            _ini(
+                subnets={"lan": {}, "guest": {}},
+                failovers={
+                    "one": self.secondary(
+                        subnets="lan", listen_address=first[0], listen_port=first[1]
+                    ),
+                    "two": self.secondary(
+                        subnets="guest", listen_address=second[0], listen_port=second[1]
+                    ),
+                },
+            ),
+            "failover:two",
+            "listen-port",
+            "relationship two would listen on",
+            "relationship one already listens on",
+            "each listening (secondary) relationship needs its own listen-port",
+        )
+
+    def test_twoSecondariesSameSocket(self) -> None:
+        """Two secondaries on one address and port are refused."""
+        self.assertListenConflict(("::1", "6647"), ("::1", "6647"))
+
+    def test_twoSecondariesDefaultSocket(self) -> None:
+        """Two secondaries left at the default [::]:647 are refused, showing it."""
+        error = self.assertConfigError(
+            _ini(
+                subnets={"lan": {}, "guest": {}},
+                failovers={
+                    "one": self.secondary(subnets="lan"),
+                    "two": self.secondary(subnets="guest"),
+                },
+            ),
+            "failover:two",
+            "listen-port",
+        )
+        self.assertIn("would listen on [::]:647", error.reason)
+
+    def test_twoSecondariesWildcard(self) -> None:
+        """A wildcard address takes the port on every address, of both families."""
+        self.assertListenConflict(("::", "6647"), ("::1", "6647"))
+        self.assertListenConflict(("127.0.0.1", "6647"), ("::", "6647"))
+        self.assertListenConflict(("0.0.0.0", "6647"), ("::", "6647"))
+        self.assertListenConflict(("0.0.0.0", "6647"), ("127.0.0.1", "6647"))
+
+    def test_twoSecondariesApart(self) -> None:
+        """Secondaries on different ports, or on different specific addresses, are fine."""
+        for first, second in (
+            (("::", "6647"), ("::", "6648")),
+            (("::1", "6647"), ("127.0.0.1", "6647")),
+            (("::1", "6647"), ("2001:db8::1", "6647")),
+        ):
+            config = self.parse(
+                _ini(
+                    subnets={"lan": {}, "guest": {}},
+                    failovers={
+                        "one": self.secondary(
+                            subnets="lan", listen_address=first[0], listen_port=first[1]
+                        ),
+                        "two": self.secondary(
+                            subnets="guest", listen_address=second[0], listen_port=second[1]
+                        ),
+                    },
+                )
+            )
+            self.assertEqual(len(config.failover), 2)
+
+    def test_primariesDoNotListen(self) -> None:
+        """Two primaries never clash: they connect, they do not listen."""
+        config = self.parse(
+            _ini(
+                subnets={"lan": {}, "guest": {}},
+                failovers={
+                    "one": self.primary(subnets="lan"),
+                    "two": self.primary(subnets="guest"),
+                },
+            )
+        )
+        self.assertEqual(len(config.failover), 2)
+
+
+class FailoverExampleTests(SynchronousTestCase):
+    """
+    etc/primary.ini and etc/secondary.ini are a failover pair on loopback.
+    """
+
+    _PKI = ("ca.pem", "primary.pem", "primary-key.pem", "secondary.pem", "secondary-key.pem")
+
+    def pair(self, checkFiles: bool = False) -> tuple[ServerConfig, ServerConfig]:
+        return (
+            parseConfig(_ETC.child("primary.ini").path, checkFiles=checkFiles),
+            parseConfig(_ETC.child("secondary.ini").path, checkFiles=checkFiles),
+        )
+
+    def test_primaryIni(self) -> None:
+        """The primary: clients on [::1]:5547, connects to the secondary at [::1]:6647."""
+        primary, _ = self.pair()
+        self.assertEqual((primary.server.address, primary.server.port), (IPv6Address("::1"), 5547))
+        self.assertEqual(primary.server.database, "var/primary.sqlite")
+        [relationship] = primary.failover
+        self.assertEqual(relationship.role, FailoverRole.PRIMARY)
+        self.assertEqual(
+            (relationship.partner_address, relationship.partner_port), (IPv6Address("::1"), 6647)
+        )
+        self.assertEqual(
+            (relationship.certificate, relationship.key, relationship.ca),
+            ("var/pki/primary.pem", "var/pki/primary-key.pem", "var/pki/ca.pem"),
+        )
+        self.assertEqual(
+            (relationship.partner_identity, relationship.partner_identity_kind),
+            ("secondary.dhcp6ha.test", IdentityKind.DNS_NAME),
+        )
+
+    def test_secondaryIni(self) -> None:
+        """The secondary: clients on [::1]:5548, listens for the primary on [::1]:6647."""
+        _, secondary = self.pair()
+        self.assertEqual(
+            (secondary.server.address, secondary.server.port), (IPv6Address("::1"), 5548)
+        )
+        self.assertEqual(secondary.server.database, "var/secondary.sqlite")
+        [relationship] = secondary.failover
+        self.assertEqual(relationship.role, FailoverRole.SECONDARY)
+        self.assertEqual(
+            (relationship.listen_address, relationship.listen_port), (IPv6Address("::1"), 6647)
+        )
+        self.assertEqual(
+            (relationship.certificate, relationship.key, relationship.ca),
+            ("var/pki/secondary.pem", "var/pki/secondary-key.pem", "var/pki/ca.pem"),
+        )
+        self.assertEqual(relationship.partner_identity, "primary.dhcp6ha.test")
+
+    def test_partnersAgree(self) -> None:
+        """
+        The two files describe one relationship: same name, MCLT and subnets;
+        the primary connects where the secondary listens; each names the
+        other; they share no port or database.
+        """
+        primary, secondary = self.pair()
+        [p], [s] = primary.failover, secondary.failover
+        self.assertEqual((p.name, p.mclt, p.subnets), (s.name, s.mclt, s.subnets))
+        self.assertEqual(primary.subnets, secondary.subnets)
+        self.assertEqual((p.partner_address, p.partner_port), (s.listen_address, s.listen_port))
+        self.assertEqual(p.partner_identity, "secondary.dhcp6ha.test")
+        self.assertEqual(s.partner_identity, "primary.dhcp6ha.test")
+        self.assertEqual(p.ca, s.ca)
+        self.assertNotEqual(primary.server.port, secondary.server.port)
+        self.assertNotEqual(primary.server.database, secondary.server.database)
+        self.assertEqual(primary.relationshipFor("lab"), p)
+
+    def test_needsPKI(self) -> None:
+        """Without var/pki/, the files are refused, naming the first missing one."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        with _workingDirectory(directory):
+            error = self.assertRaises(ConfigError, parseConfig, _ETC.child("primary.ini").path)
+        self.assertEqual((error.section, error.key), ("failover:lab-pair", "certificate"))
+        self.assertIn("var/pki/primary.pem does not exist", error.reason)
+
+    def test_withPKI(self) -> None:
+        """With var/pki/ in place (the files' content is not read here), both start."""
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, "var", "pki"))
+        for name in self._PKI:
+            with open(os.path.join(directory, "var", "pki", name), "wb"):
+                pass
+        with _workingDirectory(directory):
+            primary, secondary = self.pair(checkFiles=True)
+        self.assertEqual(len(primary.failover) + len(secondary.failover), 2)
+
+    def test_dhcp6haIniUnchanged(self) -> None:
+        """etc/dhcp6ha.ini still parses, as a server with no failover."""
+        self.assertEqual(parseConfig(_ETC.child("dhcp6ha.ini").path).failover, ())

@@ -889,6 +889,15 @@ class AuthenticatedPartnerProtocol:
         )
         return PartnerAuthenticationError(self._peer, reason)
 
+    def _logClosed(self, reason: Failure) -> None:
+        self.log.info(
+            "Partner connection ({direction}) with {peer} closed: {reason}",
+            direction=self._direction,
+            peer=self._peer,
+            reason=self._closing.reason if self._closing is not None else describeFailure(reason),
+            partnerEvent="closed",
+        )
+
     def noteVerifyError(self, description: str) -> None:
         """
         Record why OpenSSL refused the peer's chain (called during the
@@ -1026,8 +1035,10 @@ class AuthenticatedPartnerProtocol:
                     partnerEvent="handshakeFailed",
                 )
                 self._closing = PartnerHandshakeError(self._peer, description)
+            self._logClosed(reason)
             self._fireWaiters()
             return
+        self._logClosed(reason)
         if self._closing is None and isinstance(reason.value, SSL.Error):
             # E.g. with TLS 1.3 the client finishes its handshake before the
             # server has judged its certificate: the server's refusal arrives

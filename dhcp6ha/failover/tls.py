@@ -29,6 +29,13 @@ Finished and its first box arrive in one read.  Authentication needs nothing
 but the local files: no CRL or OCSP fetch that a network partition could
 block (RFC 7031 section 8, second paragraph).
 
+With TLS 1.3 the client finishes its handshake one flight before the
+server: a secondary that refuses the primary's certificate does so after the
+primary's C{connect} has fired, and the primary's protocol then sees
+C{connectionLost} (logged here as a C{tlsError} with the peer's alert).  The
+failover protocol's own greeting (Connect / ConnectReply) is what tells the
+primary it was accepted.
+
 Public API::
 
     identity = PartnerIdentity.parse("partner.example.net")   # or "192.0.2.7", "::1"
@@ -109,6 +116,7 @@ __all__ = [
     "TLSMaterialError",
     "partnerClientEndpoint",
     "partnerServerEndpoint",
+    "verifyPartner",
 ]
 
 #: Seconds from TCP connection to a passed identity check.
@@ -872,8 +880,6 @@ class AuthenticatedPartnerProtocol:
     def _failureForWaiters(self) -> Failure:
         if self._closing is not None:
             return _failure(self._closing)
-        if self._lost is not None and self.wrappedProtocol is None:
-            return _failure(PartnerHandshakeError(self._peer, describeFailure(self._lost)))
         assert self._lost is not None
         return self._lost
 
@@ -984,17 +990,7 @@ class AuthenticatedPartnerProtocol:
                 return
             self._heldSize += len(data)
             if self._heldSize > _MAX_HELD_BEFORE_AUTHENTICATION:
-                self.log.warn(
-                    "Closing partner connection ({direction}) with {peer}: {reason}",
-                    direction=self._direction,
-                    peer=self._peer,
-                    reason="too much data before authentication",
-                    partnerEvent="refused",
-                )
-                self.factory.stats.refused += 1
-                self._close(
-                    PartnerAuthenticationError(self._peer, "too much data before authentication")
-                )
+                self._close(self._refused("too much data before authentication"))
                 return
             self._held.append(data)
             return

@@ -112,3 +112,100 @@ class IAllocationPolicy(Interface):
 
 
 __all__ = ["IAllocationPolicy", "ILeaseStore"]
+
+
+# --- failover (RFC 8156) -------------------------------------------------------
+
+if TYPE_CHECKING:
+    from dhcp6ha.failover.machine import StateMessage
+
+
+class IFailoverPeer(Interface):
+    """
+    The failover partner as one connection to it: what the endpoint state
+    machine (L{dhcp6ha.failover.machine.FailoverEndpoint}) sends.  The AMP
+    protocol implements it, one provider per connection, handed to the
+    machine by C{FailoverEndpoint.connected(peer)}.
+
+    The machine calls these only after the state they reflect is durable.
+    Every method returns a Deferred that fires when the message is sent (or
+    answered, as the implementation likes) and fails if it could not be; the
+    machine logs failures and does not wait for them.
+    """
+
+    def sendState(message: StateMessage) -> Deferred[None]:
+        """Send a STATE message (RFC 8156 section 6.3)."""
+
+    def sendUpdateRequest() -> Deferred[None]:
+        """
+        Send UPDREQ: ask for every binding update the partner has not had
+        acked (section 5.3.5).  The partner answers with binding updates,
+        then UPDDONE, which the protocol reports as
+        C{FailoverEndpoint.updateDoneReceived()}.
+        """
+
+    def sendUpdateRequestAll() -> Deferred[None]:
+        """Send UPDREQALL: ask for every binding the partner has (section 5.3.6)."""
+
+    def sendUnackedUpdates() -> Deferred[None]:
+        """
+        Send every binding update of ours the partner has not acked yet
+        (entering NORMAL, section 8.8); no UPDDONE follows.
+        """
+
+    def sendPoolRequest() -> Deferred[None]:
+        """Send POOLREQ: the secondary asks for delegable prefixes (section 4.2.2)."""
+
+    def sendContact() -> Deferred[None]:
+        """Send CONTACT, the heartbeat (section 6.6)."""
+
+    def disconnect(reason: str) -> None:
+        """
+        Drop this connection (e.g. the keepalive timer expired).  The
+        machine has already forgotten it: a C{communicationsLost()} that
+        follows is ignored.
+        """
+
+
+class IUpdateQueue(Interface):
+    """
+    The lazy-update queue (RFC 8156 section 4.3): bindings waiting to be sent
+    to the partner, kept across restarts until the partner acks them.
+    """
+
+    def enqueue(lease: Lease) -> None:
+        """
+        Send this binding to the partner as soon as it can be sent.  The
+        binding is already durable locally; C{lease.partner_lifetime_sent}
+        holds the partner lifetime to propose (section 4.4).
+        """
+
+
+class IFailoverPolicy(IAllocationPolicy):
+    """
+    What a failover endpoint adds to L{IAllocationPolicy}: finer answers the
+    engine and allocator may use when the policy provides this interface.
+    """
+
+    def respondsToServer(msg_type: int, server_id: bytes) -> bool:
+        """
+        Does this server answer a client message that names another
+        server's Server Identifier C{server_id}?  True only for the
+        partner's (when known) in the states where this server renews the
+        partner's clients (COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED,
+        PARTNER-DOWN, CONFLICT-DONE).
+        """
+
+    def isOwn(
+        lease_type: LeaseType, address: IPv6Address, prefix_length: int, existing: Lease | None
+    ) -> bool:
+        """
+        Is this available address or prefix in this server's own pool
+        (independent allocation: the low bit; proportional allocation: FREE
+        for the primary, FREE-BACKUP for the secondary)?  An allocator
+        should try its own pool first: in PARTNER-DOWN the partner's free
+        prefixes become allowed too (RFC 8156 section 8.4.1: own pool first).
+        """
+
+
+__all__ += ["IFailoverPeer", "IFailoverPolicy", "IUpdateQueue"]

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from dhcp6ha.interfaces import ILeaseStore
+from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore, IUpdateQueue
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+
+if TYPE_CHECKING:
+    from dhcp6ha.failover.machine import StateMessage
 
 
 @implementer(ILeaseStore)
@@ -91,3 +95,65 @@ class MemoryLeaseStore:
         self.flush()
         self.closed = True
         return succeed(None)
+
+
+@implementer(IFailoverPeer)
+class FakePeer:
+    """
+    An L{IFailoverPeer} (one partner connection) that records every call.
+
+    @ivar calls: every call, in order, as C{(method name, *arguments)}; pass
+        a list shared with other recorders to check the order of effects
+        across objects.
+    @ivar failure: when set, every send fails with it (the call is still
+        recorded).
+    @ivar disconnected: the reason given to L{disconnect}, if called.
+    """
+
+    def __init__(self, calls: list[tuple[object, ...]] | None = None) -> None:
+        self.calls: list[tuple[object, ...]] = [] if calls is None else calls
+        self.failure: Exception | None = None
+        self.disconnected: str | None = None
+
+    def _sent(self, *call: object) -> Deferred[None]:
+        self.calls.append(call)
+        if self.failure is not None:
+            return fail(self.failure)
+        return succeed(None)
+
+    def sendState(self, message: StateMessage) -> Deferred[None]:
+        return self._sent("sendState", message)
+
+    def sendUpdateRequest(self) -> Deferred[None]:
+        return self._sent("sendUpdateRequest")
+
+    def sendUpdateRequestAll(self) -> Deferred[None]:
+        return self._sent("sendUpdateRequestAll")
+
+    def sendUnackedUpdates(self) -> Deferred[None]:
+        return self._sent("sendUnackedUpdates")
+
+    def sendPoolRequest(self) -> Deferred[None]:
+        return self._sent("sendPoolRequest")
+
+    def sendContact(self) -> Deferred[None]:
+        return self._sent("sendContact")
+
+    def disconnect(self, reason: str) -> None:
+        self.calls.append(("disconnect", reason))
+        self.disconnected = reason
+
+
+@implementer(IUpdateQueue)
+class FakeUpdateQueue:
+    """
+    An L{IUpdateQueue} that keeps what it is given.
+
+    @ivar enqueued: every binding passed to L{enqueue}, in order.
+    """
+
+    def __init__(self) -> None:
+        self.enqueued: list[Lease] = []
+
+    def enqueue(self, lease: Lease) -> None:
+        self.enqueued.append(lease)

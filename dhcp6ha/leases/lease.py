@@ -66,6 +66,12 @@ class Lease:
     @ivar fqdn: the client FQDN (RFC 4704) recorded on the lease, or C{None}.
     @ivar fqdn_flags: the FQDN option flags as received.
     @ivar dns_update_state: room for the DNS update state of the lease.
+    @ivar partner_state_acked: the binding state the failover partner last
+        acknowledged for this binding (C{None}: none): set when the partner
+        acks our update of it, or when we accept the partner's update (RFC
+        8156 sections 7.5.5, 7.7).  With C{partner_stos_acked} it tells
+        whether the partner knows the I{current} state: see L{stateAcked}.
+    @ivar partner_stos_acked: the start time of that acknowledged state.
     """
 
     lease_type: LeaseType
@@ -84,6 +90,8 @@ class Lease:
     fqdn: str | None = None
     fqdn_flags: int = 0
     dns_update_state: str | None = None
+    partner_state_acked: BindingState | None = None
+    partner_stos_acked: float = 0.0
 
     @property
     def key(self) -> tuple[IPv6Address, int]:
@@ -98,3 +106,15 @@ class Lease:
     def heldBy(self, duid: bytes, iaid: int) -> bool:
         """Is this binding the one of this client's IA?"""
         return self.duid == duid and self.iaid == iaid
+
+    @property
+    def stateAcked(self) -> bool:
+        """
+        Does the failover partner know this binding's current state (same
+        state, same start time of state)?  A local change of state makes
+        it false by itself, whoever builds the new record.
+        """
+        return (
+            self.partner_state_acked is self.state
+            and self.partner_stos_acked == self.start_time_of_state
+        )

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from ipaddress import ip_address
 from typing import Any
 
 from OpenSSL import crypto
 from service_identity import CertificateError
 from twisted.internet import reactor as globalReactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -423,6 +424,8 @@ class MemoryPair:
         clientGreeting: bytes = b"",
         idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
         serverFactory: IProtocolFactory | None = None,
+        allowedSources: Sequence[str] | None = None,
+        clientAddress: IAddress = CLIENT_ADDRESS,
     ) -> None:
         self.clock = Clock()
         self.serverApp = RecordingFactory(serverGreeting)
@@ -432,6 +435,9 @@ class MemoryPair:
             [PartnerIdentity.parse(a) for a in serverAccepts],
             self.clock,
             idleTimeout=idleTimeout,
+            allowedSources=(
+                None if allowedSources is None else [ip_address(a) for a in allowedSources]
+            ),
         )
         identity = PartnerIdentity.parse(clientExpects)
         self.clientAuth = AuthenticatedPartnerFactory(
@@ -443,10 +449,10 @@ class MemoryPair:
         clientTLSFactory = TLSMemoryBIOFactory(
             clientMaterial.clientOptions(identity), True, self.clientAuth, clock=self.clock
         )
-        self.serverTLS: TLSMemoryBIOProtocol = serverTLSFactory.buildProtocol(CLIENT_ADDRESS)
+        self.serverTLS: TLSMemoryBIOProtocol = serverTLSFactory.buildProtocol(clientAddress)
         self.clientTLS: TLSMemoryBIOProtocol = clientTLSFactory.buildProtocol(SERVER_ADDRESS)
-        self.serverWire = StringTransport(hostAddress=SERVER_ADDRESS, peerAddress=CLIENT_ADDRESS)
-        self.clientWire = StringTransport(hostAddress=CLIENT_ADDRESS, peerAddress=SERVER_ADDRESS)
+        self.serverWire = StringTransport(hostAddress=SERVER_ADDRESS, peerAddress=clientAddress)
+        self.clientWire = StringTransport(hostAddress=clientAddress, peerAddress=SERVER_ADDRESS)
         self.serverTLS.makeConnection(self.serverWire)
         self.clientTLS.makeConnection(self.clientWire)
 
@@ -628,6 +634,39 @@ class MemoryHandshakeTests(SynchronousTestCase):
         [address] = pair.serverApp.addresses
         assert isinstance(address, AuthenticatedPartnerAddress)
         self.assertEqual(address.identity, PartnerIdentity.parse("192.0.2.1"))
+
+    def test_sourceAddressRefused(self) -> None:
+        """
+        A listener told where its partner connects from drops any other
+        source as soon as TCP connects, before any TLS work.
+        """
+        with capturedLogs() as events:
+            pair = MemoryPair(
+                self.secondary, ["192.0.2.1"], self.primary, SECONDARY, allowedSources=["192.0.2.9"]
+            )
+        self.assertTrue(pair.serverWire.disconnecting)
+        self.assertEqual(pair.serverWire.value(), b"")
+        [refused] = partnerEvents(events, "refused")
+        self.assertIn("connection from 192.0.2.1", refused["reason"])
+        self.assertIn("only from 192.0.2.9", refused["reason"])
+        self.assertEqual(pair.serverAuth.stats.refused, 1)
+        pair.deliver(True)
+        self.assertEqual(pair.serverApp.built, [])
+        pair.clock.advance(DEFAULT_HANDSHAKE_TIMEOUT)
+        self.assertEqual(pair.serverAuth.stats.handshakeTimeouts, 0, "no timer was started")
+
+    def test_sourceAddressMapped(self) -> None:
+        """An IPv4-mapped IPv6 source (a dual-stack listener) counts as its IPv4 address."""
+        pair = MemoryPair(
+            self.secondary,
+            ["192.0.2.1"],
+            self.primary,
+            SECONDARY,
+            allowedSources=["192.0.2.1"],
+            clientAddress=IPv6Address("TCP", "::ffff:192.0.2.1", 50000),
+        )
+        pair.pump()
+        self.assertEqual(len(pair.serverApp.built), 1)
 
     def test_handshakeListenerForwarded(self) -> None:
         """A wrapped protocol that listens for the handshake hears of it after connectionMade."""

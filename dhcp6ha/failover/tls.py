@@ -768,6 +768,28 @@ def describeAddress(address: object) -> str:
     return str(address)
 
 
+def _unmapped(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(str(address).split("%")[0])
+    return address
+
+
+def _hostAddress(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a TCP address (unmapped, without zone), or C{None}."""
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return None
+    try:
+        return _unmapped(ipaddress.ip_address(host.split("%")[0]))
+    except ValueError:
+        return None
+
+
 def _describeMismatch(mismatch: object) -> str:
     serviceID = getattr(mismatch, "mismatched_id", None)
     hostname = getattr(serviceID, "hostname", None)
@@ -919,6 +941,20 @@ class AuthenticatedPartnerProtocol:
         self.connectionMade()
 
     def connectionMade(self) -> None:
+        allowed = self.factory.allowedSources
+        if allowed is not None:
+            source = _hostAddress(self.address)
+            if source not in allowed:
+                # Before the handshake: not one TLS operation for a stranger.
+                self._close(
+                    self._refused(
+                        "connection from "
+                        + (str(source) if source is not None else describeAddress(self.address))
+                        + "; the partner connects only from "
+                        + ", ".join(str(a) for a in sorted(allowed, key=str))
+                    )
+                )
+                return
         self._handshakeTimer = self.factory.clock.callLater(
             self.factory.handshakeTimeout, self._handshakeTimedOut
         )
@@ -1138,6 +1174,7 @@ class AuthenticatedPartnerFactory:
         idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
         outgoing: bool = False,
         stats: PartnerConnectionStats | None = None,
+        allowedSources: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None,
     ) -> None:
         """
         @param wrappedFactory: builds the application protocol (AMP).
@@ -1150,6 +1187,10 @@ class AuthenticatedPartnerFactory:
         @param outgoing: C{True} when we connected (only changes log text).
         @param stats: counters to update; a new L{PartnerConnectionStats} by
             default.
+        @param allowedSources: if given, the only source addresses accepted
+            (an IPv4-mapped IPv6 source counts as its IPv4 address, a zone
+            index is ignored); others are refused as soon as TCP connects,
+            before any TLS work.
         """
         self.wrappedFactory = wrappedFactory
         self.identities: tuple[PartnerIdentity, ...] = tuple(identities)
@@ -1164,6 +1205,9 @@ class AuthenticatedPartnerFactory:
         self.idleTimeout = idleTimeout
         self.outgoing = outgoing
         self.stats = stats if stats is not None else PartnerConnectionStats()
+        self.allowedSources: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = (
+            None if allowedSources is None else frozenset(_unmapped(a) for a in allowedSources)
+        )
 
     def doStart(self) -> None:
         self.wrappedFactory.doStart()
@@ -1243,6 +1287,7 @@ class PartnerServerEndpoint:
     tcpEndpoint: IStreamServerEndpoint
     handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT
+    allowedSources: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None = None
     stats: PartnerConnectionStats = field(factory=PartnerConnectionStats)
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -1255,6 +1300,7 @@ class PartnerServerEndpoint:
             idleTimeout=self.idleTimeout,
             outgoing=False,
             stats=self.stats,
+            allowedSources=self.allowedSources,
         )
         tls = wrapServerTLS(self.material.serverOptions(), self.tcpEndpoint, self.clock)
         listening: Deferred[IListeningPort] = tls.listen(factory)
@@ -1294,6 +1340,7 @@ def partnerServerEndpoint(
     *,
     handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    allowedSources: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None,
 ) -> PartnerServerEndpoint:
     """
     The endpoint the secondary listens for its partner(s) on.
@@ -1301,6 +1348,9 @@ def partnerServerEndpoint(
     @param identities: every partner identity this listener accepts (one
         per relationship in which this server is the secondary).
     @param tcpEndpoint: e.g. C{TCP6ServerEndpoint(reactor, 647, interface="::")}.
+    @param allowedSources: if given, the only source addresses accepted
+        (config's C{partner-address} on the secondary); see
+        L{AuthenticatedPartnerFactory}.
     """
     accepted = tuple(identities)
     if not accepted:
@@ -1312,4 +1362,5 @@ def partnerServerEndpoint(
         tcpEndpoint,
         handshakeTimeout=handshakeTimeout,
         idleTimeout=idleTimeout,
+        allowedSources=None if allowedSources is None else tuple(allowedSources),
     )

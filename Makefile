@@ -55,7 +55,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format dhcp6ha tests twisted bench
 
 mypy: $(STAMP)
-	$(VENV)/bin/mypy --strict dhcp6ha twisted/plugins/dhcp6ha_plugin.py
+	$(VENV)/bin/mypy dhcp6ha twisted/plugins/dhcp6ha_plugin.py
 
 bench: $(STAMP)
 	@if ls bench/*.py >/dev/null 2>&1; then \

@@ -15,6 +15,7 @@ from typing import Any
 
 from OpenSSL import crypto
 from service_identity import CertificateError
+from twisted.application.internet import ClientService
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
@@ -271,6 +272,7 @@ class TLSMaterialTests(SynchronousTestCase):
         )
         self.assertEqual(loaded.chain, ())
         self.assertEqual(loaded.notValidAfter, self.leaf.certificate.not_valid_after_utc)
+        self.assertIn("CN=partner", repr(loaded))
 
     def test_keyAndCertificateInOneFile(self) -> None:
         """The key may sit in the certificate's file."""
@@ -1103,6 +1105,64 @@ class LoopbackTests(TestCase):
     async def test_successDNS(self) -> None:
         """Both sides can use DNS identities."""
         await self.assertExchange("127.0.0.1", SECONDARY, PRIMARY)
+
+    async def test_clientService(self) -> None:
+        """
+        The client endpoint works under a C{ClientService}: it connects once
+        the partner is authenticated, and a partner refused by identity counts
+        as a failed attempt (retried with the retry policy).
+        """
+        server, port = await self.listen(self.secondaryLeaf, [PRIMARY])
+        tcp = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        good = ClientService(
+            partnerClientEndpoint(
+                reactor, material(self.primaryLeaf, self.ca), PartnerIdentity.parse(SECONDARY), tcp
+            ),
+            RecordingFactory(b"primary here"),
+            retryPolicy=lambda attempt: 0.05,
+        )
+        good.startService()
+        await good.whenConnected(failAfterFailures=1)
+        await self.waitFor(
+            lambda events: (
+                len(
+                    [
+                        e
+                        for e in partnerEvents(events, "authenticated")
+                        if e["direction"] == "incoming"
+                    ]
+                )
+                == 1
+            )
+        )
+        await good.stopService()
+        await self.closed("incoming")
+        await self.closed("outgoing")
+        self.assertEqual(len(server.built), 1)
+
+        wrong = ClientService(
+            partnerClientEndpoint(
+                reactor,
+                material(self.primaryLeaf, self.ca),
+                PartnerIdentity.parse("other.test"),
+                tcp,
+            ),
+            RecordingFactory(b"primary here"),
+            # A quick retry after the first failure, then one far away.
+            retryPolicy=lambda failures: 0.05 if failures < 2 else 1000.0,
+        )
+        wrong.startService()
+        with self.assertRaises(PartnerAuthenticationError):
+            await wrong.whenConnected(failAfterFailures=2)
+        await deferLaterZero()  # out of ClientService's state machine before stopping it
+        await wrong.stopService()
+        await self.closed("incoming", 3)
+        await self.closed("outgoing", 3)
+        self.assertEqual(len(server.built), 1)
+        self.assertEqual(
+            len([e for e in partnerEvents(self.events, "refused") if e["direction"] == "outgoing"]),
+            2,
+        )
 
     async def assertServerRefuses(
         self,

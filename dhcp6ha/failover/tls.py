@@ -486,7 +486,7 @@ def _describeSSLError(error: SSL.Error) -> str:
     return "; ".join(reasons) if reasons else (str(error) or type(error).__name__)
 
 
-@frozen(eq=False)
+@frozen(eq=False, repr=False)
 class TLSMaterial:
     """
     This server's certificate and key, and the authorities its partner's
@@ -602,6 +602,20 @@ class TLSMaterial:
             authorities=tuple(_twistedCertificate(c) for c in authorities),
             notValidBefore=leaf.not_valid_before_utc,
             notValidAfter=leaf.not_valid_after_utc,
+        )
+
+    def __repr__(self) -> str:
+        # Not Twisted's Certificate repr: it str()s bytes (BytesWarning).
+        leaf: crypto.X509 = self.certificate.original
+        subject = leaf.to_cryptography().subject.rfc4514_string()
+        return (
+            "<TLSMaterial "
+            + subject
+            + ", valid until "
+            + self.notValidAfter.isoformat()
+            + ", "
+            + str(len(self.authorities))
+            + " CA(s)>"
         )
 
     def validityProblem(self, now: float) -> str | None:

@@ -92,6 +92,8 @@ class Result:
     drops: dict[str, int] = field(default_factory=dict)
     delays: dict[str, dict[str, float]] = field(default_factory=dict)  # ms
     output: str = ""
+    reportedRate: float = 0.0
+    samples: dict[str, list[float]] = field(default_factory=dict)  # ms, from -x t
 
     @property
     def exchanges(self) -> int:
@@ -108,10 +110,18 @@ class Result:
 
     @property
     def exchangeRate(self) -> float:
-        return self.exchanges / self.period
+        """perfdhcp's own figure of completed exchanges per second."""
+        return self.reportedRate or self.exchanges / self.period
+
+    def percentile(self, kind: str, q: float) -> float:
+        values = sorted(self.samples.get(kind, []))
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, int(q * len(values)))]
 
 
-_SECTION = re.compile(r"^\*\*\*\*\* (SA|RR|Rebinds|Renews|Releases) \*\*\*\*\*$")
+_SECTION = re.compile(r"^\*+\s*Statistics for:\s*([A-Z-]+)\s*\*+$")
+_KINDS = {"SOLICIT-ADVERTISE": "SA", "REQUEST-REPLY": "RR"}
 
 
 def parsePerfdhcp(text: str, rate: int, period: float) -> Result:
@@ -126,10 +136,25 @@ def parsePerfdhcp(text: str, rate: int, period: float) -> Result:
         line = raw.strip()
         m = _SECTION.match(line)
         if m:
-            kind = m.group(1)
+            kind = _KINDS.get(m.group(1), m.group(1))
             result.delays[kind] = {}
             continue
+        m = re.match(r"^\*+\s*Timestamps for packets:\s*([A-Z-]+)\s*\*+$", line)
+        if m:
+            kind = "t:" + _KINDS.get(m.group(1), m.group(1))
+            result.samples[kind[2:]] = []
+            continue
+        m = re.match(r"^sent / received:\s*([0-9.]+)\s*/\s*([0-9.]+)", line)
+        if m and kind is not None and kind.startswith("t:"):
+            result.samples[kind[2:]].append(1000 * (float(m.group(2)) - float(m.group(1))))
+            continue
+        m = re.match(r"^Rate:\s*([0-9.]+) 4-way exchanges/second", line)
+        if m:
+            result.reportedRate = float(m.group(1))
+            continue
         if kind is None:
+            continue
+        if kind.startswith("t:"):
             continue
         m = re.match(r"^(sent packets|received packets|drops):\s*(\d+)", line)
         if m:
@@ -161,6 +186,7 @@ async def runPerfdhcp(
         "-R", str(clients),
         "-p", str(int(period)),
         "-W", "100000",
+        "-x", "t",
         str(SERVER),
     ]  # fmt: skip
     proc = Process(ns.command(*args), log)
@@ -175,16 +201,19 @@ async def runPerfdhcp(
     return parsePerfdhcp(proc.log(), rate, period)
 
 
-def describe(r: Result) -> str:
-    sa, rr = r.delays.get("SA", {}), r.delays.get("RR", {})
-    return (
-        f"offered {r.rate:6d}/s  completed {r.exchangeRate:8.1f}/s  "
-        f"lost {100 * r.lossRatio:5.2f}%  "
-        f"SA delay min/avg/max/std {sa.get('min', 0):.3f}/{sa.get('avg', 0):.3f}/"
-        f"{sa.get('max', 0):.3f}/{sa.get('std', 0):.3f} ms  "
-        f"RR {rr.get('min', 0):.3f}/{rr.get('avg', 0):.3f}/{rr.get('max', 0):.3f}/"
-        f"{rr.get('std', 0):.3f} ms"
+def describe(r: Result, long: bool = False) -> str:
+    text = (
+        f"offered {r.rate:6d}/s  completed {r.exchangeRate:8.1f}/s  lost {100 * r.lossRatio:5.2f}%"
     )
+    for kind in ("SA", "RR"):
+        d = r.delays.get(kind, {})
+        text += (
+            f"  {kind} ms min/avg/med/p99/max {d.get('min', 0):.2f}/{d.get('avg', 0):.2f}/"
+            f"{r.percentile(kind, 0.5):.2f}/{r.percentile(kind, 0.99):.2f}/{d.get('max', 0):.1f}"
+        )
+        if long:
+            text += f" (std {d.get('std', 0):.2f})"
+    return text
 
 
 async def benchOne(
@@ -251,7 +280,11 @@ async def main(args: argparse.Namespace) -> int:
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    from twisted.internet import reactor
+
     cleanups = Cleanups()
+    # Also on Ctrl-C / SIGTERM, when the reactor stops under the coroutine.
+    reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)  # type: ignore[attr-defined]
     workdir = Path(cleanups.mktemp())
     results: dict[str, Result | None] = {}
     try:
@@ -268,7 +301,7 @@ async def main(args: argparse.Namespace) -> int:
         if r is None:
             print(f"  {name:13s} no rate below 1% loss")
         else:
-            print(f"  {name:13s} {describe(r)}")
+            print(f"  {name:13s} {describe(r, long=True)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -375,7 +376,11 @@ class StartupTests(SynchronousTestCase):
                 ("sendUnackedUpdates",),
             ],
         )
-        pending = [call.func.__name__ for call in h.clock.getDelayedCalls()]
+        pending = [
+            call.func.__name__
+            for call in h.clock.getDelayedCalls()
+            if isinstance(call, DelayedCall)
+        ]
         self.assertNotIn("startupExpired", pending)
 
     def test_partnerStartingUp(self) -> None:

@@ -28,6 +28,9 @@ Notes for operators:
     then serves only Information-request (DNS servers, domain list, ...).
   - C{interface} on a subnet must also be listed in C{[server] interfaces},
     and every interface listed there must be some subnet's C{interface}.
+  - C{control-socket} (optional) is the path of the operator control socket
+    used by C{dhcp6ha-ctl}, relative like C{database}; the server creates it
+    with mode 0600 (only its own user, and root, may connect).
   - C{t1 = 0} and C{t2 = 0} are allowed: they leave the renewal times to
     the client (RFC 8415 section 21.4).
 
@@ -232,6 +235,9 @@ class ServerSection:
     @ivar reclaim_interval: seconds between expiry reclamation runs.
     @ivar commit_delay: longest time (seconds) a change waits for others to
         share its transaction (group commit).
+    @ivar control_socket: path of the operator control socket (a UNIX
+        socket, mode 0600, for C{dhcp6ha-ctl}), or C{None}: no control
+        channel.
     """
 
     interfaces: tuple[str, ...]
@@ -242,6 +248,7 @@ class ServerSection:
     decline_quarantine: int
     reclaim_interval: float
     commit_delay: float
+    control_socket: str | None = None
 
 
 class FailoverRole(enum.StrEnum):
@@ -434,6 +441,7 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
                 "decline-quarantine",
                 "reclaim-interval",
                 "commit-delay",
+                "control-socket",
             ),
             required=("database",),
         ),
@@ -727,6 +735,23 @@ def _path(text: str) -> str:
     return text
 
 
+#: Longest path of a UNIX socket: C{sun_path} holds 108 bytes on Linux,
+#: the terminating NUL included.
+MAX_SOCKET_PATH = 107
+
+
+def _socketPath(text: str) -> str:
+    if not text or "\0" in text:
+        raise _Invalid(f"expected a file path like var/dhcp6ha.ctl, got {text!r}")
+    size = len(os.fsencode(text))
+    if size > MAX_SOCKET_PATH:
+        raise _Invalid(
+            f"{text!r} is {size} bytes long; the path of a UNIX socket can be at most"
+            f" {MAX_SOCKET_PATH}: choose a shorter one"
+        )
+    return text
+
+
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?\Z")
 
 
@@ -950,6 +975,7 @@ def _buildServer(section: _Section) -> ServerSection:
         commit_delay=section.get(
             "commit-delay", _seconds(0, MAX_COMMIT_DELAY, True, "0.005"), DEFAULT_COMMIT_DELAY
         ),
+        control_socket=section.get("control-socket", _socketPath, None),
     )
 
 

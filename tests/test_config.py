@@ -487,6 +487,7 @@ class ServerSectionTests(_ConfigTestMixin):
         self.assertEqual(server.decline_quarantine, 86400)
         self.assertEqual(server.reclaim_interval, 10.0)
         self.assertEqual(server.commit_delay, 0.0)
+        self.assertIsNone(server.control_socket)
 
     def test_interfaces(self) -> None:
         """interfaces is a comma-separated list of names, each some subnet's interface."""
@@ -648,6 +649,27 @@ class ServerSectionTests(_ConfigTestMixin):
         """nan, inf and exponents are refused."""
         for value in ("nan", "inf", "1e-3"):
             self.assertServerError("commit-delay", value, "number of seconds")
+
+    def test_controlSocket(self) -> None:
+        """control-socket is a path, kept as written (relative or absolute)."""
+        self.assertEqual(
+            self.server(control_socket="var/dhcp6ha.ctl").server.control_socket, "var/dhcp6ha.ctl"
+        )
+        self.assertEqual(
+            self.server(control_socket="/run/dhcp6ha/ctl").server.control_socket,
+            "/run/dhcp6ha/ctl",
+        )
+
+    def test_controlSocketEmpty(self) -> None:
+        """An empty control-socket is refused (leave the key out for none)."""
+        self.assertServerError("control-socket", "", "expected a file path", "var/dhcp6ha.ctl")
+
+    def test_controlSocketTooLong(self) -> None:
+        """A path longer than a UNIX socket address can hold is refused."""
+        self.assertServerError("control-socket", "/" + "x" * 107, "108 bytes long", "at most 107")
+        self.assertEqual(
+            self.server(control_socket="/" + "x" * 106).server.control_socket, "/" + "x" * 106
+        )
 
 
 class SubnetPrefixTests(_ConfigTestMixin):

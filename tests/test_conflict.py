@@ -6,6 +6,7 @@ accepted updates and acks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
@@ -44,6 +45,9 @@ IN_USE = FailoverStatus.ADDRESS_IN_USE
 CONFLICT = FailoverStatus.CONFIGURATION_CONFLICT
 MISSING = FailoverStatus.MISSING_BINDING_INFORMATION
 
+#: (name, local, incoming, receiver's role, now, verdict, status)
+Row = tuple[str, Lease | None, Lease, Role, float, Verdict, FailoverStatus | None]
+
 
 def rec(state: BindingState, duid: bytes = A, at: float = T0, **kw: Any) -> Lease:
     """A binding of C{duid} in C{state}: CLT and start time of state C{at}, expiring an hour later."""
@@ -67,10 +71,7 @@ def rec(state: BindingState, duid: bytes = A, at: float = T0, **kw: Any) -> Leas
 class TableTests(SynchronousTestCase):
     """Every row of the table in L{dhcp6ha.failover.conflict}."""
 
-    def check(
-        self,
-        rows: list[tuple[str, Lease | None, Lease, Role, float, Verdict, FailoverStatus | None]],
-    ) -> list[Resolution]:
+    def check(self, rows: Sequence[Row]) -> list[Resolution]:
         results = []
         for name, local, incoming, role, now, verdict, status in rows:
             result = resolve(local, incoming, role, now)
@@ -86,7 +87,7 @@ class TableTests(SynchronousTestCase):
 
     def test_noLocal(self) -> None:
         """No local record: accept anything."""
-        rows = [
+        rows: list[Row] = [
             ("new " + state.value, None, rec(state), role, T0, ACCEPT, None)
             for state in BindingState
             for role in Role
@@ -109,7 +110,7 @@ class TableTests(SynchronousTestCase):
     def test_activeActiveSameClient(self) -> None:
         """ACTIVE against ACTIVE of the same client: later wins; at the same time, the longer."""
         local = rec(ACTIVE, at=T0)
-        rows = []
+        rows: list[Row] = []
         for role in Role:
             rows += [
                 ("later", local, rec(ACTIVE, at=T0 + 60), role, T0, ACCEPT, None),
@@ -206,7 +207,7 @@ class TableTests(SynchronousTestCase):
     def test_activeAgainstReleasedSameClient(self) -> None:
         """RELEASED, RESET or ABANDONED by the same client: later wins."""
         local = rec(ACTIVE, at=T0)
-        rows = []
+        rows: list[Row] = []
         for state in (RELEASED, RESET, ABANDONED):
             rows += [
                 (
@@ -251,7 +252,7 @@ class TableTests(SynchronousTestCase):
 
     def test_laterWins(self) -> None:
         """Every other pair: the later time wins (CLT, else start time of state)."""
-        rows = []
+        rows: list[Row] = []
         for localState in (EXPIRED, RELEASED, FREE, FREE_BACKUP, PENDING_FREE, ABANDONED, RESET):
             for state in BindingState:
                 if localState is RESET and state is ACTIVE:

@@ -39,6 +39,8 @@ LOOP = IPv6Network("fd6a:5e1f:3::/64")
 LAN_PD = IPv6Network("fd6a:5e1f:ff00::/40")
 FAR_PD = IPv6Network("fd6a:5e1f:fe00::/40")
 LOOP_PD = IPv6Network("fd6a:5e1f:fd00::/40")
+LAN_DNS = LAN.network_address + 0x53
+LAN_DOMAIN = "d6ha.test"
 
 
 @dataclass
@@ -320,7 +322,8 @@ async def startLan(
     """
     Namespaces C{srv} and C{cli} joined by veth (C{s0} / C{clientIface}),
     the server on C{s0} (address C{LAN::1}) serving L{LAN} with an address
-    pool and the prefix pool L{LAN_PD} (/56), a capture on the client side.
+    pool, the prefix pool L{LAN_PD} (/56), DNS server L{LAN_DNS} and search
+    domain L{LAN_DOMAIN}; a capture on the client side.
     """
     serverNs = Namespace.create(testCase, "srv")
     clientNs = Namespace.create(testCase, "cli")
@@ -335,6 +338,7 @@ async def startLan(
             interface="s0",
             pools=[poolOf(LAN, 0x1000, 0x1FFF)],
             pdPools=[(LAN_PD, 56)],
+            extra={"dns-servers": str(LAN_DNS), "domain-search": LAN_DOMAIN},
         )
     database = directory / "leases.sqlite"
     config = writeConfig(directory / "server.ini", database, [subnet], interfaces=["s0"])

@@ -18,7 +18,16 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.clients import DHCLIENT, DHCPCD, DHClient, Dhcpcd
 from tests.integration.netns import skipReason, tempDir, waitFor
-from tests.integration.serverproc import LAN, LAN_PD, DBLease, Lan, serverSkipReason, startLan
+from tests.integration.serverproc import (
+    LAN,
+    LAN_DNS,
+    LAN_DOMAIN,
+    LAN_PD,
+    DBLease,
+    Lan,
+    serverSkipReason,
+    startLan,
+)
 from tests.integration.wire import duidLL
 
 
@@ -84,6 +93,10 @@ class DHClientTests(ClientTestCase):
         iaid = int.from_bytes(dhclientBytes(bound["new_iaid"]), "big")
         self.assertEqual(bound.get("new_renew"), "2")
         self.assertEqual(bound.get("new_rebind"), "3")
+        self.assertEqual(bound.get("new_preferred_life"), "6")
+        self.assertEqual(bound.get("new_max_life"), "10")
+        self.assertEqual(bound.get("new_dhcp6_name_servers"), str(LAN_DNS))
+        self.assertEqual(bound.get("new_dhcp6_domain_search", "").rstrip("."), LAN_DOMAIN)
         first = self.assertBound(lan, address, 128, "na", duid, iaid)
 
         _, renewed = await client.waitEvent({"RENEW6"}, 15, after=index + 1)
@@ -137,6 +150,88 @@ class DHClientTests(ClientTestCase):
         lease = lan.db.get(prefix.network_address, 56)
         assert lease is not None
         self.assertEqual(lease.state, "released", lan.details())
+
+    async def test_addressAndPrefixTogether(self) -> None:
+        """
+        C{dhclient -6 -N -P} asks for an IA_NA and an IA_PD in one
+        exchange and gets both, each ACTIVE in the database for the client.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-N", "-P"))
+        # dhclient runs its script once per lease: BOUND6 for each.
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        _, bound2 = await client.waitEvent({"BOUND6"}, 5, after=index + 1)
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        iaid = int.from_bytes(dhclientBytes(bound["new_iaid"]), "big")
+        both = {**bound, **bound2}
+        address = IPv6Address(both["new_ip6_address"])
+        prefix = IPv6Network(both["new_ip6_prefix"])
+        self.assertIn(address, LAN)
+        self.assertTrue(prefix.subnet_of(LAN_PD), prefix)
+        self.assertBound(lan, address, 128, "na", duid, iaid)
+        self.assertBound(lan, prefix.network_address, 56, "pd", duid, iaid)
+
+    async def test_stateless(self) -> None:
+        """
+        C{dhclient -6 -S} (Information-request) gets the DNS server and
+        search domain, and the server records no binding.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-S",))
+        # dhclient 4.4 reports a stateless Reply with reason RENEW6.
+        _, event = await client.waitEvent({"INFORM6", "RENEW6"}, 30)
+        self.assertEqual(event.get("new_dhcp6_name_servers"), str(LAN_DNS), lan.details())
+        self.assertEqual(event.get("new_dhcp6_domain_search", "").rstrip("."), LAN_DOMAIN)
+        self.assertEqual(lan.db.leases(), [])
+
+    async def test_restartConfirms(self) -> None:
+        """
+        A dhclient restarted with its lease file sends Confirm for its
+        address; the server answers Success (the address is on the link)
+        and the client keeps the address and renews it.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-N",))
+        _, bound = await client.waitEvent({"BOUND6"}, 30)
+        address = IPv6Address(bound["new_ip6_address"])
+        assert client.process is not None
+        client.process.stop()
+        index = len(client.events())
+        client.start(self, ("-N",))
+        _, reply = await waitFor(
+            lambda: lan.capture.answered("confirm"), 15, "a Reply to a Confirm",
+            details=lan.details,
+        )  # fmt: skip
+        self.assertIn("status-code Success", reply)
+        _, rebooted = await client.waitEvent({"REBOOT6", "BOUND6", "RENEW6"}, 15, after=index)
+        self.assertEqual(IPv6Address(rebooted["new_ip6_address"]), address, lan.details())
+
+    async def test_renewAfterServerKill(self) -> None:
+        """
+        The server is killed with SIGKILL right after dhclient is bound and
+        restarted on the same database: dhclient's Renew (naming the server
+        by its DUID, kept in the database) is answered with the same address.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = DHClient(lan.clientNs, lan.clientIface, lan.directory / "dhclient")
+        client.start(self, ("-N",))
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        address = IPv6Address(bound["new_ip6_address"])
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        iaid = int.from_bytes(dhclientBytes(bound["new_iaid"]), "big")
+        lan.server.kill9()
+        first = self.assertBound(lan, address, 128, "na", duid, iaid)
+        lan.server.start()
+        await lan.server.ready()
+        _, renewed = await client.waitEvent({"RENEW6", "REBIND6"}, 15, after=index + 1)
+        self.assertEqual(renewed["reason"], "RENEW6", lan.details())
+        self.assertEqual(IPv6Address(renewed["new_ip6_address"]), address)
+        self.assertEqual(renewed["new_dhcp6_server_id"], bound["new_dhcp6_server_id"])
+        second = self.assertBound(lan, address, 128, "na", duid, iaid)
+        self.assertGreater(second.cltt, first.cltt)
 
 
 class DhcpcdTests(ClientTestCase):

@@ -63,6 +63,20 @@ class DurabilityTests(TestCase):
 
     async def test_killNineKeepsEveryRepliedLease(self) -> None:
         """
+        With the default configuration (no commit delay).  See L{killNine}.
+        """
+        await self.killNine(commitDelay=None)
+
+    async def test_killNineWithCommitDelay(self) -> None:
+        """
+        With C{commit-delay = 0.05}: each lease waits up to 50 ms for others
+        to share its transaction, so far more are decided but not yet durable
+        at the kill; none of those may have been replied to.
+        """
+        await self.killNine(commitDelay=0.05)
+
+    async def killNine(self, commitDelay: float | None) -> None:
+        """
         Drive Solicit/Request for many distinct relayed clients (a third of
         them asking for prefixes), SIGKILL the server once half have their
         Reply while dozens of exchanges are in flight, then:
@@ -91,7 +105,10 @@ class DurabilityTests(TestCase):
             t1=100,
             t2=160,
         )
-        config = writeConfig(directory / "server.ini", database, [subnet], address="::1", port=port)
+        extra = {} if commitDelay is None else {"commit-delay": str(commitDelay)}
+        config = writeConfig(
+            directory / "server.ini", database, [subnet], address="::1", port=port, extra=extra
+        )
         server = ServerProcess(self, config, directory, ns=ns, port=port)
         server.start()
         await server.ready()
@@ -196,6 +213,6 @@ class DurabilityTests(TestCase):
         self.assertTrue(os.path.exists(database))
         # For the record (trial shows it with -e / in test.log).
         print(
-            f"\ndurability: {len(grants)} clients granted before SIGKILL "
+            f"\ndurability (commit-delay {commitDelay}): {len(grants)} clients granted before SIGKILL "
             f"({rate:.0f}/s, {killed['inFlight']:.0f} exchanges in flight at the kill)"
         )

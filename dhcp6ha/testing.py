@@ -107,18 +107,27 @@ class FakePeer:
         across objects.
     @ivar failure: when set, every send fails with it (the call is still
         recorded).
+    @ivar hold: names of methods whose Deferreds are not fired but kept in
+        L{held}, for the test to fire.
+    @ivar held: C{(method name, Deferred)} of the held calls, in order.
     @ivar disconnected: the reason given to L{disconnect}, if called.
     """
 
     def __init__(self, calls: list[tuple[object, ...]] | None = None) -> None:
         self.calls: list[tuple[object, ...]] = [] if calls is None else calls
         self.failure: Exception | None = None
+        self.hold: set[str] = set()
+        self.held: list[tuple[str, Deferred[None]]] = []
         self.disconnected: str | None = None
 
     def _sent(self, *call: object) -> Deferred[None]:
         self.calls.append(call)
         if self.failure is not None:
             return fail(self.failure)
+        if call[0] in self.hold:
+            d: Deferred[None] = Deferred()
+            self.held.append((str(call[0]), d))
+            return d
         return succeed(None)
 
     def sendState(self, message: StateMessage) -> Deferred[None]:

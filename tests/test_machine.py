@@ -206,6 +206,15 @@ class FakesTests(SynchronousTestCase):
         )
         self.assertEqual(peer.disconnected, "bye")
 
+    def test_fakePeerHold(self) -> None:
+        """Calls named in C{hold} return Deferreds the test fires."""
+        peer = FakePeer()
+        peer.hold.add("sendPoolRequest")
+        d = peer.sendPoolRequest()
+        self.assertNoResult(d)
+        self.assertEqual(peer.held, [("sendPoolRequest", d)])
+        self.successResultOf(peer.sendContact())
+
     def test_fakePeerFailure(self) -> None:
         """With C{failure} set, sends fail."""
         peer = FakePeer()
@@ -764,6 +773,28 @@ class NormalTests(SynchronousTestCase):
             ],
         )
         self.assertIs(h.ep.service, Service.RENEW_RESPONSIVE)
+
+    def test_poolRequestAfterUnackedUpdates(self) -> None:
+        """
+        8.8: the secondary's POOLREQ waits until its unacked updates are all
+        sent and acked, and is not sent if NORMAL or the connection ended
+        meanwhile.
+        """
+        for lose in (False, True):
+            h = inState(S.COMMUNICATIONS_INTERRUPTED, Role.SECONDARY)
+            h.peer.hold.add("sendUnackedUpdates")
+            h.partner(S.NORMAL)
+            now = T0 + STARTUP
+            self.assertEqual(
+                h.take(),
+                [persist(S.NORMAL, now), sendState(S.NORMAL, now), ("sendUnackedUpdates",)],
+            )
+            if lose:
+                h.ep.communicationsLost()
+                h.take()
+            [(name, d)] = h.peer.held
+            d.callback(None)
+            self.assertEqual(h.take(), [] if lose else [("sendPoolRequest",)])
 
     def test_communicationsLost(self) -> None:
         """8.8.2: NORMAL -> COMMUNICATIONS-INTERRUPTED, stored, not sent, with an alarm."""

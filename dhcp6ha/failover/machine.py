@@ -1080,10 +1080,12 @@ class FailoverEndpoint:
         if self._peer is None:
             return
         if target is S.NORMAL:
-            # 8.8: send every unacked update; the secondary then asks for prefixes.
-            self._send("sendUnackedUpdates")
+            # 8.8: send every unacked update; "when the above process is
+            # complete", the secondary asks for prefixes.
             if self.role is Role.SECONDARY:
-                self._send("sendPoolRequest")
+                self._send("sendUnackedUpdates", then=self._unackedUpdatesSent)
+            else:
+                self._send("sendUnackedUpdates")
         elif target is S.POTENTIAL_CONFLICT and self.role is Role.PRIMARY:
             # 8.10: the primary asks the secondary for what it has not acked.
             self._requested = False
@@ -1220,8 +1222,19 @@ class FailoverEndpoint:
             )
         self._send("sendState", message)
 
-    def _send(self, method: str, *args: Any) -> None:
-        """Queue a call of C{method} on the current connection's peer."""
+    def _unackedUpdatesSent(self, peer: IFailoverPeer) -> None:
+        """8.8: the secondary's unacked updates are all sent and acked: POOLREQ."""
+        if self._peer is peer and self._state is S.NORMAL:
+            self._send("sendPoolRequest")
+
+    def _send(
+        self, method: str, *args: Any, then: Callable[[IFailoverPeer], None] | None = None
+    ) -> None:
+        """
+        Queue a call of C{method} on the current connection's peer.
+
+        @param then: called with the peer when the call's Deferred succeeds.
+        """
         peer = self._peer
         if peer is None:
             return
@@ -1242,6 +1255,8 @@ class FailoverEndpoint:
                 )
                 return
             d: Deferred[None] = maybeDeferred(getattr(peer, method), *args)
+            if then is not None:
+                d.addCallback(lambda _: then(peer))
             d.addErrback(self._sendFailed, method)
 
         self._queue(send)

@@ -19,7 +19,7 @@ from attrs import evolve
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -151,6 +151,10 @@ class PersistenceTests(StoreFixture):
         """A database that cannot be created is an error at construction."""
         path = os.path.join(self.mktemp(), "missing", "leases.sqlite")
         self.assertRaises(sqlite3.OperationalError, SQLiteLeaseStore, path, reactor)
+
+    def test_reactorWithoutThreads(self) -> None:
+        """A reactor that cannot take calls from threads is refused at once."""
+        self.assertRaises(TypeError, SQLiteLeaseStore, self.databasePath(), Clock())
 
     async def test_walAndFullSync(self) -> None:
         """The database is in WAL mode and the writer syncs fully (fsync per commit)."""

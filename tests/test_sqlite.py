@@ -9,6 +9,7 @@ The store needs its writer thread, so these tests run on the real reactor
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import sys
 from ipaddress import IPv6Address
@@ -28,6 +29,7 @@ from dhcp6ha.interfaces import ILeaseStore
 from dhcp6ha.leases import sqlite as sqlitemodule
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SCHEMA_VERSION, SchemaError, SQLiteLeaseStore, StoreClosed
+from dhcp6ha.testing import MemoryLeaseStore
 from tests.storetests import LeaseStoreTestsMixin, byKey, makeLease
 
 # The tests and the store run on the real reactor: the store's writer thread
@@ -341,6 +343,67 @@ class ReadYourWritesTests(StoreFixture):
         self.assertEqual(store.count(), {"active": 2, "expired": 1})
         store.commit([evolve(makeLease(2), state=BindingState.EXPIRED)])
         self.assertEqual(store.count(), {"active": 1, "expired": 2})
+
+
+class DifferentialTests(StoreFixture):
+    """
+    Random commits, with the writer at random points of its work, read the
+    same from the SQLite store as from L{MemoryLeaseStore}.
+    """
+
+    def compare(self, store: SQLiteLeaseStore, model: MemoryLeaseStore, keys: int) -> None:
+        for n in range(keys):
+            for length in (128, 64):
+                address = makeLease(n, prefix_length=length).address
+                self.assertEqual(store.get(address, length), model.get(address, length))
+        for duid in (b"a", b"b", b"c"):
+            for iaid in (1, 2):
+                for leaseType in LeaseType:
+                    self.assertEqual(
+                        store.byClient(duid, iaid, leaseType),
+                        byKey(model.byClient(duid, iaid, leaseType)),
+                    )
+        for now in (0.0, 5.0, 10.0, 20.0):
+            expected = sorted(
+                model.expiredBefore(now, 1000), key=lambda lease: (lease.expires, lease.key)
+            )
+            self.assertEqual(store.expiredBefore(now, 1000), expected)
+            self.assertEqual(store.expiredBefore(now, 3), expected[:3])
+        self.assertEqual(list(store.iterLeases(4)), list(model.iterLeases(4)))
+        self.assertEqual(store.count(), model.count())
+
+    async def test_random(self) -> None:
+        """Reads agree after every step of random workloads."""
+        for seed in range(4):
+            rng = random.Random(seed)
+            store = self.openStore(maxBatch=rng.choice([1, 3, 10]))
+            model = MemoryLeaseStore()
+            keys = 12
+            pending: list[Deferred[None]] = []
+            for _ in range(150):
+                changes = [
+                    makeLease(
+                        rng.randrange(keys),
+                        prefix_length=rng.choice([128, 64]),
+                        lease_type=rng.choice(list(LeaseType)),
+                        duid=rng.choice([b"a", b"b", b"c"]),
+                        iaid=rng.choice([1, 2]),
+                        state=rng.choice(list(BindingState)),
+                        expires=float(rng.randrange(20)),
+                    )
+                    for _ in range(rng.randrange(4))
+                ]
+                pending.append(store.commit(changes))
+                model.commit(changes)
+                action = rng.random()
+                if action < 0.3:
+                    await turn()
+                elif action < 0.4:
+                    await pending[rng.randrange(len(pending))]
+                self.compare(store, model, keys)
+            await gatherResults(pending)
+            self.assertEqual(store.pending, 0)
+            self.compare(store, model, keys)
 
 
 class FailureTests(StoreFixture):

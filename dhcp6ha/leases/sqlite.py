@@ -520,12 +520,20 @@ class SQLiteLeaseStore:
 
     def count(self) -> dict[str, int]:
         """Bindings per state name (a scan of the table: for status and tests)."""
-        counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
-        for key, (_, lease) in self._overlay.items():
-            rows = self._read(SQL_GET_STATE, (key[0].packed, key[1]))
-            if rows:
-                counts[rows[0][0]] -= 1
-            counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
+        reader = self._checkOpen()
+        # One read transaction, so that the totals and the stored states of
+        # the pending keys come from the same snapshot even if the writer
+        # commits meanwhile.
+        reader.execute("BEGIN")
+        try:
+            counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
+            for key, (_, lease) in self._overlay.items():
+                rows = self._read(SQL_GET_STATE, (key[0].packed, key[1]))
+                if rows:
+                    counts[rows[0][0]] -= 1
+                counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
+        finally:
+            reader.execute("COMMIT")
         return {state: n for state, n in counts.items() if n}
 
     def getMetadata(self, key: str) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -209,3 +209,94 @@ class IFailoverPolicy(IAllocationPolicy):
 
 
 __all__ += ["IFailoverPeer", "IFailoverPolicy", "IUpdateQueue"]
+
+
+# --- operator control (dhcp6ha-ctl) ------------------------------------------------
+
+if TYPE_CHECKING:
+    from ipaddress import IPv6Network
+
+    from dhcp6ha.control import RelationshipStatus
+
+
+class IRelationshipControl(Interface):
+    """
+    One failover relationship as the operator control channel sees it.  The
+    failover wiring provides one per C{[failover:NAME]} and registers it with
+    C{dhcp6ha.control.ControlTarget.addRelationship}.
+
+    L{partnerDown} and L{sync} may fail with C{dhcp6ha.control.ControlError}
+    to refuse with a reason for the operator (e.g. "refused in state
+    RECOVER"); any other failure is reported as an internal error.  Their
+    results must be JSON-serialisable (C{str}, numbers, C{bool}, C{None},
+    lists and dicts of those): they are sent to C{dhcp6ha-ctl} as they are.
+    """
+
+    name = Attribute("The relationship's name, C{NAME} of C{[failover:NAME]} (C{str}).")
+
+    def status() -> RelationshipStatus:
+        """A snapshot of the relationship now (cheap, synchronous)."""
+
+    def partnerDown() -> Deferred[object]:
+        """
+        The operator says the partner is down (RFC 8156 sections 8.8.2,
+        8.9.2, 8.11.2): go to PARTNER-DOWN.  Fires once the new state is
+        durable (or the command refused), with a description of the outcome,
+        e.g. C{{"state": "partner-down", "since": 1790000000.0}}.
+        """
+
+    def sync() -> Deferred[object]:
+        """
+        Resynchronise with the partner now: ask it for the binding updates
+        we have not received (UPDREQ) and send ours that it has not acked.
+        Fires once the request is sent (not when the updates are done), with
+        a description, e.g. C{{"requested": True, "unacked_updates": 12}};
+        fails with C{ControlError} when not connected to the partner.
+        """
+
+
+class IControlTarget(Interface):
+    """
+    What the operator control channel (C{dhcp6ha.control.ControlFactory})
+    asks of the running server.  C{dhcp6ha.control.ControlTarget} implements
+    it on top of the services of C{dhcp6ha.service.makeService}.
+
+    Every method may raise (or fail with) C{dhcp6ha.control.ControlError}
+    to answer the operator with an error message.
+    """
+
+    def status() -> dict[str, object]:
+        """
+        The server's status as a JSON-serialisable dict: the server, its
+        counters, lease counts per state and one entry per failover
+        relationship (C{RelationshipStatus.asDict()}); see
+        C{dhcp6ha.control.ControlTarget.status} for the keys.
+        """
+
+    def leases(
+        address: IPv6Address | None,
+        prefix: IPv6Network | None,
+        duid: bytes | None,
+        limit: int,
+    ) -> Deferred[list[Lease]]:
+        """
+        The bindings of this address (C{prefix_length} 128), of this
+        delegated prefix, or held by this client DUID (every IAID and IA
+        type); with none of the three, every binding.  At most C{limit}
+        bindings, in key order.
+        """
+
+    def partnerDown(relationship: str) -> Deferred[object]:
+        """
+        L{IRelationshipControl.partnerDown} of the relationship named
+        C{relationship}; fails with C{ControlError} if there is none.
+        """
+
+    def sync(relationship: str) -> Deferred[object]:
+        """
+        L{IRelationshipControl.sync} of the relationship named
+        C{relationship}; fails with C{ControlError} if there is none.
+        """
+
+
+__all__ += ["IControlTarget", "IRelationshipControl"]

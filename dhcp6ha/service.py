@@ -18,6 +18,10 @@ the one before it has finished stopping):
      C{ff02::1:2} on the configured interfaces and runs expiry reclamation.
      On stop it stops reclamation, stops reading datagrams, waits for the
      commits in flight (and sends their replies), then closes the port.
+  3. C{"control"} (L{ControlService}), only when C{[server] control-socket}
+     is set: the operator control socket of C{dhcp6ha-ctl} (mode 0600).  Its
+     L{ControlTarget} (C{service.getServiceNamed("control").target}) is
+     where failover relationships register (C{addRelationship}).
 
 Nothing is opened or bound before C{startService}: under C{twistd} that is
 after daemonizing, so the store's writer thread survives.
@@ -36,6 +40,7 @@ from twisted.logger import Logger
 
 from dhcp6ha.allocation import StandalonePolicy
 from dhcp6ha.config import ServerConfig
+from dhcp6ha.control import ControlService, ControlTarget
 from dhcp6ha.engine import Engine
 from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
@@ -201,6 +206,7 @@ class DHCPv6Service(Service):
     @ivar port: the listening port while running.
     @ivar reclaimer: the L{Reclaimer} while running.
     @ivar serverDuid: this server's DUID once started.
+    @ivar started: when it last started (C{reactor.seconds()}), or C{None}.
     """
 
     log = Logger()
@@ -245,6 +251,7 @@ class DHCPv6Service(Service):
         self.port: DHCPv6Port | None = None
         self.reclaimer: Reclaimer | None = None
         self.serverDuid: bytes | None = None
+        self.started: float | None = None
 
     def startService(self) -> None:
         store = self.leases.store
@@ -290,6 +297,7 @@ class DHCPv6Service(Service):
         if storing is not None:
             storing.addCallbacks(self._duidStored, self._duidNotStored, errbackArgs=(duid,))
         self.reclaimer.start()
+        self.started = self.reactor.seconds()
         Service.startService(self)
         self.log.info(
             "DHCPv6 server {duid} listening on [{address}]:{port}{groups}",
@@ -396,7 +404,8 @@ def makeService(
         must manage file descriptors (any POSIX reactor) and threads.
     @param logExchanges: log every client exchange at debug level.
     @return: a L{MultiService} with the children C{"leases"} and
-        C{"dhcpv6"}; nothing is opened or bound until it is started.
+        C{"dhcpv6"}, and C{"control"} when C{[server] control-socket} is
+        set; nothing is opened or bound until it is started.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -414,4 +423,10 @@ def makeService(
     dhcpv6 = DHCPv6Service(config, reactor, leases, logExchanges=logExchanges)
     dhcpv6.setName("dhcpv6")
     dhcpv6.setServiceParent(top)
+    if server.control_socket is not None:
+        control = ControlService(
+            server.control_socket, ControlTarget(config, reactor, leases, dhcpv6), reactor
+        )
+        control.setName("control")
+        control.setServiceParent(top)
     return top

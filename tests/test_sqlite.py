@@ -461,6 +461,35 @@ class FailureTests(StoreFixture):
         # Metadata is not affected by the trigger and still works.
         await store.setMetadata("k", "v")
 
+    async def test_diskFull(self) -> None:
+        """
+        When the database cannot grow (SQLITE_FULL, as on a full disk) the
+        commits fail and are not visible; once there is room again, the
+        store works on.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        await store.commit([makeLease(0)])
+        await store._writer.submit(
+            lambda connection: connection.execute(
+                "PRAGMA max_page_count = "
+                + str(connection.execute("PRAGMA page_count").fetchone()[0])
+            ).fetchall()
+        )
+        many = [makeLease(n, duid=os.urandom(100)) for n in range(1, 2001)]
+        with capturedLogs() as events:
+            error = await failureOf(store.commit(many), sqlite3.OperationalError)
+        self.assertIn("full", str(error))
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertEqual(store.count(), {"active": 1})
+        self.assertIsNone(store.get(many[0].address, 128))
+        await store._writer.submit(
+            lambda connection: connection.execute("PRAGMA max_page_count = 1073741823").fetchall()
+        )
+        await store.commit(many)
+        store = await self.reopen(store, path)
+        self.assertEqual(store.count(), {"active": 2001})
+
     async def test_malformedLease(self) -> None:
         """A binding the database could not store faithfully is refused at once."""
         store = self.openStore()

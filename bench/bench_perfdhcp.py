@@ -284,7 +284,7 @@ async def main(args: argparse.Namespace) -> int:
 
     cleanups = Cleanups()
     # Also on Ctrl-C / SIGTERM, when the reactor stops under the coroutine.
-    reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)
     workdir = Path(cleanups.mktemp())
     results: dict[str, Result | None] = {}
     try:

@@ -154,7 +154,7 @@ def sleep(seconds: float) -> Deferred[None]:
     """A Deferred that fires after C{seconds} of reactor time."""
     from twisted.internet import reactor
 
-    return deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+    return deferLater(reactor, seconds, lambda: None)
 
 
 class ConditionTimeout(AssertionError):
@@ -195,7 +195,7 @@ async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
     from twisted.internet import reactor
 
     d: Deferred[T] = Deferred.fromCoroutine(_await(awaitable))
-    d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
+    d.addTimeout(timeout, reactor)
     try:
         return await d
     except Exception as e:

@@ -147,7 +147,7 @@ class RelayedClients:
             self._waiting[xid] = d
             self.sock.send(packet, self.server)
             self.sent += 1
-            timer = reactor.callLater(timeout, _timeOut, d)  # type: ignore[attr-defined]
+            timer = reactor.callLater(timeout, _timeOut, d)
             try:
                 reply, relays = await d
             except NoReply:

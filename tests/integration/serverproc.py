@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Any
 
 from tests.integration.netns import (
     REPO,
@@ -241,7 +242,7 @@ class LeaseDB:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         uri = "file:" + str(self.path) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=5.0)
         try:
@@ -257,17 +258,17 @@ class LeaseDB:
         )
         return [
             DBLease(
-                IPv6Address(bytes(r[0])),  # type: ignore[arg-type]
-                int(r[1]),  # type: ignore[call-overload]
+                IPv6Address(bytes(r[0])),
+                int(r[1]),
                 str(r[2]),
                 str(r[3]),
-                bytes(r[4]),  # type: ignore[arg-type]
-                int(r[5]),  # type: ignore[call-overload]
-                float(r[6]),  # type: ignore[arg-type]
-                float(r[7]),  # type: ignore[arg-type]
-                int(r[8]),  # type: ignore[call-overload]
-                int(r[9]),  # type: ignore[call-overload]
-                float(r[10]),  # type: ignore[arg-type]
+                bytes(r[4]),
+                int(r[5]),
+                float(r[6]),
+                float(r[7]),
+                int(r[8]),
+                int(r[9]),
+                float(r[10]),
             )
             for r in rows
         ]

@@ -662,6 +662,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
             address, prefix, duid, limit = self._leaseArguments(request)
             found = await target.leases(address, prefix, duid, limit + 1)
             return {
+                "now": self.factory.clock.seconds(),
                 "leases": [leaseToJSON(lease) for lease in found[:limit]],
                 "truncated": len(found) > limit,
             }

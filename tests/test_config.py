@@ -213,11 +213,21 @@ class ExampleTests(SynchronousTestCase):
         self.assertEqual(config.server.port, 5547)
         self.assertEqual(config.server.interfaces, ())
         self.assertEqual(config.server.database, "var/dhcp6ha.sqlite")
+        self.assertEqual(config.server.control_socket, "var/dhcp6ha.ctl")
         [subnet] = config.subnets
         self.assertEqual(subnet.prefix, IPv6Network("2001:db8:1::/64"))
         self.assertEqual(subnet.interface, None)
         self.assertTrue(subnet.pools)
         self.assertEqual(subnet.pd_pools, (PrefixPool(IPv6Network("2001:db8:100::/40"), 56),))
+
+    def test_controlSockets(self) -> None:
+        """Every example has a control socket, each its own (a pair runs side by side)."""
+        sockets = [
+            parseConfig(_ETC.child(name).path, checkFiles=False).server.control_socket
+            for name in ("dhcp6ha.ini", "relayed.ini", "primary.ini", "secondary.ini")
+        ]
+        self.assertNotIn(None, sockets)
+        self.assertEqual(len(set(sockets)), len(sockets))
 
     def test_relayedIni(self) -> None:
         """

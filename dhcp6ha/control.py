@@ -52,7 +52,8 @@ from typing import Any, Protocol
 import attrs
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, ITransport
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
@@ -147,9 +148,10 @@ class ControlError(Exception):
 class _BadRequest(ControlError):
     """The request itself is malformed (counted apart from failed commands)."""
 
-    def __init__(self, counter: str, message: str) -> None:
+    def __init__(self, counter: str, message: str, ident: object = None) -> None:
         super().__init__(message)
         self.counter = counter
+        self.ident = ident
 
 
 @frozen
@@ -433,7 +435,7 @@ class ControlTarget:
     ) -> Deferred[list[Lease]]:
         store = self._leases.store
         if store is None:
-            raise ControlError("the lease database is not open (the server is stopping?)")
+            return fail(ControlError("the lease database is not open (the server is stopping?)"))
         if address is not None:
             lease = store.get(address, 128)
             return succeed([] if lease is None else [lease])
@@ -459,10 +461,10 @@ class ControlTarget:
         return found
 
     def partnerDown(self, relationship: str) -> Deferred[object]:
-        return maybeDeferred(self._relationship(relationship).partnerDown)
+        return maybeDeferred(lambda: self._relationship(relationship).partnerDown())
 
     def sync(self, relationship: str) -> Deferred[object]:
-        return maybeDeferred(self._relationship(relationship).sync)
+        return maybeDeferred(lambda: self._relationship(relationship).sync())
 
 
 # --- the protocol ---------------------------------------------------------------------
@@ -574,7 +576,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closed = True
         self.setTimeout(None)
-        self.factory.connections.discard(self)
+        self.factory.connectionClosed(self)
         current, self._current = self._current, None
         if current is not None and self._cancellable:
             current.cancel()
@@ -592,6 +594,8 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
         self._close()
 
     def lineReceived(self, line: bytes) -> None:
+        if self._closed:
+            return
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():
@@ -602,7 +606,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
             request = self._parse(line)
         except _BadRequest as e:
             self._count(e.counter)
-            self._error(str(e))
+            self._error(str(e), e.ident)
             return
         command = request["command"]
         assert isinstance(command, str)
@@ -632,16 +636,20 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
                 "not-object",
                 f'a request is a JSON object like {{"command": "status"}}, got {_kind(request)}',
             )
+        ident = request.get("id")
         command = request.get("command")
         if command is None:
-            raise _BadRequest("bad-arguments", "request has no 'command'")
+            raise _BadRequest("bad-arguments", "request has no 'command'", ident)
         if not isinstance(command, str):
-            raise _BadRequest("bad-arguments", f"'command' must be a string, got {_kind(command)}")
+            raise _BadRequest(
+                "bad-arguments", f"'command' must be a string, got {_kind(command)}", ident
+            )
         allowed = COMMANDS.get(command)
         if allowed is None:
             raise _BadRequest(
                 "unknown-command",
                 f"unknown command {command!r}; the commands are: " + ", ".join(COMMANDS),
+                ident,
             )
         for key in request:
             if key not in allowed and key not in ("command", "id"):
@@ -649,6 +657,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
                 raise _BadRequest(
                     "bad-arguments",
                     f"unknown argument {key!r} for {command} (its arguments: {expected})",
+                    ident,
                 )
         return request
 
@@ -777,7 +786,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
         if self._closed:
             return
         self.setTimeout(self.factory.idleTimeout)
-        if self.paused:
+        if self.paused and not getattr(self.transport, "disconnecting", True):
             self.resumeProducing()
 
     def _count(self, kind: str) -> None:
@@ -796,6 +805,16 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
 
     def _close(self) -> None:
         if self.transport is not None:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Close the connection now, dropping whatever is not sent yet."""
+        if self.transport is None or self._closed:
+            return
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
             self.transport.loseConnection()
 
 
@@ -841,15 +860,33 @@ class ControlFactory(Factory):
         self.maxLeaseLimit = maxLeaseLimit
         self.counters: Counter[str] = Counter()
         self.connections: set[ControlProtocol] = set()
+        self._whenEmpty: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: object) -> ControlProtocol:
         return ControlProtocol(self)
 
-    def disconnectAll(self) -> None:
-        """Close every open connection (the service is stopping)."""
+    def connectionClosed(self, protocol: ControlProtocol) -> None:
+        """C{protocol}'s connection is gone."""
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiting, self._whenEmpty = self._whenEmpty, []
+            for d in waiting:
+                d.callback(None)
+
+    def disconnectAll(self) -> Deferred[None]:
+        """
+        Close every open connection at once (the service is stopping).
+
+        @return: fires when every connection is closed.
+        """
         for protocol in list(self.connections):
-            if protocol.transport is not None:
-                protocol.transport.loseConnection()
+            protocol.abort()
+        d: Deferred[None] = Deferred()
+        if self.connections:
+            self._whenEmpty.append(d)
+        else:
+            d.callback(None)
+        return d
 
 
 # --- the socket -----------------------------------------------------------------------
@@ -898,6 +935,9 @@ class ControlService(Service):
     The control socket: created (mode 0600, a stale one removed) on start;
     on stop, it stops listening, removes the socket file and closes every
     control connection.
+
+    A command in progress (a partner-down) goes on after its connection
+    is closed; its outcome is logged.
 
     Twisted's C{wantPID} lock file is not used: it takes a live process
     with the dead server's PID (PID 1 in a container, every time) for the
@@ -949,7 +989,12 @@ class ControlService(Service):
         try:
             port = self._listen(self.reactor, self.path, factory)
         except Exception as e:
-            raise StartupError(f"cannot listen on the control socket {self.path}: {e}") from e
+            reason: object = e
+            if isinstance(e, CannotListenError):
+                reason = e.socketError
+            if isinstance(reason, OSError) and reason.strerror:
+                reason = reason.strerror
+            raise StartupError(f"cannot listen on the control socket {self.path}: {reason}") from e
         self.factory = factory
         self.port = port
         Service.startService(self)
@@ -957,10 +1002,13 @@ class ControlService(Service):
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
         port, self.port = self.port, None
         factory, self.factory = self.factory, None
+        if port is not None:
+            await maybeDeferred(port.stopListening)
         if factory is not None:
-            factory.disconnectAll()
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+            await factory.disconnectAll()
+        self.log.info("Control socket {path} closed", path=self.path)

@@ -17,7 +17,10 @@ highest rate at which fewer than 1% of the 4-message exchanges
 (Solicit-Advertise-Request-Reply) are lost; for that rate it prints the
 completed exchanges per second and the delays perfdhcp reports.
 
-Each lease type gets a fresh server and database; perfdhcp uses many
+Each lease type gets a fresh server and database (in a new directory under
+C{--workdir}, default C{$TMPDIR}: mind its file system, fsync cost is
+what durability costs; the databases are deleted at the end unless
+C{--keep-db}, the logs stay); perfdhcp uses many
 distinct clients (C{-R}), so nearly every exchange allocates and commits a
 new lease.  Everything is removed at the end, also on failure or Ctrl-C.
 """
@@ -40,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from tests.integration.netns import (  # noqa: E402
     Namespace,
     Process,
+    run,
     skipReason,
     veth,
 )
@@ -49,6 +53,7 @@ from tests.integration.serverproc import (  # noqa: E402
     Subnet,
     poolOf,
     serverSkipReason,
+    serverTree,
     writeConfig,
 )
 
@@ -75,10 +80,10 @@ class Cleanups:
             except Exception as e:  # noqa: BLE001 - keep cleaning up
                 print(f"cleanup {f!r} failed: {e!r}", file=sys.stderr)
 
-    def mktemp(self) -> str:
+    def mktemp(self, parent: str | None = None) -> str:
         import tempfile
 
-        return tempfile.mkdtemp(prefix="d6ha-bench-")
+        return tempfile.mkdtemp(prefix="d6ha-bench-", dir=parent)
 
 
 @dataclass
@@ -272,6 +277,9 @@ async def benchOne(
         if rate < 10:
             break
     proc.stop()
+    if not args.keep_db:
+        for path in directory.glob("leases.sqlite*"):
+            path.unlink()
     return best
 
 
@@ -285,7 +293,9 @@ async def main(args: argparse.Namespace) -> int:
     cleanups = Cleanups()
     # Also on Ctrl-C / SIGTERM, when the reactor stops under the coroutine.
     reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)
-    workdir = Path(cleanups.mktemp())
+    workdir = Path(cleanups.mktemp(args.workdir))
+    fsType = run(["stat", "-f", "-c", "%T", str(workdir)], check=False).stdout.strip()
+    print(f"server from {serverTree()}; lease databases in {workdir} ({fsType})", flush=True)
     results: dict[str, Result | None] = {}
     try:
         for leaseType in args.types:
@@ -312,10 +322,12 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--start", type=int, default=250, help="first offered rate (exchanges/s)")
     p.add_argument("--clients", type=int, default=1_000_000, help="perfdhcp -R")
     p.add_argument("--max-runs", type=int, default=8, help="runs per lease type")
+    p.add_argument("--workdir", default=None, help="parent directory of the run's files")
+    p.add_argument("--keep-db", action="store_true", help="keep the lease databases")
     return p.parse_args(argv)
 
 
-def run(argv: list[str]) -> None:
+def cli(argv: list[str]) -> None:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
@@ -334,4 +346,4 @@ async def _exit(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    cli(sys.argv[1:])

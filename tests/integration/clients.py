@@ -158,6 +158,11 @@ class Dhcpcd(ClientBase):
     its hook C{script}, IA_NA and/or IA_PD.  Its lease file is
     C{/var/lib/dhcpcd/IFACE.lease6} (fixed at build time): the test's
     interface name is unique, and the file is removed at cleanup.
+
+    Releasing: C{dhcpcd -k IFACE} sends a Release (hook reasons RELEASE6
+    then STOPPED) and exits without waiting for the Reply; C{dhcpcd -x}
+    only stops, with no Release, unless the config says C{release}.  The
+    config sets C{persistent}, so stopping leaves the address in place.
     """
 
     binary = DHCPCD

@@ -25,11 +25,22 @@ Choices made here (documented, on purpose):
     ACTIVE binding whose lifetime has run out but that
     L{dhcp6ha.engine.Engine.reclaim} has not yet moved to EXPIRED is still
     taken: reclamation, not allocation, changes binding states.
+  - The policy is chosen per subnet (L{SubnetPolicies}): one server may be
+    in several failover relationships, each covering some subnets, and
+    serve other subnets alone (RFC 7031 section 7, requirement 3).
+  - Own pool first (draft-ietf-dhc-dhcpv6-failover-protocol section 8.4.1):
+    when the subnet's policy provides L{IFailoverPolicy}, a hint or probed
+    candidate that the policy allows but that is not in this server's own
+    pool (L{IFailoverPolicy.isOwn}: in PARTNER-DOWN, the partner's free
+    prefixes) is taken only when no own candidate is found in any of the
+    subnet's pools.  A client's reservation and its own binding come first
+    as always.  A candidate is checked once: the probe does not grow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+import enum
+from collections.abc import Container, Iterator, Mapping
 from hashlib import blake2b
 from ipaddress import IPv6Address
 from math import gcd
@@ -38,11 +49,11 @@ from typing import TypeVar
 from attrs import frozen
 from zope.interface import implementer
 
-from dhcp6ha.config import AddressPool, PrefixPool, SubnetConfig
-from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
+from dhcp6ha.config import AddressPool, PrefixPool, ServerConfig, SubnetConfig
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, ILeaseStore
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
-__all__ = ["MAX_PROBES", "Allocator", "StandalonePolicy"]
+__all__ = ["MAX_PROBES", "Allocator", "StandalonePolicy", "SubnetPolicies"]
 
 #: The most candidates tried in one pool for one request.  A pool of at most
 #: this many slots is probed completely (it can fill up); a larger one is
@@ -100,6 +111,85 @@ class StandalonePolicy:
 
     def bindingChanged(self, lease: Lease) -> None:
         pass
+
+
+class SubnetPolicies:
+    """
+    Which allocation policy decides for each subnet.
+
+    A server may be in several failover relationships, each covering some
+    subnets, and serve the remaining subnets alone (RFC 7031 section 7,
+    requirement 3, "m-to-1"): each relationship has its own policy, and
+    every other subnet gets C{default}.
+
+    This is not an L{IAllocationPolicy} itself (C{respondsTo} and
+    C{maxValidLifetime} have no subnet to choose by): the engine selects the
+    subnet of an exchange first, then asks L{policyFor}.
+
+    @ivar default: the policy of subnets not in C{bySubnet} (the
+        standalone policy, typically), and of messages with no subnet.
+    @ivar bySubnet: policies by subnet name (C{NAME} of C{[subnet:NAME]}).
+    """
+
+    def __init__(
+        self,
+        default: IAllocationPolicy,
+        bySubnet: Mapping[str, IAllocationPolicy] | None = None,
+    ) -> None:
+        self.default = default
+        self.bySubnet: dict[str, IAllocationPolicy] = dict(bySubnet or {})
+
+    @classmethod
+    def ofRelationships(
+        cls,
+        config: ServerConfig,
+        default: IAllocationPolicy,
+        byRelationship: Mapping[str, IAllocationPolicy],
+    ) -> SubnetPolicies:
+        """
+        The subnets of each C{[failover:NAME]} of C{config} get that
+        relationship's policy; the others get C{default}.
+
+        @param byRelationship: a policy for every relationship, by name.
+        @raise ValueError: if a relationship of C{config} has no policy, or a
+            policy is given for a relationship C{config} does not have.
+        """
+        names = {relationship.name for relationship in config.failover}
+        missing = sorted(names - set(byRelationship))
+        unknown = sorted(set(byRelationship) - names)
+        if missing or unknown:
+            raise ValueError(
+                f"failover policies: missing for {missing}, unknown relationships {unknown}"
+            )
+        bySubnet: dict[str, IAllocationPolicy] = {}
+        for relationship in config.failover:
+            for name in relationship.subnets:
+                bySubnet[name] = byRelationship[relationship.name]
+        return cls(default, bySubnet)
+
+    @classmethod
+    def of(cls, policy: IAllocationPolicy | SubnetPolicies) -> SubnetPolicies:
+        """C{policy} itself, or one policy for every subnet."""
+        if isinstance(policy, SubnetPolicies):
+            return policy
+        return cls(policy)
+
+    def policyFor(self, subnet: SubnetConfig | None) -> IAllocationPolicy:
+        """The policy deciding for C{subnet} (C{None}: no subnet, the default)."""
+        if subnet is None or not self.bySubnet:
+            return self.default
+        return self.bySubnet.get(subnet.name, self.default)
+
+    def __repr__(self) -> str:
+        return f"<SubnetPolicies default={self.default!r} bySubnet={self.bySubnet!r}>"
+
+
+class _Avail(enum.Enum):
+    """Whether one candidate may be given, and from whose pool."""
+
+    NO = "no"
+    OWN = "own"  # this server's own pool, or no failover
+    PARTNER = "partner"  # allowed, but the failover partner's pool
 
 
 def stableHash(duid: bytes, iaid: int, salt: bytes) -> int:
@@ -176,12 +266,20 @@ class Allocator:
     Chooses addresses and delegated prefixes for clients.
 
     Reads the store (L{ILeaseStore.get}, L{ILeaseStore.byClient}) and asks the
-    policy; never writes: the engine turns the choice into a binding.
+    subnet's policy; never writes: the engine turns the choice into a binding.
+
+    @ivar policies: the policy of each subnet.
+    @ivar policy: the default policy (the only one, unless per-subnet
+        policies were given).
     """
 
-    def __init__(self, store: ILeaseStore, policy: IAllocationPolicy) -> None:
+    def __init__(self, store: ILeaseStore, policy: IAllocationPolicy | SubnetPolicies) -> None:
+        """
+        @param policy: one policy for every subnet, or one per subnet.
+        """
         self.store = store
-        self.policy = policy
+        self.policies = SubnetPolicies.of(policy)
+        self.policy = self.policies.default
         self._indexes: dict[int, _SubnetIndex] = {}
 
     def _index(self, subnet: SubnetConfig) -> _SubnetIndex:
@@ -248,24 +346,49 @@ class Allocator:
         May this IA be given this address or prefix now?  Its own ACTIVE
         binding: yes.  Reserved for another DUID, or held by anyone else's
         ACTIVE, ABANDONED, PENDING-FREE or RESET binding: no.  Otherwise the
-        policy decides.
+        subnet's policy decides.
         """
+        return (
+            self._availability(subnet, lease_type, address, prefix_length, duid, iaid, now)
+            is not _Avail.NO
+        )
+
+    def _availability(
+        self,
+        subnet: SubnetConfig,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> _Avail:
+        """L{available}, and whether the candidate is in the partner's pool."""
         index = self._index(subnet)
         if prefix_length == 128:
             owner = index.address_owner.get(address)
         else:
             owner = index.prefix_owner.get((address, prefix_length))
         if owner is not None and owner != duid:
-            return False
+            return _Avail.NO
         existing = self.store.get(address, prefix_length)
         if existing is not None:
             if existing.state is BindingState.ACTIVE:
-                return existing.heldBy(duid, iaid)
+                return _Avail.OWN if existing.heldBy(duid, iaid) else _Avail.NO
             if existing.state not in _REUSABLE:
-                return False
-        return self.policy.mayAllocate(
-            lease_type, address, prefix_length, existing, duid, iaid, now
-        )
+                return _Avail.NO
+        policy = self.policies.policyFor(subnet)
+        if not policy.mayAllocate(lease_type, address, prefix_length, existing, duid, iaid, now):
+            return _Avail.NO
+        failover = IFailoverPolicy(policy, None)
+        if (
+            failover is not None
+            and owner is None
+            and (existing is None or not existing.heldBy(duid, iaid))
+            and not failover.isOwn(lease_type, address, prefix_length, existing)
+        ):
+            return _Avail.PARTNER
+        return _Avail.OWN
 
     def _ownBindings(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
         """The IA's reusable bindings, ACTIVE ones first, then the most recent."""
@@ -295,7 +418,9 @@ class Allocator:
 
         In order: an address reserved for the DUID, the IA's own binding if
         still appropriate, the hint if it is a free pool address, then the
-        hash probe of each pool.
+        hash probe of each pool.  With a failover policy, a hint or probed
+        address from the partner's pool comes only after all of these
+        (module docstring: own pool first).
 
         @param exclude: (address, 128) keys already given out in this
             exchange (not yet in the store).
@@ -316,22 +441,30 @@ class Allocator:
                 and self.available(subnet, LeaseType.NA, lease.address, 128, duid, iaid, now)
             ):
                 return lease.address
+        fallback: IPv6Address | None = None
         if (
             hint is not None
             and hint != index.anycast
             and (hint, 128) not in exclude
             and any(hint in pool for pool in subnet.pools)
-            and self.available(subnet, LeaseType.NA, hint, 128, duid, iaid, now)
         ):
-            return hint
+            got = self._availability(subnet, LeaseType.NA, hint, 128, duid, iaid, now)
+            if got is _Avail.OWN or (got is _Avail.PARTNER and not probe):
+                return hint
+            if got is _Avail.PARTNER:
+                fallback = hint
         if not probe or not subnet.pools:
-            return None
+            return fallback
         h = stableHash(duid, iaid, b"na")
         for pool in _rotate(subnet.pools, h):
-            found = self._probeAddressPool(subnet, index, pool, h, duid, iaid, now, exclude)
+            found, partners = self._probeAddressPool(
+                subnet, index, pool, h, duid, iaid, now, exclude
+            )
             if found is not None:
                 return found
-        return None
+            if fallback is None:
+                fallback = partners
+        return fallback
 
     def _probeAddressPool(
         self,
@@ -343,15 +476,23 @@ class Allocator:
         iaid: int,
         now: float,
         exclude: Container[tuple[IPv6Address, int]],
-    ) -> IPv6Address | None:
+    ) -> tuple[IPv6Address | None, IPv6Address | None]:
+        """
+        @return: the first own candidate of the probe, and the first one
+            allowed from the partner's pool (before it).
+        """
         first = int(pool.first)
+        partners: IPv6Address | None = None
         for slot in probeSequence(h, pool.size):
             candidate = IPv6Address(first + slot)
             if candidate == index.anycast or (candidate, 128) in exclude:
                 continue
-            if self.available(subnet, LeaseType.NA, candidate, 128, duid, iaid, now):
-                return candidate
-        return None
+            got = self._availability(subnet, LeaseType.NA, candidate, 128, duid, iaid, now)
+            if got is _Avail.OWN:
+                return candidate, partners
+            if got is _Avail.PARTNER and partners is None:
+                partners = candidate
+        return None, partners
 
     # --- prefixes -----------------------------------------------------------
 
@@ -374,7 +515,9 @@ class Allocator:
         still appropriate, the hint (its address rounded down to a pool's
         delegated length; a hint of C{::/len} only puts the pools delegating
         C{/len} first), then the hash probe of each pool: slot C{i} of a pool
-        is C{base + (i << (128 - delegated_length))}.
+        is C{base + (i << (128 - delegated_length))}.  With a failover
+        policy, a hinted or probed prefix from the partner's pool comes only
+        after all of these (module docstring: own pool first).
         """
         for key in self._index(subnet).prefixes_of.get(duid, ()):
             if key not in exclude and self.available(
@@ -390,26 +533,32 @@ class Allocator:
                 )
             ):
                 return lease.key
+        fallback: tuple[IPv6Address, int] | None = None
         if hint is not None and hint[0] != _UNSPECIFIED:
             for pool in subnet.pd_pools:
                 if hint[0] in pool.prefix:
                     key = (_aligned(hint[0], pool.delegated_length), pool.delegated_length)
-                    if key not in exclude and self.available(
-                        subnet, LeaseType.PD, key[0], key[1], duid, iaid, now
-                    ):
+                    if key in exclude:
+                        continue
+                    got = self._availability(subnet, LeaseType.PD, key[0], key[1], duid, iaid, now)
+                    if got is _Avail.OWN or (got is _Avail.PARTNER and not probe):
                         return key
+                    if got is _Avail.PARTNER and fallback is None:
+                        fallback = key
         if not probe or not subnet.pd_pools:
-            return None
+            return fallback
         h = stableHash(duid, iaid, b"pd")
         pools: list[PrefixPool] = list(_rotate(subnet.pd_pools, h))
         if hint is not None and hint[1]:
             # Stable sort: the pools delegating the hinted length first.
             pools.sort(key=lambda pool: pool.delegated_length != hint[1])
         for pool in pools:
-            found = self._probePrefixPool(subnet, pool, h, duid, iaid, now, exclude)
+            found, partners = self._probePrefixPool(subnet, pool, h, duid, iaid, now, exclude)
             if found is not None:
                 return found
-        return None
+            if fallback is None:
+                fallback = partners
+        return fallback
 
     def _probePrefixPool(
         self,
@@ -420,17 +569,25 @@ class Allocator:
         iaid: int,
         now: float,
         exclude: Container[tuple[IPv6Address, int]],
-    ) -> tuple[IPv6Address, int] | None:
+    ) -> tuple[tuple[IPv6Address, int] | None, tuple[IPv6Address, int] | None]:
+        """
+        @return: the first own candidate of the probe, and the first one
+            allowed from the partner's pool (before it).
+        """
         base = int(pool.prefix.network_address)
         length = pool.delegated_length
         shift = 128 - length
+        partners: tuple[IPv6Address, int] | None = None
         for slot in probeSequence(h, pool.size):
             key = (IPv6Address(base + (slot << shift)), length)
             if key in exclude:
                 continue
-            if self.available(subnet, LeaseType.PD, key[0], length, duid, iaid, now):
-                return key
-        return None
+            got = self._availability(subnet, LeaseType.PD, key[0], length, duid, iaid, now)
+            if got is _Avail.OWN:
+                return key, partners
+            if got is _Avail.PARTNER and partners is None:
+                partners = key
+        return None, partners
 
 
 def _rotate(items: tuple[_T, ...], h: int) -> Iterator[_T]:

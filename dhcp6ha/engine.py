@@ -8,7 +8,18 @@ L{Decision}: the reply to send, where to send it, and the bindings that must
 be durable before it is sent.  It never reads a clock, never touches a
 socket and never writes to the store: the I/O adapter commits
 L{Decision.changes}, waits for the commit, sends L{Decision.reply}, then calls
-C{policy.bindingChanged} for each change.
+C{bindingChanged} of each change's policy (L{Decision.policies}).
+
+Policies per subnet: one server may be in several failover relationships,
+each covering some subnets, and serve other subnets alone (RFC 7031 section
+7, requirement 3).  The engine takes one L{IAllocationPolicy} for every
+subnet or a L{SubnetPolicies}; it selects the subnet of a message first and
+puts the message to that subnet's policy (C{respondsTo}, C{mayAllocate}
+through the allocator, C{maxValidLifetime}).  A message with no subnet is
+put to the default policy.  A binding change is reported to the policy of
+the subnet the binding belongs to (L{Engine.policyForLease}), which need not
+be the exchange's: a client that moved to another link releases, or has
+withdrawn, a binding of its former link.
 
 The adapter must pass the changes to L{ILeaseStore.commit} before it hands
 the engine the next message: the allocator relies on the store's
@@ -57,22 +68,34 @@ Behaviour chosen where RFC 8415 leaves room (each one deliberate):
   - Every client message is first put to C{policy.respondsTo}; a
     Request/Renew/Release/Decline naming another server is dropped as
     C{dropped.notForUs} unless the policy answers it (failover renewing the
-    partner's clients).
+    partner's clients).  A policy that provides L{IFailoverPolicy} is asked
+    C{respondsToServer(msg_type, server_id)} instead for these, so that it
+    can tell the partner's Server Identifier from an unknown server's (RFC
+    8156 section 8: in COMMUNICATIONS-INTERRUPTED a Renew naming the partner
+    is answered, with our own Server Identifier, so the client then talks
+    to us).
+  - Failover bookkeeping on a granted binding: when the same IA gets its
+    binding again, the partner lifetimes sent and acked and the
+    acknowledged state (C{partner_state_acked}, C{partner_stos_acked}) are
+    carried over, so that the MCLT rule can count the partner's ack; a
+    binding that goes to a different client starts with none of them.  The
+    start time of state is kept when an ACTIVE binding of the same IA is
+    renewed, and is now on any change of state or of client.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from ipaddress import IPv6Address
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 from twisted.logger import Logger
 
-from dhcp6ha.allocation import Allocator, StandalonePolicy
+from dhcp6ha.allocation import Allocator, StandalonePolicy, SubnetPolicies
 from dhcp6ha.config import ServerConfig, SubnetConfig
-from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, ILeaseStore
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import (
     IANA,
@@ -107,6 +130,7 @@ __all__ = [
     "Engine",
     "Received",
     "StandalonePolicy",
+    "SubnetPolicies",
 ]
 
 #: The deepest RELAY-FORW nesting accepted (HOP_COUNT_LIMIT, RFC 8415 section 7.6).
@@ -179,11 +203,32 @@ class Decision:
         source (the outermost relay's, for relayed messages).
     @ivar changes: bindings to commit durably before the reply is sent
         (empty: send at once).
+    @ivar policies: the policy to tell about each change (C{bindingChanged})
+        once it is durable and the reply sent, in the order of C{changes};
+        empty: the adapter's own policy for every change.
     """
 
     reply: Message | RelayMessage
     destination: tuple[IPv6Address, int, str | None]
     changes: tuple[Lease, ...] = ()
+    policies: tuple[IAllocationPolicy, ...] = field(default=())
+
+    @policies.validator
+    def _checkPolicies(self, attribute: object, value: tuple[IAllocationPolicy, ...]) -> None:
+        if value and len(value) != len(self.changes):
+            raise ValueError(
+                f"{len(value)} policies for {len(self.changes)} changes: one per change, or none"
+            )
+
+    def notifications(
+        self, default: IAllocationPolicy
+    ) -> Iterator[tuple[Lease, IAllocationPolicy]]:
+        """Each change with the policy to tell about it (C{default} if none is named)."""
+        if self.policies:
+            yield from zip(self.changes, self.policies, strict=True)
+        else:
+            for lease in self.changes:
+                yield lease, default
 
 
 class _Drop(Exception):
@@ -210,6 +255,7 @@ class _Exchange:
         "message",
         "duid",
         "subnet",
+        "policy",
         "now",
         "oro",
         "fqdn",
@@ -222,11 +268,13 @@ class _Exchange:
         message: Message,
         duid: bytes | None,
         subnet: SubnetConfig | None,
+        policy: IAllocationPolicy,
         now: float,
     ) -> None:
         self.message = message
         self.duid = duid
         self.subnet = subnet
+        self.policy = policy
         self.now = now
         oro: set[int] = set()
         fqdn: ClientFQDN | None = None
@@ -270,6 +318,9 @@ class Engine:
     @ivar counters: C{received.<TYPE>}, C{sent.<TYPE>}, C{dropped.<reason>}
         and C{reclaimed.<state>} counts.
     @ivar allocator: the L{Allocator} choosing leases.
+    @ivar policies: the allocation policy of each subnet.
+    @ivar policy: the default policy (the only one, unless per-subnet
+        policies were given).
     """
 
     log = Logger()
@@ -278,14 +329,23 @@ class Engine:
         self,
         config: ServerConfig,
         store: ILeaseStore,
-        policy: IAllocationPolicy,
+        policy: IAllocationPolicy | SubnetPolicies,
         server_duid: bytes,
     ) -> None:
+        """
+        @param policy: one policy for every subnet, or one per subnet.
+        @raise ValueError: if C{policy} names a subnet C{config} does not have.
+        """
         self.config = config
         self.store = store
-        self.policy = policy
+        self.policies = SubnetPolicies.of(policy)
+        self.policy = self.policies.default
+        names = {subnet.name for subnet in config.subnets}
+        unknown = sorted(set(self.policies.bySubnet) - names)
+        if unknown:
+            raise ValueError(f"policies for unknown subnets: {', '.join(unknown)}")
         self.server_duid = server_duid
-        self.allocator = Allocator(store, policy)
+        self.allocator = Allocator(store, self.policies)
         self.counters: collections.Counter[str] = collections.Counter()
         self._byInterface: dict[str, SubnetConfig] = {}
         for subnet in config.subnets:
@@ -300,6 +360,17 @@ class Engine:
             table.setdefault(int(subnet.prefix.network_address), subnet)
         # Longest prefix first.
         self._byPrefix = sorted(byLength.items(), reverse=True)
+        # Delegated prefixes: the subnet whose pd-pool or reservation holds
+        # them (disjoint, config.py checks it).
+        delegated: dict[int, dict[int, SubnetConfig]] = {}
+        for subnet in config.subnets:
+            networks = [pool.prefix for pool in subnet.pd_pools]
+            for reservation in subnet.reservations:
+                networks.extend(reservation.prefixes)
+            for network in networks:
+                table = delegated.setdefault(network.prefixlen, {})
+                table.setdefault(int(network.network_address), subnet)
+        self._byDelegated = sorted(delegated.items(), reverse=True)
         self._handlers: dict[int, Callable[[_Exchange], tuple[int, list[Option]]]] = {
             MessageType.SOLICIT: self._solicit,
             MessageType.REQUEST: self._request,
@@ -366,6 +437,31 @@ class Engine:
                 self.counters["reclaimed.abandoned"] += 1
         return tuple(changes)
 
+    # --- policies -----------------------------------------------------------
+
+    def policyFor(self, subnet: SubnetConfig | None) -> IAllocationPolicy:
+        """The policy deciding for C{subnet} (C{None}: the default)."""
+        return self.policies.policyFor(subnet)
+
+    def subnetOfLease(self, lease: Lease) -> SubnetConfig | None:
+        """
+        The subnet a binding belongs to: for an address, the subnet whose
+        prefix holds it; for a delegated prefix, the subnet whose pd-pool or
+        reservation holds it.  C{None} if none does (any more).
+        """
+        if lease.prefix_length == 128 and lease.lease_type is not LeaseType.PD:
+            return self._subnetContaining(lease.address)
+        return _longestMatch(self._byDelegated, lease.address, lease.prefix_length)
+
+    def policyForLease(self, lease: Lease) -> IAllocationPolicy:
+        """
+        The policy to tell about a change of C{lease}: its subnet's
+        (L{subnetOfLease}), or the default one if it has none.
+        """
+        if not self.policies.bySubnet:
+            return self.policies.default
+        return self.policies.policyFor(self.subnetOfLease(lease))
+
     # --- framing: relays, validation, subnet --------------------------------
 
     def _handle(self, message: Message | RelayMessage, received: Received, now: float) -> Decision:
@@ -393,7 +489,10 @@ class Engine:
         if handler is None:
             raise _Drop("unknownType")
 
-        duid = self._validate(inner)
+        # The subnet first: its policy decides whether we answer.
+        subnet = self._selectSubnet(relays, received)
+        policy = self.policies.policyFor(subnet)
+        duid = self._validate(inner, policy)
 
         if not relays and not received.multicast:
             if msg_type == MessageType.SOLICIT:
@@ -401,22 +500,23 @@ class Engine:
             if msg_type in _NEED_SERVER_ID:
                 # No Unicast option is ever sent, so the client must multicast
                 # (RFC 8415 sections 18.3.2, 18.3.4, 18.3.7, 18.3.8).
-                ex = _Exchange(inner, duid, None, now)
+                ex = _Exchange(inner, duid, None, policy, now)
                 options: list[Option] = [
                     _status(StatusCode.USE_MULTICAST, "send this message to ff02::1:2")
                 ]
                 return self._decision(ex, MessageType.REPLY, options, relays, received)
 
-        subnet = self._selectSubnet(relays, received)
         if subnet is None and msg_type in _NEED_SUBNET:
             raise _Drop("noSubnet")
-        ex = _Exchange(inner, duid, subnet, now)
+        ex = _Exchange(inner, duid, subnet, policy, now)
         reply_type, options = handler(ex)
         return self._decision(ex, reply_type, options, relays, received)
 
-    def _validate(self, message: Message) -> bytes | None:
+    def _validate(self, message: Message, policy: IAllocationPolicy) -> bytes | None:
         """
-        RFC 8415 section 16 checks, then the policy's C{respondsTo}.
+        RFC 8415 section 16 checks, then the subnet's policy's C{respondsTo}
+        (or, for a message naming another server, C{respondsToServer} of a
+        failover policy).
 
         @return: the client DUID (C{None} only for an Information-request
             without one).
@@ -444,7 +544,12 @@ class Engine:
             if server is None:
                 raise _Drop("missingServerId")
             if not ours:
-                if not self.policy.respondsTo(msg_type, False):
+                failover = IFailoverPolicy(policy, None)
+                if failover is not None:
+                    answered = failover.respondsToServer(msg_type, server)
+                else:
+                    answered = policy.respondsTo(msg_type, False)
+                if not answered:
                     raise _Drop("notForUs")
                 return client
         else:  # Information-request (section 16.12)
@@ -452,7 +557,7 @@ class Engine:
                 raise _Drop("notForUs")
             if has_ia:
                 raise _Drop("iaInInformationRequest")
-        if not self.policy.respondsTo(msg_type, ours):
+        if not policy.respondsTo(msg_type, ours):
             raise _Drop("policy")
         return client or None
 
@@ -477,13 +582,7 @@ class Engine:
         return None
 
     def _subnetContaining(self, address: IPv6Address) -> SubnetConfig | None:
-        value = int(address)
-        for length, table in self._byPrefix:
-            mask = ((1 << length) - 1) << (128 - length)
-            subnet = table.get(value & mask)
-            if subnet is not None:
-                return subnet
-        return None
+        return _longestMatch(self._byPrefix, address, 128)
 
     def _decision(
         self,
@@ -515,10 +614,12 @@ class Engine:
             )
         if relays:
             self.counters["sent.RELAY_REPL"] += 1
+        changes = tuple(ex.changes.values())
         return Decision(
             reply,
             (received.source, received.port, received.interface),
-            tuple(ex.changes.values()),
+            changes,
+            tuple(self.policyForLease(lease) for lease in changes),
         )
 
     # --- options common to replies -----------------------------------------
@@ -805,20 +906,21 @@ class Engine:
         assert ex.duid is not None
         now = ex.now
         existing = self.store.get(*key)
-        valid = max(
-            0, min(desired_valid, self.policy.maxValidLifetime(existing, desired_valid, now))
-        )
+        valid = max(0, min(desired_valid, ex.policy.maxValidLifetime(existing, desired_valid, now)))
         preferred = min(configured_preferred, valid)
-        same = existing is not None and existing.heldBy(ex.duid, iaid)
-        if existing is not None and same and existing.state is BindingState.ACTIVE:
-            start = existing.start_time_of_state
+        # The same IA's binding again: what the partner acknowledged of it
+        # still holds (the MCLT rule and reuse rules read it).  Another
+        # client's: nothing the partner acknowledged is about this binding.
+        kept = existing if existing is not None and existing.heldBy(ex.duid, iaid) else None
+        if kept is not None and kept.state is BindingState.ACTIVE:
+            start = kept.start_time_of_state
         else:
             start = now
         if ex.fqdn is not None:
             fqdn: str | None = ex.fqdn.name
             fqdn_flags = ex.fqdn.flags
-        elif existing is not None and same:
-            fqdn, fqdn_flags = existing.fqdn, existing.fqdn_flags
+        elif kept is not None:
+            fqdn, fqdn_flags = kept.fqdn, kept.fqdn_flags
         else:
             fqdn, fqdn_flags = None, 0
         lease = Lease(
@@ -833,11 +935,13 @@ class Engine:
             preferred_lifetime=preferred,
             valid_lifetime=valid,
             expires=now + valid,
-            partner_lifetime_sent=existing.partner_lifetime_sent if existing else 0.0,
-            partner_lifetime_acked=existing.partner_lifetime_acked if existing else 0.0,
+            partner_lifetime_sent=kept.partner_lifetime_sent if kept is not None else 0.0,
+            partner_lifetime_acked=kept.partner_lifetime_acked if kept is not None else 0.0,
             fqdn=fqdn,
             fqdn_flags=fqdn_flags,
-            dns_update_state=existing.dns_update_state if existing is not None and same else None,
+            dns_update_state=kept.dns_update_state if kept is not None else None,
+            partner_state_acked=kept.partner_state_acked if kept is not None else None,
+            partner_stos_acked=kept.partner_stos_acked if kept is not None else 0.0,
         )
         ex.taken.add(key)
         if commit:
@@ -889,6 +993,24 @@ class Engine:
                     zeros[lease.key] = None
                     withdrawn = True
         return list(zeros), withdrawn
+
+
+def _longestMatch(
+    tables: list[tuple[int, dict[int, SubnetConfig]]], address: IPv6Address, length: int
+) -> SubnetConfig | None:
+    """
+    The subnet of the longest prefix of C{tables} (by length, longest
+    first) holding C{address}/C{length}.
+    """
+    value = int(address)
+    for prefixlen, table in tables:
+        if prefixlen > length:
+            continue
+        mask = ((1 << prefixlen) - 1) << (128 - prefixlen)
+        subnet = table.get(value & mask)
+        if subnet is not None:
+            return subnet
+    return None
 
 
 def _noBinding() -> StatusCodeOption:

@@ -92,6 +92,10 @@ class ServerEngine(Protocol):
 
     def reclaim(self, now: float, limit: int) -> Sequence[Lease]: ...
 
+    def policyForLease(self, lease: Lease) -> IAllocationPolicy:
+        """The policy to tell about a change of C{lease} (its subnet's)."""
+        ...
+
 
 @frozen
 class PacketInfo:
@@ -201,6 +205,9 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         ifIndexToName: Callable[[int], str] = socket.if_indextoname,
     ) -> None:
         """
+        @param policy: told about the changes of a decision that names no
+            policy for them (L{Decision.policies}); the engine's decisions
+            name each change's own subnet policy.
         @param logInterval: at most one log line per this many seconds for
             each kind of repeated problem (malformed datagrams, failures).
         @param logExchanges: log every exchange at debug level.
@@ -324,7 +331,8 @@ class DHCPv6ServerProtocol(DatagramProtocol):
 
         def committed(_: None) -> None:
             self._send(payload, decision)
-            self._bindingsChanged(changes)
+            # Each change goes to its own subnet's policy (its relationship).
+            self._bindingsChanged(tuple(decision.notifications(self.policy)))
 
         def failed(f: Failure) -> None:
             self.counters["commit-failed"] += 1
@@ -369,12 +377,12 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             return
         self.counters["sent"] += 1
 
-    def _bindingsChanged(self, changes: Sequence[Lease]) -> None:
-        for lease in changes:
+    def _bindingsChanged(self, changes: Sequence[tuple[Lease, IAllocationPolicy]]) -> None:
+        for lease, policy in changes:
             self.counters["leases-changed"] += 1
             logLeaseChange(self.log, lease)
             try:
-                self.policy.bindingChanged(lease)
+                policy.bindingChanged(lease)
             except Exception:
                 self._failure(
                     "policy-error",
@@ -434,7 +442,8 @@ class DHCPv6ServerProtocol(DatagramProtocol):
 class Reclaimer:
     """
     Expiry reclamation on a timer: asks the engine which bindings expire,
-    commits them, then tells the policy, like a client exchange does.
+    commits them, then tells each binding's policy
+    (L{ServerEngine.policyForLease}), like a client exchange does.
 
     @ivar counters: C{reclaimed}, C{reclaim-error}, C{commit-failed}.
     """
@@ -452,6 +461,8 @@ class Reclaimer:
         maxBatches: int = 10,
     ) -> None:
         """
+        @param policy: kept for callers; the engine chooses the policy of
+            each reclaimed binding (L{ServerEngine.policyForLease}).
         @param interval: seconds between runs.
         @param limit: most bindings reclaimed per batch (one commit).
         @param maxBatches: most batches in one run; a run goes on to the
@@ -509,7 +520,7 @@ class Reclaimer:
                 self.counters["reclaimed"] += 1
                 logLeaseChange(self.log, lease)
                 try:
-                    self.policy.bindingChanged(lease)
+                    self.engine.policyForLease(lease).bindingChanged(lease)
                 except Exception:
                     self.log.failure("Allocation policy failed on a reclaimed binding")
             if len(changes) < self.limit:

@@ -16,11 +16,22 @@ from dhcp6ha.allocation import (
     MAX_PROBES,
     Allocator,
     StandalonePolicy,
+    SubnetPolicies,
     probeSequence,
     stableHash,
 )
-from dhcp6ha.config import AddressPool, PrefixPool, Reservation, SubnetConfig
-from dhcp6ha.interfaces import IAllocationPolicy
+from dhcp6ha.config import (
+    AddressPool,
+    FailoverConfig,
+    FailoverRole,
+    IdentityKind,
+    PrefixPool,
+    Reservation,
+    ServerConfig,
+    ServerSection,
+    SubnetConfig,
+)
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import MessageType
 from dhcp6ha.testing import MemoryLeaseStore
@@ -120,6 +131,69 @@ class EvenOnlyPolicy(StandalonePolicy):
     ) -> bool:
         self.asked.append(address)
         return int(address) % 2 == 0
+
+
+@implementer(IFailoverPolicy)
+class OwnFirstPolicy(StandalonePolicy):
+    """
+    A failover policy as in PARTNER-DOWN once MCLT has passed: everything
+    free may be allocated, the partner's pool included.  Own addresses are
+    the odd ones (a primary's); own prefixes are the FREE-BACKUP ones (a
+    secondary's).  Records the isOwn calls.
+    """
+
+    def __init__(self) -> None:
+        self.ownAsked: list[tuple[IPv6Address, int]] = []
+
+    def respondsToServer(self, msg_type: int, server_id: bytes) -> bool:
+        return True
+
+    def isOwn(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+    ) -> bool:
+        self.ownAsked.append((address, prefix_length))
+        if lease_type is LeaseType.PD:
+            return existing is not None and existing.state is BindingState.FREE_BACKUP
+        return int(address) % 2 == 1
+
+
+def freeBackup(address: str, length: int) -> Lease:
+    """A FREE-BACKUP prefix record (the secondary's pool)."""
+    return evolve(
+        activeLease(IPv6Address(address), b"", 0, prefix_length=length),
+        state=BindingState.FREE_BACKUP,
+    )
+
+
+def makeFailover(name: str, *subnets: str) -> FailoverConfig:
+    """A [failover:NAME] relationship covering C{subnets}."""
+    return FailoverConfig(
+        name=name,
+        role=FailoverRole.PRIMARY,
+        partner_address=IPv6Address("2001:db8::2"),
+        partner_port=647,
+        listen_address=IPv6Address("::"),
+        listen_port=647,
+        certificate="cert.pem",
+        key="key.pem",
+        ca="ca.pem",
+        partner_identity="secondary.example.net",
+        partner_identity_kind=IdentityKind.DNS_NAME,
+        mclt=3600,
+        heartbeat_interval=10.0,
+        unreachable_after=30.0,
+        max_unacked=100,
+        max_clock_skew=5.0,
+        auto_partner_down=0,
+        prefix_share=0.5,
+        handshake_timeout=10.0,
+        idle_timeout=60.0,
+        subnets=subnets,
+    )
 
 
 class StandalonePolicyTests(SynchronousTestCase):
@@ -599,3 +673,248 @@ class PrefixTests(SynchronousTestCase):
             self.allocator.prefixFor(subnet, clientDuid(1), 1, None, NOW),
             (IPv6Address("2001:db8:200::"), 62),
         )
+
+
+class SubnetPoliciesTests(SynchronousTestCase):
+    """L{SubnetPolicies}: which policy decides for each subnet."""
+
+    def setUp(self) -> None:
+        self.default = StandalonePolicy()
+        self.pair = EvenOnlyPolicy()
+        self.lan = makeSubnet()
+        self.far = makeSubnet(name="far", prefix=IPv6Network("2001:db8:2::/64"), interface=None)
+
+    def test_policyFor(self) -> None:
+        """A named subnet gets its policy; others, and no subnet, the default."""
+        policies = SubnetPolicies(self.default, {"far": self.pair})
+        self.assertIs(policies.policyFor(self.far), self.pair)
+        self.assertIs(policies.policyFor(self.lan), self.default)
+        self.assertIs(policies.policyFor(None), self.default)
+
+    def test_of(self) -> None:
+        """C{of} wraps one policy for every subnet, and passes L{SubnetPolicies} through."""
+        policies = SubnetPolicies.of(self.default)
+        self.assertIs(policies.default, self.default)
+        self.assertEqual(policies.bySubnet, {})
+        self.assertIs(policies.policyFor(self.far), self.default)
+        self.assertIs(SubnetPolicies.of(policies), policies)
+
+    def test_ofRelationships(self) -> None:
+        """
+        The subnets of each relationship get its policy (m-to-1: two
+        relationships and a subnet served alone).
+        """
+        other = EvenOnlyPolicy()
+        config = ServerConfig(
+            path="test.ini",
+            server=ServerSection(
+                interfaces=(),
+                address=IPv6Address("::"),
+                port=547,
+                database=":memory:",
+                duid=None,
+                decline_quarantine=600,
+                reclaim_interval=10.0,
+                commit_delay=0.005,
+            ),
+            subnets=(
+                self.lan,
+                self.far,
+                makeSubnet(name="alone", prefix=IPv6Network("2001:db8:3::/64"), interface=None),
+            ),
+            failover=(makeFailover("a", "lan"), makeFailover("b", "far")),
+        )
+        policies = SubnetPolicies.ofRelationships(
+            config, self.default, {"a": self.pair, "b": other}
+        )
+        self.assertEqual(policies.bySubnet, {"lan": self.pair, "far": other})
+        self.assertIs(policies.policyFor(config.subnetByName("alone")), self.default)
+        self.assertRaises(
+            ValueError, SubnetPolicies.ofRelationships, config, self.default, {"a": self.pair}
+        )
+        self.assertRaises(
+            ValueError,
+            SubnetPolicies.ofRelationships,
+            config,
+            self.default,
+            {"a": self.pair, "b": other, "c": other},
+        )
+
+    def test_allocatorPerSubnet(self) -> None:
+        """The allocator asks the policy of the subnet it allocates in."""
+        store = MemoryLeaseStore()
+        allocator = Allocator(store, SubnetPolicies(self.default, {"far": self.pair}))
+        far = evolve(self.far, pools=(addressPool("2001:db8:2::10", "2001:db8:2::1f"),))
+        for n in range(8):
+            address = allocator.addressFor(far, clientDuid(n), 1, None, NOW)
+            assert address is not None
+            self.assertEqual(int(address) % 2, 0)
+            store.commit([activeLease(address, clientDuid(n))])
+        self.assertIsNone(allocator.addressFor(far, clientDuid(8), 1, None, NOW))
+        asked = len(self.pair.asked)
+        self.assertGreaterEqual(asked, 16)
+        lan = makeSubnet(pools=(addressPool("2001:db8:1::11", "2001:db8:1::11"),))
+        self.assertEqual(
+            allocator.addressFor(lan, clientDuid(9), 1, None, NOW), IPv6Address("2001:db8:1::11")
+        )
+        self.assertEqual(len(self.pair.asked), asked)
+        self.assertIs(allocator.policy, self.default)
+
+
+class OwnPoolFirstTests(SynchronousTestCase):
+    """
+    With a failover policy, the allocator tries this server's own pool
+    before the partner's (draft section 8.4.1).
+    """
+
+    def setUp(self) -> None:
+        self.store = CountingStore()
+        self.policy = OwnFirstPolicy()
+        self.allocator = Allocator(self.store, self.policy)
+        self.assertTrue(verifyObject(IFailoverPolicy, self.policy))
+
+    def test_addressesOwnFirst(self) -> None:
+        """
+        The own (odd) addresses of a pool all go before any of the
+        partner's (even) ones, which the policy allows.
+        """
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::1f"),))
+        got = []
+        for n in range(16):
+            address = self.allocator.addressFor(subnet, clientDuid(n), 1, None, NOW)
+            assert address is not None
+            self.store.commit([activeLease(address, clientDuid(n))])
+            got.append(int(address) % 2)
+        self.assertEqual(got, [1] * 8 + [0] * 8)
+        self.assertIsNone(self.allocator.addressFor(subnet, clientDuid(16), 1, None, NOW))
+
+    def test_ownInAnotherPool(self) -> None:
+        """
+        An own address in any of the subnet's pools goes before the
+        partner's in the pool probed first.
+        """
+        subnet = makeSubnet(
+            pools=(
+                addressPool("2001:db8:1::10", "2001:db8:1::10"),
+                addressPool("2001:db8:1::21", "2001:db8:1::21"),
+            )
+        )
+        for n in range(4):
+            self.assertEqual(
+                self.allocator.addressFor(subnet, clientDuid(n), 1, None, NOW),
+                IPv6Address("2001:db8:1::21"),
+            )
+
+    def test_prefixesOwnFirst(self) -> None:
+        """
+        FREE-BACKUP prefixes (the secondary's own) go first; then those
+        with no record (the primary's), which PARTNER-DOWN allows.
+        """
+        subnet = makeSubnet(pd_pools=(PrefixPool(IPv6Network("2001:db8:200::/60"), 62),))
+        backup = [
+            freeBackup("2001:db8:200:4::", 62),
+            freeBackup("2001:db8:200:c::", 62),
+        ]
+        self.store.commit(backup)
+        got = []
+        for n in range(4):
+            key = self.allocator.prefixFor(subnet, clientDuid(n), 1, None, NOW)
+            assert key is not None
+            self.store.commit([activeLease(key[0], clientDuid(n), prefix_length=key[1])])
+            got.append(key)
+        self.assertEqual(set(got[:2]), {(lease.address, 62) for lease in backup})
+        self.assertEqual(
+            set(got[2:]),
+            {(IPv6Address("2001:db8:200::"), 62), (IPv6Address("2001:db8:200:8::"), 62)},
+        )
+        self.assertIsNone(self.allocator.prefixFor(subnet, clientDuid(9), 1, None, NOW))
+
+    def test_partnersHint(self) -> None:
+        """
+        A hint in the partner's pool gives way to an own candidate; with
+        nothing own left, or with no probing (a renewal), it is honoured.
+        """
+        subnet = makeSubnet(pd_pools=(PrefixPool(IPv6Network("2001:db8:200::/60"), 62),))
+        own = freeBackup("2001:db8:200:4::", 62)
+        self.store.commit([own])
+        hint = (IPv6Address("2001:db8:200::"), 62)
+        self.assertEqual(self.allocator.prefixFor(subnet, clientDuid(1), 1, hint, NOW), own.key)
+        self.assertEqual(
+            self.allocator.prefixFor(subnet, clientDuid(1), 1, hint, NOW, probe=False), hint
+        )
+        self.store.commit([activeLease(own.address, clientDuid(2), prefix_length=62)])
+        self.assertEqual(self.allocator.prefixFor(subnet, clientDuid(1), 1, hint, NOW), hint)
+
+    def test_partnersAddressHint(self) -> None:
+        """The same for addresses: an even hint gives way to an odd candidate."""
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::11"),))
+        hint = IPv6Address("2001:db8:1::10")
+        self.assertEqual(
+            self.allocator.addressFor(subnet, clientDuid(1), 1, hint, NOW),
+            IPv6Address("2001:db8:1::11"),
+        )
+        self.assertEqual(
+            self.allocator.addressFor(subnet, clientDuid(1), 1, hint, NOW, probe=False), hint
+        )
+
+    def test_ownBindingInPartnersPool(self) -> None:
+        """
+        A client's own binding comes first even in the partner's pool:
+        lease stability beats the own-pool preference.
+        """
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::1f"),))
+        held = IPv6Address("2001:db8:1::12")
+        self.store.commit([evolve(activeLease(held, clientDuid(1)), state=BindingState.EXPIRED)])
+        self.assertEqual(self.allocator.addressFor(subnet, clientDuid(1), 1, None, NOW), held)
+
+    def test_refusedPartnersNotTaken(self) -> None:
+        """
+        Outside PARTNER-DOWN the policy refuses the partner's pool: a full
+        own pool gives nothing, however many partner's candidates are free.
+        """
+
+        @implementer(IFailoverPolicy)
+        class Normal(OwnFirstPolicy):
+            def mayAllocate(
+                self,
+                lease_type: LeaseType,
+                address: IPv6Address,
+                prefix_length: int,
+                existing: Lease | None,
+                duid: bytes,
+                iaid: int,
+                now: float,
+            ) -> bool:
+                return self.isOwn(lease_type, address, prefix_length, existing)
+
+        allocator = Allocator(self.store, Normal())
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::13"),))
+        for n in range(2):
+            address = allocator.addressFor(subnet, clientDuid(n), 1, None, NOW)
+            assert address is not None
+            self.assertEqual(int(address) % 2, 1)
+            self.store.commit([activeLease(address, clientDuid(n))])
+        self.assertIsNone(allocator.addressFor(subnet, clientDuid(3), 1, None, NOW))
+
+    def test_probeNotLonger(self) -> None:
+        """
+        Preferring the own pool costs no extra store reads: each candidate
+        is read once, and a free own candidate first in the probe ends it.
+        """
+        subnet = makeSubnet(
+            pools=(addressPool("2001:db8:1::", "2001:db8:1:0:ffff:ffff:ffff:ffff"),)
+        )
+        for n in range(100):
+            before = self.store.gets
+            address = self.allocator.addressFor(subnet, clientDuid(n), 1, None, NOW)
+            assert address is not None
+            self.assertEqual(int(address) % 2, 1)
+            self.assertLessEqual(self.store.gets - before, MAX_PROBES)
+
+    def test_standaloneNotAsked(self) -> None:
+        """A policy that is not a failover one has no pools to prefer: isOwn is never used."""
+        self.assertFalse(IFailoverPolicy.providedBy(StandalonePolicy()))
+        allocator = Allocator(self.store, EvenOnlyPolicy())
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::1f"),))
+        self.assertIsNotNone(allocator.addressFor(subnet, clientDuid(1), 1, None, NOW))
+        self.assertEqual(self.policy.ownAsked, [])

@@ -8,19 +8,23 @@ from collections.abc import Iterator, Sequence
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
+from attrs import define, evolve
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dhcp6ha.allocation import StandalonePolicy
+from dhcp6ha.allocation import StandalonePolicy, SubnetPolicies
 from dhcp6ha.config import (
+    PrefixPool,
     Reservation,
     ServerConfig,
     ServerSection,
     SubnetConfig,
 )
 from dhcp6ha.engine import MAX_RELAY_DEPTH, Decision, Engine, Received, timers
-from dhcp6ha.interfaces import IAllocationPolicy
+from dhcp6ha.failover.machine import EndpointState, Role
+from dhcp6ha.failover.policy import FailoverPolicy
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import (
     IANA,
@@ -51,12 +55,13 @@ from dhcp6ha.message import (
     decode,
     encode,
 )
-from dhcp6ha.testing import MemoryLeaseStore
-from tests.test_allocation import addressPool, clientDuid, makeSubnet
+from dhcp6ha.testing import FakeUpdateQueue, MemoryLeaseStore
+from tests.test_allocation import activeLease, addressPool, clientDuid, makeSubnet
 
 NOW = 1_700_000_000.0
 SERVER_DUID = b"\x00\x02\x00\x00\x00\x09dhcp6ha-test"
 OTHER_SERVER = b"\x00\x02\x00\x00\x00\x09other-server"
+PARTNER = b"\x00\x02\x00\x00\x00\x09the-partner!"
 CLIENT = clientDuid(1)
 DIRECT = Received(IPv6Address("fe80::1:2:3:4"), 546, "eth0", True)
 RELAY = Received(IPv6Address("2001:db8:ffff::1"), 547, "eth1", False)
@@ -166,12 +171,56 @@ class FakePolicy:
         self.calls.append(("bindingChanged", (lease,)))
 
 
+@implementer(IFailoverPolicy)
+class FakeFailoverPolicy(FakePolicy):
+    """
+    A L{FakePolicy} that is also a failover policy: it answers messages
+    naming the partner's Server Identifier while C{takeover} is set (as in
+    COMMUNICATIONS-INTERRUPTED), never an unknown server's.
+    """
+
+    def __init__(self, cap: int | None = None, takeover: bool = True) -> None:
+        super().__init__(cap)
+        self.takeover = takeover
+
+    def respondsToServer(self, msg_type: int, server_id: bytes) -> bool:
+        self.calls.append(("respondsToServer", (msg_type, server_id)))
+        return self.takeover and server_id == PARTNER
+
+    def isOwn(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+    ) -> bool:
+        return True
+
+
+@define
+class Endpoint:
+    """What L{FailoverPolicy} reads of a failover endpoint."""
+
+    role: Role = Role.PRIMARY
+    mclt: float = 600.0
+    state: EndpointState = EndpointState.NORMAL
+    startTimeOfState: float = NOW - 100_000
+
+
+def innerReply(decision: Decision) -> Message:
+    """The client message of a decision's reply, relayed or not."""
+    reply = decision.reply
+    while isinstance(reply, RelayMessage):
+        reply = one(reply.options, RelayMessageOption).message
+    return reply
+
+
 class EngineTestCase(SynchronousTestCase):
     """Shared set-up: one subnet on eth0, a memory store, the standalone policy."""
 
     def setUp(self) -> None:
         self.store = MemoryLeaseStore()
-        self.policy: IAllocationPolicy = StandalonePolicy()
+        self.policy: IAllocationPolicy | SubnetPolicies = StandalonePolicy()
         self.configure()
 
     def configure(self, *subnets: SubnetConfig, quarantine: int = 600) -> None:
@@ -1553,3 +1602,404 @@ class WireTests(EngineTestCase):
             b"p2",
         )
         self.roundTrip(forw, RELAY)
+
+
+FAR = IPv6Network("2001:db8:2::/64")
+FAR_LINK = "2001:db8:2::1"
+
+
+def farSubnet() -> SubnetConfig:
+    """A relayed subnet with its own address and prefix pools and a reservation."""
+    return makeSubnet(
+        name="far",
+        prefix=FAR,
+        interface=None,
+        pools=(addressPool("2001:db8:2::10", "2001:db8:2::1f"),),
+        pd_pools=(PrefixPool(IPv6Network("2001:db8:200::/40"), 56),),
+        reservations=(
+            Reservation("router", clientDuid(99), prefixes=(IPv6Network("2001:db8:300::/48"),)),
+        ),
+    )
+
+
+def toFar(msg: Message) -> RelayMessage:
+    """C{msg} relayed from the far link."""
+    return relay(msg, 0, FAR_LINK, "fe80::c1", None)
+
+
+class SubnetPolicyTests(EngineTestCase):
+    """
+    One policy per subnet (RFC 7031 section 7 requirement 3, m-to-1): the
+    subnet of a message chooses the policy asked, and each binding change
+    names the policy of its own subnet.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryLeaseStore()
+        self.lanPolicy = FakePolicy()
+        self.farPolicy = FakePolicy(cap=600)
+        self.policy = SubnetPolicies(self.lanPolicy, {"far": self.farPolicy})
+        self.configure(makeSubnet(), farSubnet())
+
+    def names(self, policy: FakePolicy) -> set[str]:
+        return {name for name, _ in policy.calls}
+
+    def test_eachSubnetItsPolicy(self) -> None:
+        """
+        A Request on the far link is put to the far policy only (respondsTo,
+        mayAllocate, maxValidLifetime), and its lifetimes are capped by it;
+        one on eth0 to the default policy only.
+        """
+        decision = self.decide(
+            toFar(message(MessageType.REQUEST, na(1), pd(2), server=SERVER_DUID)), RELAY
+        )
+        self.assertEqual(
+            self.names(self.farPolicy), {"respondsTo", "mayAllocate", "maxValidLifetime"}
+        )
+        self.assertEqual(self.lanPolicy.calls, [])
+        self.assertEqual(len(decision.changes), 2)
+        self.assertEqual({lease.valid_lifetime for lease in decision.changes}, {600})
+        self.assertEqual(decision.policies, (self.farPolicy, self.farPolicy))
+        self.assertIn(decision.changes[0].address, FAR)
+
+        self.farPolicy.calls.clear()
+        decision = self.decide(
+            message(MessageType.REQUEST, na(1), duid=clientDuid(5), server=SERVER_DUID)
+        )
+        self.assertEqual(self.farPolicy.calls, [])
+        self.assertEqual(
+            self.names(self.lanPolicy), {"respondsTo", "mayAllocate", "maxValidLifetime"}
+        )
+        self.assertEqual(decision.changes[0].valid_lifetime, 4000)
+        self.assertEqual(decision.policies, (self.lanPolicy,))
+
+    def test_respondsToPerSubnet(self) -> None:
+        """The far policy not answering drops far messages only."""
+        self.farPolicy.answer = False
+        self.dropped(toFar(message(MessageType.SOLICIT, na(1))), "policy", RELAY)
+        self.reply(message(MessageType.SOLICIT, na(1)))
+
+    def test_noSubnetDefault(self) -> None:
+        """
+        A Release relayed from a link with no subnet is put to the default
+        policy; the released far binding is reported to the far policy.
+        """
+        self.decide(toFar(message(MessageType.REQUEST, na(1), server=SERVER_DUID)), RELAY)
+        (held,) = self.store.byClient(CLIENT, 1, LeaseType.NA)
+        self.farPolicy.calls.clear()
+        release = relay(
+            message(MessageType.RELEASE, na(1, str(held.address)), server=SERVER_DUID),
+            0,
+            "2001:db8:77::1",
+            "fe80::c1",
+            None,
+        )
+        decision = self.decide(release, RELAY)
+        self.assertIn(("respondsTo", (MessageType.RELEASE, True)), self.lanPolicy.calls)
+        self.assertEqual(self.farPolicy.calls, [])
+        self.assertEqual([lease.state for lease in decision.changes], [BindingState.RELEASED])
+        self.assertEqual(decision.policies, (self.farPolicy,))
+
+    def test_movedClient(self) -> None:
+        """
+        A client that moves from the far link to eth0 has its far binding
+        withdrawn: that change names the far policy, the new binding the
+        default one.
+        """
+        self.decide(toFar(message(MessageType.REQUEST, na(1), server=SERVER_DUID)), RELAY)
+        decision = self.decide(message(MessageType.REQUEST, na(1), server=SERVER_DUID))
+        byPolicy = {
+            (lease.state, lease.address in FAR): policy
+            for lease, policy in decision.notifications(StandalonePolicy())
+        }
+        self.assertEqual(
+            byPolicy,
+            {
+                (BindingState.EXPIRED, True): self.farPolicy,
+                (BindingState.ACTIVE, False): self.lanPolicy,
+            },
+        )
+
+    def test_policyForLease(self) -> None:
+        """
+        Addresses by subnet prefix, delegated prefixes by pd-pool or
+        reservation; anything else (configuration changed) the default.
+        """
+        cases = [
+            (activeLease(IPv6Address("2001:db8:2::99"), CLIENT), self.farPolicy, "far"),
+            (
+                activeLease(IPv6Address("2001:db8:2ff:ff00::"), CLIENT, prefix_length=56),
+                self.farPolicy,
+                "far",
+            ),
+            (
+                activeLease(IPv6Address("2001:db8:300::"), CLIENT, prefix_length=48),
+                self.farPolicy,
+                "far",
+            ),
+            (
+                activeLease(IPv6Address("2001:db8:100:1200::"), CLIENT, prefix_length=56),
+                self.lanPolicy,
+                "lan",
+            ),
+            (activeLease(IPv6Address("2001:db8:1::1"), CLIENT), self.lanPolicy, "lan"),
+            (activeLease(IPv6Address("2001:db8:9::1"), CLIENT), self.lanPolicy, None),
+            (
+                activeLease(IPv6Address("2001:db8:900::"), CLIENT, prefix_length=56),
+                self.lanPolicy,
+                None,
+            ),
+        ]
+        for lease, policy, name in cases:
+            subnet = self.engine.subnetOfLease(lease)
+            self.assertEqual(subnet.name if subnet is not None else None, name, lease)
+            self.assertIs(self.engine.policyForLease(lease), policy, lease)
+
+    def test_unknownSubnet(self) -> None:
+        """A policy for a subnet the configuration does not have is an error."""
+        self.policy = SubnetPolicies(self.lanPolicy, {"nosuch": self.farPolicy})
+        self.assertRaises(ValueError, self.configure, makeSubnet())
+
+    def test_singlePolicy(self) -> None:
+        """One policy for every subnet: it decides and is named for every change."""
+        self.policy = self.lanPolicy
+        self.configure(makeSubnet(), farSubnet())
+        self.assertIs(self.engine.policy, self.lanPolicy)
+        self.assertIs(self.engine.policies.default, self.lanPolicy)
+        decision = self.decide(
+            toFar(message(MessageType.REQUEST, na(1), pd(2), server=SERVER_DUID)), RELAY
+        )
+        self.assertEqual(decision.policies, (self.lanPolicy, self.lanPolicy))
+
+    def test_decisionPolicies(self) -> None:
+        """
+        L{Decision.policies} names one policy per change, or none: then
+        L{Decision.notifications} gives the default for each.
+        """
+        reply = Message(MessageType.REPLY, 1, ())
+        lease = activeLease(IPv6Address("2001:db8:1::1"), CLIENT)
+        self.assertRaises(
+            ValueError,
+            Decision,
+            reply,
+            (IPv6Address("::1"), 546, None),
+            (lease,),
+            (self.lanPolicy, self.farPolicy),
+        )
+        decision = Decision(reply, (IPv6Address("::1"), 546, None), (lease,))
+        self.assertEqual(list(decision.notifications(self.farPolicy)), [(lease, self.farPolicy)])
+
+
+class ServerIdentifierTests(EngineTestCase):
+    """
+    A failover policy tells the partner's Server Identifier from an unknown
+    server's (L{IFailoverPolicy.respondsToServer}; RFC 8156 section 8).
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryLeaseStore()
+        self.fake = FakeFailoverPolicy()
+        self.policy = self.fake
+        self.configure()
+        self.assertTrue(verifyObject(IFailoverPolicy, self.fake))
+
+    def test_renewNamingPartner(self) -> None:
+        """
+        In takeover, a Renew naming the partner renews the binding the
+        partner granted (known from its update), and the Reply carries our
+        Server Identifier, so the client talks to us from now on.
+        """
+        granted = activeLease(IPv6Address("2001:db8:1::120"), CLIENT, now=NOW - 1000)
+        self.store.commit([granted])
+        decision = self.decide(message(MessageType.RENEW, na(1, "2001:db8:1::120"), server=PARTNER))
+        reply = innerReply(decision)
+        self.assertEqual(one(reply.options, ServerId).duid, SERVER_DUID)
+        self.assertEqual(one(one(reply.options, IANA).options, IAAddress).address, granted.address)
+        self.assertEqual(decision.changes[0].cltt, NOW)
+        self.assertIn(("respondsToServer", (MessageType.RENEW, PARTNER)), self.fake.calls)
+        self.assertNotIn(("respondsTo", (MessageType.RENEW, False)), self.fake.calls)
+
+    def test_unknownServer(self) -> None:
+        """A Renew naming an unknown server is not ours, even in takeover."""
+        self.dropped(message(MessageType.RENEW, na(1), server=OTHER_SERVER), "notForUs")
+        self.assertIn(("respondsToServer", (MessageType.RENEW, OTHER_SERVER)), self.fake.calls)
+
+    def test_notInTakeover(self) -> None:
+        """Outside takeover, a message naming the partner is the partner's."""
+        self.fake.takeover = False
+        for msg_type in (
+            MessageType.REQUEST,
+            MessageType.RENEW,
+            MessageType.RELEASE,
+            MessageType.DECLINE,
+        ):
+            self.dropped(message(msg_type, na(1), server=PARTNER), "notForUs")
+            self.assertIn(("respondsToServer", (msg_type, PARTNER)), self.fake.calls)
+
+    def test_oursAndNone(self) -> None:
+        """
+        A message naming us is put to C{respondsTo(t, True)}, not
+        C{respondsToServer}; one that must name a server and names none is
+        dropped before any policy is asked.
+        """
+        self.reply(message(MessageType.RENEW, na(1), server=SERVER_DUID))
+        self.assertIn(("respondsTo", (MessageType.RENEW, True)), self.fake.calls)
+        self.dropped(message(MessageType.RENEW, na(1)), "missingServerId")
+        self.assertNotIn("respondsToServer", [name for name, _ in self.fake.calls])
+
+    def test_releaseNamingPartner(self) -> None:
+        """In takeover, the partner's client may release its binding here."""
+        granted = activeLease(IPv6Address("2001:db8:1::120"), CLIENT, now=NOW - 1000)
+        self.store.commit([granted])
+        decision = self.decide(
+            message(MessageType.RELEASE, na(1, "2001:db8:1::120"), server=PARTNER)
+        )
+        self.assertEqual([lease.state for lease in decision.changes], [BindingState.RELEASED])
+
+    def test_perSubnet(self) -> None:
+        """
+        The policy of the message's subnet decides: a subnet served alone
+        does not answer a Renew naming the partner; the relationship's does.
+        """
+        self.policy = SubnetPolicies(StandalonePolicy(), {"far": self.fake})
+        self.configure(makeSubnet(), farSubnet())
+        self.dropped(message(MessageType.RENEW, na(1), server=PARTNER), "notForUs")
+        self.assertEqual(self.fake.calls, [])
+        reply = innerReply(
+            self.decide(toFar(message(MessageType.RENEW, na(1), server=PARTNER)), RELAY)
+        )
+        self.assertEqual(one(reply.options, ServerId).duid, SERVER_DUID)
+        self.assertIn(("respondsToServer", (MessageType.RENEW, PARTNER)), self.fake.calls)
+
+
+ADDRESS = IPv6Address("2001:db8:1::151")
+
+
+class AckFieldsTests(EngineTestCase):
+    """
+    What the partner acknowledged of a binding (partner lifetimes sent and
+    acked, acknowledged state and its start time) survives the same IA's
+    renewal and is dropped when the binding goes to another client.
+    """
+
+    def acked(self, lease: Lease, stos: float | None = None) -> Lease:
+        """C{lease} as acknowledged by the partner, with partner lifetimes."""
+        return evolve(
+            lease,
+            partner_lifetime_sent=NOW + 9000,
+            partner_lifetime_acked=NOW + 8000,
+            partner_state_acked=lease.state,
+            partner_stos_acked=lease.start_time_of_state if stos is None else stos,
+        )
+
+    def test_renewKeepsAcks(self) -> None:
+        """
+        Renewing an ACTIVE binding keeps its start time of state and every
+        ack field: the partner still knows its current state.
+        """
+        stored = self.acked(activeLease(ADDRESS, CLIENT, now=NOW - 100))
+        self.store.commit([stored])
+        (renewed,) = self.decide(
+            message(MessageType.RENEW, na(1, str(ADDRESS)), server=SERVER_DUID)
+        ).changes
+        self.assertEqual(renewed.cltt, NOW)
+        self.assertEqual(renewed.start_time_of_state, NOW - 100)
+        self.assertEqual(
+            (
+                renewed.partner_lifetime_sent,
+                renewed.partner_lifetime_acked,
+                renewed.partner_state_acked,
+                renewed.partner_stos_acked,
+            ),
+            (NOW + 9000, NOW + 8000, BindingState.ACTIVE, NOW - 100),
+        )
+        self.assertTrue(renewed.stateAcked)
+
+    def test_reactivationNewState(self) -> None:
+        """
+        The same IA getting its EXPIRED binding back: a change of state, so
+        the start time of state is now and the partner no longer knows the
+        state; the ack fields are still the partner's word on this binding.
+        """
+        stored = self.acked(
+            evolve(activeLease(ADDRESS, CLIENT, now=NOW - 9000), state=BindingState.EXPIRED)
+        )
+        self.store.commit([stored])
+        (granted,) = self.decide(
+            message(MessageType.REQUEST, na(1, str(ADDRESS)), server=SERVER_DUID)
+        ).changes
+        self.assertEqual((granted.state, granted.start_time_of_state), (BindingState.ACTIVE, NOW))
+        self.assertEqual(
+            (granted.partner_lifetime_acked, granted.partner_state_acked),
+            (NOW + 8000, BindingState.EXPIRED),
+        )
+        self.assertFalse(granted.stateAcked)
+
+    def test_otherClientResets(self) -> None:
+        """
+        Another client taking over a RELEASED binding starts with none of
+        the previous client's ack fields, and a new start time of state.
+        """
+        previous = self.acked(
+            evolve(
+                activeLease(ADDRESS, clientDuid(2), now=NOW - 9000),
+                state=BindingState.RELEASED,
+            )
+        )
+        self.store.commit([previous])
+        (granted,) = self.decide(
+            message(MessageType.REQUEST, na(1, str(ADDRESS)), server=SERVER_DUID)
+        ).changes
+        self.assertEqual((granted.duid, granted.start_time_of_state), (CLIENT, NOW))
+        self.assertEqual(
+            (
+                granted.partner_lifetime_sent,
+                granted.partner_lifetime_acked,
+                granted.partner_state_acked,
+                granted.partner_stos_acked,
+            ),
+            (0.0, 0.0, None, 0.0),
+        )
+
+    def test_otherIAResets(self) -> None:
+        """Another IA of the same client is another client for the binding."""
+        previous = self.acked(
+            evolve(activeLease(ADDRESS, CLIENT, iaid=2, now=NOW - 9000), state=BindingState.EXPIRED)
+        )
+        self.store.commit([previous])
+        (granted,) = self.decide(
+            message(MessageType.REQUEST, na(1, str(ADDRESS)), server=SERVER_DUID)
+        ).changes
+        self.assertEqual((granted.iaid, granted.partner_lifetime_acked), (1, 0.0))
+        self.assertIsNone(granted.partner_state_acked)
+
+    def test_mcltAfterAck(self) -> None:
+        """
+        With the real failover policy (NORMAL, MCLT 600): a new binding gets
+        MCLT; once the partner has acked a partner lifetime, the renewal
+        gets the desired lifetime, and stays acknowledged for the next one.
+        """
+        endpoint = Endpoint()
+        self.policy = FailoverPolicy(endpoint, FakeUpdateQueue())
+        self.configure()
+        (granted,) = self.decide(message(MessageType.REQUEST, na(1), server=SERVER_DUID)).changes
+        self.assertEqual(granted.valid_lifetime, 600)
+        # The partner acks the update (what the failover queue records).
+        self.store.commit(
+            [
+                evolve(
+                    granted,
+                    partner_lifetime_sent=NOW + 4300,
+                    partner_lifetime_acked=NOW + 4300,
+                    partner_state_acked=BindingState.ACTIVE,
+                    partner_stos_acked=granted.start_time_of_state,
+                )
+            ]
+        )
+        renew = message(MessageType.RENEW, na(1, str(granted.address)), server=SERVER_DUID)
+        (renewed,) = self.decide(renew, now=NOW + 300).changes
+        self.assertEqual(renewed.valid_lifetime, 4000)
+        self.assertTrue(renewed.stateAcked)
+        (again,) = self.decide(renew, now=NOW + 2000).changes
+        # max(acked, now) + MCLT - now: 4300 + 600 - 2000.
+        self.assertEqual(again.valid_lifetime, 2900)

@@ -70,11 +70,15 @@ def makeLease(address: str = "2001:db8:1::1000", expires: float = 1600.0) -> Lea
 class FakeEngine:
     """
     Answers every message with C{decision}, or raises C{error}; records
-    the calls.
+    the calls.  A binding's policy is C{leasePolicies[key]}, else C{policy}.
     """
 
-    def __init__(self, decision: Decision | None = None) -> None:
+    def __init__(
+        self, decision: Decision | None = None, policy: IAllocationPolicy | None = None
+    ) -> None:
         self.decision = decision
+        self.policy = policy if policy is not None else RecordingPolicy()
+        self.leasePolicies: dict[tuple[IPv6Address, int], IAllocationPolicy] = {}
         self.error: Exception | None = None
         self.handled: list[tuple[Message | RelayMessage, Received, float]] = []
         self.reclaimable: list[Lease] = []
@@ -94,6 +98,9 @@ class FakeEngine:
             raise self.error
         batch, self.reclaimable = self.reclaimable[:limit], self.reclaimable[limit:]
         return tuple(batch)
+
+    def policyForLease(self, lease: Lease) -> IAllocationPolicy:
+        return self.leasePolicies.get(lease.key, self.policy)
 
 
 @implementer(IAllocationPolicy)
@@ -161,9 +168,9 @@ class ProtocolTestsMixin:
         self.clock = Clock()
         self.clock.advance(1000)
         self.events: list[object] = []
-        self.engine = FakeEngine(decision)
-        self.store = store if store is not None else MemoryLeaseStore(autoFlush=False)
         self.policy = RecordingPolicy(self.events)
+        self.engine = FakeEngine(decision, self.policy)
+        self.store = store if store is not None else MemoryLeaseStore(autoFlush=False)
         self.protocol = DHCPv6ServerProtocol(
             self.engine,
             self.store,
@@ -206,6 +213,31 @@ class DurableBeforeVisibleTests(ProtocolTestsMixin, SynchronousTestCase):
         self.assertEqual(
             self.events,
             [("sent", encode(REPLY), (str(CLIENT), 546)), ("changed", self.lease)],
+        )
+
+    def test_policiesPerChange(self) -> None:
+        """
+        A decision that names a policy per change (one relationship per
+        subnet): each change is told to its own policy, after the reply;
+        the protocol's own policy hears nothing.
+        """
+        other = makeLease("2001:db8:2::1000")
+        first, second = RecordingPolicy(self.events), RecordingPolicy(self.events)
+        self.engine.decision = Decision(
+            REPLY, (CLIENT, 546, None), (self.lease, other), (second, first)
+        )
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.store.flush()
+        self.assertEqual(first.changed, [other])
+        self.assertEqual(second.changed, [self.lease])
+        self.assertEqual(self.policy.changed, [])
+        self.assertEqual(
+            self.events,
+            [
+                ("sent", encode(REPLY), (str(CLIENT), 546)),
+                ("changed", self.lease),
+                ("changed", other),
+            ],
         )
 
     def test_leaseChangeLogged(self) -> None:
@@ -515,9 +547,9 @@ class ReclaimerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(5000)
-        self.engine = FakeEngine()
-        self.store = MemoryLeaseStore(autoFlush=False)
         self.policy = RecordingPolicy()
+        self.engine = FakeEngine(policy=self.policy)
+        self.store = MemoryLeaseStore(autoFlush=False)
         self.reclaimer = Reclaimer(
             self.engine, self.store, self.policy, self.clock, interval=10, limit=2
         )
@@ -539,6 +571,17 @@ class ReclaimerTests(SynchronousTestCase):
         self.store.flush()
         self.assertEqual(self.policy.changed, [expired])
         self.assertEqual(self.reclaimer.counters["reclaimed"], 1)
+
+    def test_policyPerBinding(self) -> None:
+        """Each reclaimed binding is told to the policy the engine names for it."""
+        mine, theirs = makeLease(expires=4000), makeLease("2001:db8:2::1", expires=4000)
+        relationship = RecordingPolicy()
+        self.engine.leasePolicies[theirs.key] = relationship
+        self.engine.reclaimable = [mine, theirs]
+        self.reclaimer.start()
+        self.store.flush()
+        self.assertEqual(self.policy.changed, [mine])
+        self.assertEqual(relationship.changed, [theirs])
 
     def test_fullBatchesContinue(self) -> None:
         """A full batch is followed by another in the same run."""

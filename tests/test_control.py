@@ -197,6 +197,7 @@ class FakeRelationship:
         self.name = name
         self.result = result
         self.broken = broken
+        self.connected = False
         self.calls: list[str] = []
 
     def status(self) -> RelationshipStatus:
@@ -212,7 +213,7 @@ class FakeRelationship:
             unacked_updates=12,
             last_contact=NOW - 601,
             clock_skew=0.25,
-            connected=False,
+            connected=self.connected,
             service="responsive",
         )
 

@@ -452,8 +452,11 @@ def _confirm(args: argparse.Namespace, path: str, stdin: IO[str], err: IO[str]) 
         if isinstance(entry, dict)
     }
     if name not in entries:
-        have = ", ".join(str(n) for n in entries) if entries else "none"
-        raise ServerError(f"no relationship named {name!r} (this server has: {have})")
+        if entries:
+            which = "this server has: " + ", ".join(sorted(str(n) for n in entries))
+        else:
+            which = "this server has none: it runs without failover"
+        raise ServerError(f"no relationship named {name!r} ({which})")
     entry = entries[name]
     now = float(status.get("now", 0.0))
     err.write(_PARTNER_DOWN_WARNING.format(name=name))

@@ -510,6 +510,13 @@ class EndToEndTests(TestCase):
         )
         self.assertEqual(self.relationship.calls, [])
 
+    async def test_partnerDownStandalone(self) -> None:
+        """A server without failover says so."""
+        self.target.removeRelationship("lab-pair")
+        code, _, err = await self.ctl("partner-down", "lab-pair", "--yes")
+        self.assertEqual(code, EXIT_SERVER_ERROR)
+        self.assertIn("(this server has none: it runs without failover)", err)
+
     async def test_partnerDownRefused(self) -> None:
         """The relationship refuses: status 1 with its reason."""
         self.relationship.result = ControlError("refused in state recover")

@@ -369,6 +369,9 @@ class ControlTarget:
           - C{"relationships"}: L{RelationshipStatus.asDict} of each
             registered relationship, by name (an entry that failed is
             C{{"name": ..., "error": ...}}).
+
+        The control protocol adds C{"control"}, its own counters
+        (L{ControlFactory.counters}).
         """
         now = self.clock.seconds()
         server = self.config.server
@@ -685,10 +688,19 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
             relationship=name,
             peer=str(self.peer) if self.peer is not None else "an unknown peer",
         )
-        if command == "partner-down":
-            outcome = await target.partnerDown(name)
-        else:
-            outcome = await target.sync(name)
+        try:
+            if command == "partner-down":
+                outcome = await target.partnerDown(name)
+            else:
+                outcome = await target.sync(name)
+        except ControlError as e:
+            self.log.warn(
+                "Operator command {command} for relationship {relationship} refused: {error}",
+                command=command,
+                relationship=name,
+                error=str(e),
+            )
+            raise
         self.log.info(
             "Operator command {command} for relationship {relationship}: {outcome}",
             command=command,

@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import capturedLogs
+from twisted.protocols.basic import LineReceiver
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -599,6 +601,34 @@ class ProtocolTests(SynchronousTestCase):
         self.peer.send(b'{"command":"status","id":1}\n{"command":"bad","id":2}\n')
         self.assertEqual([r["id"] for r in self.peer.responses()], [1, 2])
 
+    def test_overIOSim(self) -> None:
+        """
+        Over an in-memory connection (iosim): requests split across
+        writes and several in one write, answered in order.
+        """
+        received: list[dict[str, Any]] = []
+
+        class Client(LineReceiver):
+            delimiter = b"\n"
+
+            def lineReceived(self, line: bytes) -> None:
+                received.append(json.loads(line))
+
+        server = self.factory.buildProtocol(None)
+        client = Client()
+        clientTransport = iosim.makeFakeClient(client)
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client, clientTransport)
+        clientTransport.write(b'{"command": "sta')
+        pump.flush()
+        clientTransport.write(b'tus", "id": 1}\n{"command": "leases", "address": "x", "id": 2}')
+        pump.flush()
+        clientTransport.write(b"\n")
+        pump.flush()
+        self.assertEqual([(r["id"], r["ok"]) for r in received], [(1, True), (2, False)])
+        clientTransport.loseConnection()
+        pump.flush()
+        self.assertEqual(self.factory.connections, {self.peer.protocol})
+
     def test_leasesByAddress(self) -> None:
         """leases by address: each binding in full, with the server's time."""
         self.peer.ask({"command": "leases", "address": "2001:db8:1::1001"})
@@ -713,9 +743,14 @@ class ProtocolTests(SynchronousTestCase):
     def test_refused(self) -> None:
         """A relationship that refuses (ControlError): its reason is the error."""
         self.a.result = ControlError("refused in state recover")
-        self.assertError(
-            {"command": "partner-down", "relationship": "a"}, "failed", "refused in state recover"
-        )
+        with capturedLogs() as events:
+            self.assertError(
+                {"command": "partner-down", "relationship": "a"},
+                "failed",
+                "refused in state recover",
+            )
+        [refusal] = [e for e in events if "refused" in e["log_format"]]
+        self.assertEqual(refusal["error"], "refused in state recover")
 
     def test_internalError(self) -> None:
         """Any other failure: an internal error, logged, the connection usable."""

@@ -17,10 +17,12 @@ import tempfile
 import threading
 from typing import Any
 
+from attrs import evolve
 from twisted.internet import reactor as globalReactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dhcp6ha.config import parseConfigText
 from dhcp6ha.control import ControlError, ControlService
 from dhcp6ha.ctl import (
     EXIT_OK,
@@ -33,11 +35,13 @@ from dhcp6ha.ctl import (
     main,
     request,
 )
+from dhcp6ha.service import makeService
 from tests.test_control import (
     CLIENT,
     NOW,
     FakeRelationship,
     filledStore,
+    lease,
     makeTarget,
 )
 
@@ -603,3 +607,60 @@ class EndToEndTests(TestCase):
         code, _, err = await self._asNobody("status")
         self.assertEqual(code, EXIT_SERVER_ERROR, err)
         self.assertIn("permission denied: this control socket is for the server's user", err)
+
+
+class RealServerTests(TestCase):
+    """
+    C{dhcp6ha-ctl} against the whole server of L{makeService}: SQLite
+    store, UDP on ::1 (port 0) and the control socket.
+    """
+
+    timeout = 30
+
+    async def test_statusAndLeases(self) -> None:
+        """
+        The control socket is part of the service: status and leases read
+        the SQLite store; stopping removes the socket.
+        """
+        directory = tempfile.mkdtemp(prefix="d6ha-ctl-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "server.ctl")
+        config = parseConfigText(
+            "[server]\naddress = ::1\nport = 5547\n"
+            f"database = {os.path.join(directory, 'leases.sqlite')}\n"
+            f"control-socket = {path}\n"
+            "[subnet:lab]\nprefix = 2001:db8:1::/64\npools = 2001:db8:1::1000-2001:db8:1::1fff\n",
+            "real.ini",
+        )
+        config = evolve(config, server=evolve(config.server, port=0))
+        try:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError as e:
+            raise self.skipTest(f"no IPv6 loopback: {e}") from None
+        top = makeService(config, globalReactor)
+        top.startService()
+        self.addCleanup(lambda: top.stopService() if top.running else None)
+        store = top.getServiceNamed("leases").store
+        assert store is not None
+        await store.commit([lease("2001:db8:1::1000"), lease("2001:db8:1::1001", iaid=2)])
+
+        output = Output()
+        code = await deferToThread(output.run, "--socket", path, "--json", "status")
+        self.assertEqual(code, EXIT_OK, output.err)
+        status = json.loads(output.out)
+        self.assertEqual(status["leases"], {"active": 2})
+        self.assertEqual(
+            status["server"]["port"], top.getServiceNamed("dhcpv6").port.getHost().port
+        )
+        self.assertEqual(status["relationships"], [])
+
+        output = Output()
+        code = await deferToThread(output.run, "--socket", path, "leases", "--duid", CLIENT.hex())
+        self.assertEqual(code, EXIT_OK, output.err)
+        self.assertIn("2001:db8:1::1001  na    active", output.out)
+        self.assertTrue(output.out.endswith("\n2 leases\n"), output.out)
+
+        await top.stopService()
+        self.assertFalse(os.path.exists(path))

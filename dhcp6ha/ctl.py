@@ -98,7 +98,12 @@ def request(path: str, message: Mapping[str, object], timeout: float = DEFAULT_T
         except OSError as e:
             raise ConnectionProblem(f"cannot connect to {path}: {e.strerror or e}") from None
         try:
-            sock.sendall(line)
+            try:
+                sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server may have answered before closing (a refusal):
+                # its answer is still there to read.
+                pass
             answer = _readLine(sock)
         except TimeoutError:
             raise ConnectionProblem(

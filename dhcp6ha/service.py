@@ -20,8 +20,9 @@ the one before it has finished stopping):
      commits in flight (and sends their replies), then closes the port.
   3. C{"control"} (L{ControlService}), only when C{[server] control-socket}
      is set: the operator control socket of C{dhcp6ha-ctl} (mode 0600).  Its
-     L{ControlTarget} (C{service.getServiceNamed("control").target}) is
-     where failover relationships register (C{addRelationship}).
+     L{ControlTarget}, C{ServerService.controlTarget} (made even with no
+     control socket), is where failover relationships register
+     (C{addRelationship}).
 
 Nothing is opened or bound before C{startService}: under C{twistd} that is
 after daemonizing, so the store's writer thread survives.
@@ -359,10 +360,14 @@ class ServerService(MultiService):
     @ivar exitOnStartupError: turn a L{StartupError} into a logged message
         and C{SystemExit(1)} instead of a traceback (set by the twistd
         plugin; an embedding application gets the exception).
+    @ivar controlTarget: what the operator control channel talks to (set
+        by L{makeService}, whether or not a control socket is configured):
+        failover relationships register with its C{addRelationship}.
     """
 
     log = Logger()
     exitOnStartupError = False
+    controlTarget: ControlTarget | None = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -423,10 +428,9 @@ def makeService(
     dhcpv6 = DHCPv6Service(config, reactor, leases, logExchanges=logExchanges)
     dhcpv6.setName("dhcpv6")
     dhcpv6.setServiceParent(top)
+    top.controlTarget = ControlTarget(config, reactor, leases, dhcpv6)
     if server.control_socket is not None:
-        control = ControlService(
-            server.control_socket, ControlTarget(config, reactor, leases, dhcpv6), reactor
-        )
+        control = ControlService(server.control_socket, top.controlTarget, reactor)
         control.setName("control")
         control.setServiceParent(top)
     return top

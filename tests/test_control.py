@@ -1128,6 +1128,7 @@ class MakeServiceTests(SynchronousTestCase):
         """No control-socket: no control child."""
         service = makeService(makeConfig(), Clock())
         self.assertEqual([s.name for s in service], ["leases", "dhcpv6"])
+        self.assertIsInstance(service.controlTarget, ControlTarget)
 
     def test_withControlSocket(self) -> None:
         """control-socket: a third child, started last, stopped first."""
@@ -1136,7 +1137,7 @@ class MakeServiceTests(SynchronousTestCase):
         control = service.getServiceNamed("control")
         assert isinstance(control, ControlService)
         self.assertEqual(control.path, "var/x.ctl")
-        self.assertIsInstance(control.target, ControlTarget)
+        self.assertIs(control.target, service.controlTarget)
 
     def test_targetOnRealServices(self) -> None:
         """The target reads the real DHCPv6 service: DUID, start time, port, counters."""

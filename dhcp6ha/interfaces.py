@@ -8,9 +8,9 @@ C{verifyObject} in the tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
@@ -40,13 +40,56 @@ class ILeaseStore(Interface):
     def byClient(duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
         """Every binding held by this client's IA of this type."""
 
-    def commit(changes: Sequence[Lease]) -> Deferred[None]:
+    def commit(changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
         """
         Insert or replace these bindings (keyed by L{Lease.key}).
 
         Visible to reads at once; the Deferred fires when durable, or fails
         if they could not be written.  Changes of many calls may share one
         transaction (group commit).
+
+        Replication (failover): every change gets a new version (a counter
+        of the store, increasing in call order).  With C{pending} (the
+        default), a change the store's classifier assigns to a failover
+        relationship is marked pending for it, durably with the change
+        itself; C{pending=False} is for a binding received from the partner,
+        which must not be sent back.
+        """
+
+    def amend(changes: Sequence[Lease]) -> Deferred[None]:
+        """
+        Replace stored bindings in place, keeping their version and pending
+        mark (bookkeeping that is not itself replicated, e.g. the partner
+        lifetime about to be proposed).  Bindings with no record or an
+        identical one are skipped.  Fires once durable.
+        """
+
+    def pendingUpdates(relationship: str, afterVersion: int, limit: int) -> list[tuple[int, Lease]]:
+        """
+        Up to C{limit} C{(version, binding)} pending for C{relationship}
+        with a version above C{afterVersion}, in version order (keyset
+        pagination).  Sees acks and newer changes at once, but never a
+        version whose commit is not durable yet.
+        """
+
+    def pendingCount(relationship: str) -> int:
+        """The number of bindings pending for C{relationship} (for status)."""
+
+    def acknowledge(relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
+        """
+        The partner acked: for each C{(record, version sent)}, store
+        C{record} in place (no new version) and clear its pending mark for
+        C{relationship} only if the binding is still at that version.
+        C{record} must be derived from the current binding in the same
+        reactor turn.  Fires once durable.
+        """
+
+    def markPending(keys: Sequence[tuple[IPv6Address, int]]) -> Deferred[None]:
+        """
+        Mark these stored bindings pending again (new version) for their
+        relationship, unless already pending there (those keep their
+        version: no update storm between disagreeing partners).  Fires once
+        durable.
         """
 
     def expiredBefore(now: float, limit: int) -> list[Lease]:
@@ -83,8 +126,15 @@ class IAllocationPolicy(Interface):
     4.2 and 4.4 and 8).
     """
 
-    def mayAllocate(lease_type: LeaseType, address: IPv6Address, prefix_length: int,
-                    existing: Lease | None, duid: bytes, iaid: int, now: float) -> bool:
+    def mayAllocate(
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
         """
         May this server give this (free, expired or released) address or
         prefix to this client now?  C{existing} is the stored binding, if any.
@@ -111,7 +161,13 @@ class IAllocationPolicy(Interface):
         """
 
 
-__all__ = ["IAllocationPolicy", "ILeaseStore"]
+Replicate = Callable[["Lease"], "str | None"]
+"""
+A store's failover classifier: the relationship that replicates a binding
+(the one its subnet belongs to), or C{None} for a binding no partner shares.
+"""
+
+__all__ = ["IAllocationPolicy", "ILeaseStore", "Replicate"]
 
 
 # --- failover (RFC 8156) -------------------------------------------------------
@@ -179,6 +235,40 @@ class IUpdateQueue(Interface):
         binding is already durable locally; C{lease.partner_lifetime_sent}
         holds the partner lifetime to propose (section 4.4).
         """
+
+    def attach(sender: Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]]) -> None:
+        """
+        A connection to the partner is up: send through C{sender}, which
+        sends one BindingUpdate batch (a list of binding boxes) and fires
+        with the partner's per-binding results.  Everything pending is
+        (re)sent.
+        """
+
+    def detach() -> None:
+        """
+        The connection is gone: forget what is in flight (it stays pending
+        and goes again on the next connection); L{flush} and L{sendAll}
+        Deferreds still waiting fail.
+        """
+
+    def flush() -> Deferred[None]:
+        """
+        Fires once every update pending now has been sent and answered (acked
+        or rejected) on this connection (RFC 8156 section 8.8 "send all
+        unacked updates").
+        """
+
+    def sendAll() -> Deferred[None]:
+        """
+        Send every binding (UPDREQALL, section 5.3.6); fires once all are
+        sent and answered.
+        """
+
+    def pause() -> None:
+        """Send no new batch until L{resume} (what is in flight goes on)."""
+
+    def resume() -> None:
+        """Send again after L{pause}."""
 
 
 class IFailoverPolicy(IAllocationPolicy):

@@ -5,18 +5,21 @@ Public test doubles, checked against their interfaces with C{verifyObject}.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore, IUpdateQueue
+from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore, IUpdateQueue, Replicate
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 if TYPE_CHECKING:
     from dhcp6ha.failover.machine import StateMessage
+
+Sender = Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]]
+"""Sends one BindingUpdate batch; fires with the per-binding results."""
 
 
 @implementer(ILeaseStore)
@@ -25,17 +28,28 @@ class MemoryLeaseStore:
     An in-memory L{ILeaseStore}.
 
     By default every commit is durable at once.  With C{autoFlush=False}
-    commits stay pending until L{flush}, so tests can observe what happens
-    between "decided" and "durable".
+    commits (and C{amend}, C{acknowledge}, C{markPending}) stay pending
+    until L{flush}, so tests can observe what happens between "decided" and
+    "durable"; like the real store, L{pendingUpdates} does not return a
+    version before it is durable.
+
+    Replication marks follow L{dhcp6ha.leases.sqlite.SQLiteLeaseStore}
+    exactly (the shared contract tests in C{tests.storetests} run against
+    both).
 
     @ivar committed: every batch passed to L{commit}, in order.
     """
 
-    def __init__(self, autoFlush: bool = True) -> None:
+    def __init__(self, autoFlush: bool = True, replicate: Replicate | None = None) -> None:
         self._leases: dict[tuple[IPv6Address, int], Lease] = {}
+        # Per key: (version, relationship it is pending for, or None).
+        self._marks: dict[tuple[IPv6Address, int], tuple[int, str | None]] = {}
         self._metadata: dict[str, str] = {}
         self._autoFlush = autoFlush
-        self._pending: list[Deferred[None]] = []
+        self._replicate = replicate
+        self._version = 0
+        self._durableVersion = 0
+        self._pending: list[tuple[Deferred[None], int]] = []
         self.committed: list[tuple[Lease, ...]] = []
         self.closed = False
 
@@ -49,28 +63,88 @@ class MemoryLeaseStore:
             if lease.duid == duid and lease.iaid == iaid and lease.lease_type is lease_type
         ]
 
-    def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+    def commit(self, changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
+        try:
+            marks = [self._classify(lease) if pending else None for lease in changes]
+        except Exception as e:
+            return fail(e)
         self.committed.append(tuple(changes))
-        for lease in changes:
+        for lease, relationship in zip(changes, marks, strict=True):
+            self._version += 1
             self._leases[lease.key] = lease
+            self._marks[lease.key] = (self._version, relationship)
+        return self._written(self._version)
+
+    def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
+        for lease in changes:
+            if lease.key in self._leases:
+                self._leases[lease.key] = lease
+        return self._written()
+
+    def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
+        for record, version in acks:
+            if record.key not in self._leases:
+                continue
+            self._leases[record.key] = record
+            current, pendingFor = self._marks[record.key]
+            if pendingFor == relationship and current == version:
+                self._marks[record.key] = (current, None)
+        return self._written()
+
+    def markPending(self, keys: Sequence[tuple[IPv6Address, int]]) -> Deferred[None]:
+        found: dict[tuple[IPv6Address, int], str] = {}
+        for key in keys:
+            lease = self._leases.get(key)
+            if lease is None:
+                continue
+            try:
+                relationship = self._classify(lease)
+            except Exception as e:
+                return fail(e)
+            if relationship is not None and self._marks[key][1] != relationship:
+                found[key] = relationship
+        for key, relationship in found.items():
+            self._version += 1
+            self._marks[key] = (self._version, relationship)
+        return self._written(self._version)
+
+    def pendingUpdates(
+        self, relationship: str, afterVersion: int, limit: int
+    ) -> list[tuple[int, Lease]]:
+        found = sorted(
+            (version, self._leases[key])
+            for key, (version, pendingFor) in self._marks.items()
+            if pendingFor == relationship and afterVersion < version <= self._durableVersion
+        )
+        return found[: max(0, limit)]
+
+    def pendingCount(self, relationship: str) -> int:
+        return sum(1 for _, pendingFor in self._marks.values() if pendingFor == relationship)
+
+    def _classify(self, lease: Lease) -> str | None:
+        return None if self._replicate is None else self._replicate(lease)
+
+    def _written(self, version: int = 0) -> Deferred[None]:
+        """A write's Deferred: fired now, or at L{flush}, with its version durable then."""
         if self._autoFlush:
+            self._durableVersion = max(self._durableVersion, version)
             return succeed(None)
         d: Deferred[None] = Deferred()
-        self._pending.append(d)
+        self._pending.append((d, version))
         return d
 
     def flush(self) -> None:
-        """Make every pending commit durable, firing their Deferreds in order."""
+        """Make every pending write durable, firing their Deferreds in order."""
         pending, self._pending = self._pending, []
-        for d in pending:
+        for d, version in pending:
+            self._durableVersion = max(self._durableVersion, version)
             d.callback(None)
 
     def expiredBefore(self, now: float, limit: int) -> list[Lease]:
         found = [
             lease
             for lease in self._leases.values()
-            if lease.expires <= now
-            and lease.state in (BindingState.ACTIVE, BindingState.ABANDONED)
+            if lease.expires <= now and lease.state in (BindingState.ACTIVE, BindingState.ABANDONED)
         ]
         found.sort(key=lambda lease: lease.expires)
         return found[:limit]
@@ -159,10 +233,48 @@ class FakeUpdateQueue:
     An L{IUpdateQueue} that keeps what it is given.
 
     @ivar enqueued: every binding passed to L{enqueue}, in order.
+    @ivar calls: every other call, in order, as C{(method name, *arguments)}.
+    @ivar sender: the sender of the last L{attach}, until L{detach}.
+    @ivar paused: whether L{pause} was called more recently than L{resume}.
+    @ivar flushes: the Deferreds L{flush} returned that the test has not
+        fired; likewise L{sendAlls} for L{sendAll}.
     """
 
     def __init__(self) -> None:
         self.enqueued: list[Lease] = []
+        self.calls: list[tuple[object, ...]] = []
+        self.sender: Sender | None = None
+        self.paused = False
+        self.flushes: list[Deferred[None]] = []
+        self.sendAlls: list[Deferred[None]] = []
 
     def enqueue(self, lease: Lease) -> None:
         self.enqueued.append(lease)
+
+    def attach(self, sender: Sender) -> None:
+        self.calls.append(("attach", sender))
+        self.sender = sender
+
+    def detach(self) -> None:
+        self.calls.append(("detach",))
+        self.sender = None
+
+    def flush(self) -> Deferred[None]:
+        self.calls.append(("flush",))
+        d: Deferred[None] = Deferred()
+        self.flushes.append(d)
+        return d
+
+    def sendAll(self) -> Deferred[None]:
+        self.calls.append(("sendAll",))
+        d: Deferred[None] = Deferred()
+        self.sendAlls.append(d)
+        return d
+
+    def pause(self) -> None:
+        self.calls.append(("pause",))
+        self.paused = True
+
+    def resume(self) -> None:
+        self.calls.append(("resume",))
+        self.paused = False

@@ -14,7 +14,7 @@ from attrs import evolve
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from dhcp6ha.interfaces import ILeaseStore
+from dhcp6ha.interfaces import ILeaseStore, Replicate
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 if TYPE_CHECKING:
@@ -61,17 +61,40 @@ def byKey(leases: list[Lease]) -> list[Lease]:
     return sorted(leases, key=lambda lease: lease.key)
 
 
+def oddEven(lease: Lease) -> str | None:
+    """
+    A replication classifier for tests: addresses with an odd last bit go to
+    relationship C{"odd"}, even ones to C{"even"}; prefixes to none.
+    """
+    if lease.prefix_length != 128:
+        return None
+    return "odd" if int(lease.address) & 1 else "even"
+
+
+def allPending(store: ILeaseStore, relationship: str, page: int = 1000) -> list[tuple[int, Lease]]:
+    """Every pending update of C{relationship}, read in pages of C{page}."""
+    found: list[tuple[int, Lease]] = []
+    after = 0
+    while True:
+        batch = store.pendingUpdates(relationship, after, page)
+        found.extend(batch)
+        if len(batch) < page:
+            return found
+        after = batch[-1][0]
+
+
 class LeaseStoreTestsMixin(_Base):
     """
     Tests of the L{ILeaseStore} contract.
 
     Subclasses provide L{makeStore}, which returns a new, empty, open store
-    and arranges for it to be closed when the test ends.  Every test reads
-    both right after C{commit} (before durability, for stores that are not
-    durable at once) and after its Deferred has fired.
+    (with this replication classifier, if given) and arranges for it to be
+    closed when the test ends.  Every test reads both right after C{commit}
+    (before durability, for stores that are not durable at once) and after
+    its Deferred has fired.
     """
 
-    def makeStore(self) -> ILeaseStore:
+    def makeStore(self, replicate: Replicate | None = None) -> ILeaseStore:
         raise NotImplementedError()
 
     async def test_interface(self) -> None:
@@ -261,3 +284,202 @@ class LeaseStoreTestsMixin(_Base):
         self.assertEqual(
             [lease.iaid for lease in store.iterLeases(3)], [14, 15, 16, 17, 18, 19, 13]
         )
+
+
+class ReplicationMarksTestsMixin(_Base):
+    """
+    Tests of the replication marks of the L{ILeaseStore} contract (failover
+    lazy updates): versions, pending marks, acknowledgements.  Reads of
+    C{pendingUpdates} are checked once commits are durable (a store may
+    hide versions that are not).
+    """
+
+    def makeStore(self, replicate: Replicate | None = None) -> ILeaseStore:
+        raise NotImplementedError()
+
+    async def test_ackFieldsStored(self) -> None:
+        """The failover acknowledgement fields of a binding are stored."""
+        store = self.makeStore(oddEven)
+        lease = makeLease(
+            1,
+            partner_lifetime_sent=2000.5,
+            partner_lifetime_acked=1500.25,
+            partner_state_acked=BindingState.EXPIRED,
+            partner_stos_acked=90.5,
+        )
+        d = store.commit([lease])
+        self.assertEqual(store.get(lease.address, 128), lease)
+        await d
+        self.assertEqual(store.get(lease.address, 128), lease)
+        self.assertEqual(list(store.iterLeases(10)), [lease])
+
+    async def test_pendingByRelationship(self) -> None:
+        """
+        Each committed binding the classifier assigns to a relationship is
+        pending for it, with increasing versions in commit order; bindings
+        it assigns to none are not pending anywhere.
+        """
+        store = self.makeStore(oddEven)
+        leases = [makeLease(n) for n in (4, 1, 2, 3)]
+        prefix = makeLease(1, prefix_length=56, lease_type=LeaseType.PD)
+        d = store.commit([*leases, prefix])
+        self.assertEqual((store.pendingCount("odd"), store.pendingCount("even")), (2, 2))
+        await d
+        odd = store.pendingUpdates("odd", 0, 10)
+        even = store.pendingUpdates("even", 0, 10)
+        self.assertEqual([lease for _, lease in odd], [leases[1], leases[3]])
+        self.assertEqual([lease for _, lease in even], [leases[0], leases[2]])
+        versions = [even[0][0], odd[0][0], even[1][0], odd[1][0]]
+        self.assertEqual(versions, sorted(set(versions)))
+        self.assertEqual(store.pendingUpdates("other", 0, 10), [])
+        self.assertEqual(store.pendingCount("other"), 0)
+
+    async def test_newVersionPerCommit(self) -> None:
+        """A binding committed again gets a newer version and moves to the end."""
+        store = self.makeStore(oddEven)
+        one, three = makeLease(1), makeLease(3)
+        await store.commit([one, three])
+        [(v1, _), (v3, _)] = store.pendingUpdates("odd", 0, 10)
+        changed = evolve(one, cltt=150.0)
+        await store.commit([changed])
+        [(w3, l3), (w1, l1)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual((w3, l3, l1), (v3, three, changed))
+        self.assertGreater(w1, v3)
+        self.assertEqual(store.pendingCount("odd"), 2)
+
+    async def test_pagination(self) -> None:
+        """
+        C{pendingUpdates} pages by version: C{afterVersion} and C{limit}
+        give every pending binding once, in order, whatever the page size.
+        """
+        store = self.makeStore(oddEven)
+        for n in range(1, 40, 2):
+            await store.commit([makeLease(n)])
+        await store.commit([makeLease(n) for n in range(41, 60, 2)])
+        expected = store.pendingUpdates("odd", 0, 1000)
+        self.assertEqual(len(expected), 30)
+        for page in (1, 2, 7, 29, 30, 31):
+            self.assertEqual(allPending(store, "odd", page), expected, page)
+        self.assertEqual(store.pendingUpdates("odd", expected[9][0], 3), expected[10:13])
+        self.assertEqual(store.pendingUpdates("odd", expected[-1][0], 3), [])
+        self.assertEqual(store.pendingUpdates("odd", 0, 0), [])
+
+    async def test_notPending(self) -> None:
+        """
+        C{pending=False} (a binding received from the partner) stores the
+        binding without a mark, and clears an older one.
+        """
+        store = self.makeStore(oddEven)
+        one, three = makeLease(1), makeLease(3)
+        await store.commit([one])
+        d = store.commit([evolve(one, iaid=9), three], pending=False)
+        self.assertEqual(store.pendingCount("odd"), 0)
+        await d
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        self.assertEqual(store.get(one.address, 128), evolve(one, iaid=9))
+        # It still took a version: a later local change comes after it.
+        await store.commit([three])
+        [(version, lease)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual(lease, three)
+        self.assertGreater(version, 2)
+
+    async def test_noClassifier(self) -> None:
+        """Without a classifier nothing is ever pending."""
+        store = self.makeStore()
+        await store.commit([makeLease(1), makeLease(2)])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        self.assertEqual(store.pendingCount("odd"), 0)
+        await store.markPending([makeLease(1).key])
+        self.assertEqual(store.pendingCount("odd"), 0)
+
+    async def test_acknowledge(self) -> None:
+        """
+        An ack stores the given record in place and clears the pending mark
+        when the binding is still at the version sent; reads see it at once.
+        """
+        store = self.makeStore(oddEven)
+        one, three = makeLease(1), makeLease(3)
+        await store.commit([one, three])
+        [(v1, _), (v3, _)] = store.pendingUpdates("odd", 0, 10)
+        acked = evolve(one, partner_lifetime_acked=900.0)
+        d = store.acknowledge("odd", [(acked, v1)])
+        self.assertEqual(store.get(one.address, 128), acked)
+        self.assertEqual(store.pendingCount("odd"), 1)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(v3, three)])
+        await d
+        self.assertEqual(store.get(one.address, 128), acked)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(v3, three)])
+        # No new version: a later change of another binding is still later.
+        await store.commit([makeLease(5)])
+        [_, (v5, _)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual(v5, v3 + 1)
+
+    async def test_acknowledgeOlderVersion(self) -> None:
+        """
+        An ack of a version that is no longer the binding's stores the
+        record but leaves the newer change pending, with its version.
+        """
+        store = self.makeStore(oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        [(sent, _)] = store.pendingUpdates("odd", 0, 10)
+        newer = evolve(one, cltt=200.0)
+        await store.commit([newer])
+        [(current, _)] = store.pendingUpdates("odd", 0, 10)
+        record = evolve(newer, partner_lifetime_acked=700.0)
+        await store.acknowledge("odd", [(record, sent)])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(current, record)])
+        self.assertEqual(store.get(one.address, 128), record)
+        await store.acknowledge("odd", [(record, current)])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+
+    async def test_acknowledgeOtherRelationship(self) -> None:
+        """An ack names its relationship: another's does not clear the mark."""
+        store = self.makeStore(oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        [(version, _)] = store.pendingUpdates("odd", 0, 10)
+        await store.acknowledge("even", [(one, version)])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(version, one)])
+
+    async def test_acknowledgeMissing(self) -> None:
+        """An ack of a binding the store does not have is ignored."""
+        store = self.makeStore(oddEven)
+        await store.acknowledge("odd", [(makeLease(1), 1)])
+        self.assertIsNone(store.get(makeLease(1).address, 128))
+
+    async def test_amend(self) -> None:
+        """C{amend} replaces a binding in place: same version, same mark."""
+        store = self.makeStore(oddEven)
+        one, two = makeLease(1), makeLease(2)
+        await store.commit([one, two])
+        await store.acknowledge("even", [(two, store.pendingUpdates("even", 0, 1)[0][0])])
+        [(version, _)] = store.pendingUpdates("odd", 0, 10)
+        amended = evolve(one, partner_lifetime_sent=5000.0)
+        d = store.amend([amended, evolve(two, fqdn="x."), makeLease(7)])
+        self.assertEqual(store.get(one.address, 128), amended)
+        await d
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(version, amended)])
+        self.assertEqual(store.pendingCount("even"), 0)
+        self.assertEqual(store.get(two.address, 128), evolve(two, fqdn="x."))
+        self.assertIsNone(store.get(makeLease(7).address, 128))
+
+    async def test_markPending(self) -> None:
+        """
+        C{markPending} queues a binding again with a new version unless it is
+        pending already (then its version stays); bindings with no record or
+        no relationship are skipped.
+        """
+        store = self.makeStore(oddEven)
+        one, three = makeLease(1), makeLease(3)
+        prefix = makeLease(1, prefix_length=56, lease_type=LeaseType.PD)
+        await store.commit([one, three, prefix])
+        [(v1, _), (v3, _)] = store.pendingUpdates("odd", 0, 10)
+        await store.acknowledge("odd", [(one, v1)])
+        d = store.markPending([one.key, three.key, prefix.key, makeLease(9).key])
+        self.assertEqual(store.pendingCount("odd"), 2)
+        await d
+        [(w3, l3), (w1, l1)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual((w3, l3, l1), (v3, three, one))
+        self.assertGreater(w1, v3)
+        self.assertIsNone(store.get(makeLease(9).address, 128))

@@ -25,12 +25,19 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from dhcp6ha.interfaces import ILeaseStore
+from dhcp6ha.interfaces import ILeaseStore, Replicate
 from dhcp6ha.leases import sqlite as sqlitemodule
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SCHEMA_VERSION, SchemaError, SQLiteLeaseStore, StoreClosed
 from dhcp6ha.testing import MemoryLeaseStore
-from tests.storetests import LeaseStoreTestsMixin, byKey, makeLease
+from tests.storetests import (
+    LeaseStoreTestsMixin,
+    ReplicationMarksTestsMixin,
+    allPending,
+    byKey,
+    makeLease,
+    oddEven,
+)
 
 # The tests and the store run on the real reactor: the store's writer thread
 # reports back with callFromThread.
@@ -67,17 +74,17 @@ class StoreFixture(TestCase):
         self.addCleanup(store.close)
         return store
 
-    async def reopen(self, store: SQLiteLeaseStore, path: str) -> SQLiteLeaseStore:
+    async def reopen(self, store: SQLiteLeaseStore, path: str, **kwargs: Any) -> SQLiteLeaseStore:
         """Close C{store} and open the same database again."""
         await store.close()
-        return self.openStore(path)
+        return self.openStore(path, **kwargs)
 
 
-class SQLiteLeaseStoreContractTests(LeaseStoreTestsMixin, StoreFixture):
+class SQLiteLeaseStoreContractTests(LeaseStoreTestsMixin, ReplicationMarksTestsMixin, StoreFixture):
     """L{SQLiteLeaseStore} passes the tests L{dhcp6ha.testing.MemoryLeaseStore} passes."""
 
-    def makeStore(self) -> ILeaseStore:
-        return self.openStore()
+    def makeStore(self, replicate: Replicate | None = None) -> ILeaseStore:
+        return self.openStore(replicate=replicate)
 
 
 class PersistenceTests(StoreFixture):
@@ -98,6 +105,8 @@ class PersistenceTests(StoreFixture):
                 fqdn="host.example.com.",
                 fqdn_flags=5,
                 dns_update_state="pending",
+                partner_state_acked=BindingState.ACTIVE,
+                partner_stos_acked=1699999000.5,
             ),
             makeLease(2, lease_type=LeaseType.TA, iaid=0, duid=b""),
             makeLease(3, prefix_length=56, lease_type=LeaseType.PD, state=BindingState.FREE),
@@ -105,6 +114,10 @@ class PersistenceTests(StoreFixture):
             makeLease(4, state=BindingState.ABANDONED, fqdn="", dns_update_state=""),
         ]
         leases += [makeLease(10 + i, state=state) for i, state in enumerate(BindingState)]
+        leases += [
+            makeLease(30 + i, partner_state_acked=state, partner_stos_acked=float(i))
+            for i, state in enumerate(BindingState)
+        ]
         await store.commit(leases)
         store = await self.reopen(store, path)
         for lease in leases:
@@ -196,11 +209,179 @@ class PersistenceTests(StoreFixture):
             sqlitemodule.SQL_EXPIRED: ((1.0, 10), "USING INDEX leases_by_expiry"),
             sqlitemodule.SQL_PAGE_NEXT: ((b"\0" * 16, 128, 10), "USING PRIMARY KEY"),
             sqlitemodule.SQL_GET_METADATA: (("k",), "USING PRIMARY KEY"),
+            sqlitemodule.SQL_PENDING: (("rel", 0, 10, 10), "USING INDEX leases_pending"),
+            sqlitemodule.SQL_PENDING_COUNT: (("rel",), "USING COVERING INDEX leases_pending"),
+            sqlitemodule.SQL_GET_CURRENT: ((b"\0" * 16, 128), "USING PRIMARY KEY"),
         }
         for sql, (parameters, expected) in plans.items():
             plan = " ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, parameters))
             self.assertIn(expected, plan, sql)
             self.assertNotIn("TEMP B-TREE", plan, sql)
+
+
+V1_SCHEMA = (
+    "CREATE TABLE metadata (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE leases (
+        address BLOB NOT NULL CHECK (length(address) = 16),
+        prefix_length INTEGER NOT NULL CHECK (prefix_length BETWEEN 0 AND 128),
+        lease_type TEXT NOT NULL, state TEXT NOT NULL, duid BLOB NOT NULL,
+        iaid INTEGER NOT NULL, start_time_of_state REAL NOT NULL, cltt REAL NOT NULL,
+        preferred_lifetime INTEGER NOT NULL, valid_lifetime INTEGER NOT NULL,
+        expires REAL NOT NULL, partner_lifetime_sent REAL NOT NULL,
+        partner_lifetime_acked REAL NOT NULL, fqdn TEXT, fqdn_flags INTEGER NOT NULL,
+        dns_update_state TEXT, PRIMARY KEY (address, prefix_length)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX leases_by_client ON leases (duid, iaid, lease_type)",
+    """CREATE INDEX leases_by_expiry ON leases (expires)
+        WHERE state IN ('active', 'abandoned')""",
+    "INSERT INTO metadata VALUES ('schema_version', '1')",
+)
+
+
+class ReplicationMarksTests(StoreFixture):
+    """What the SQLite store adds to the replication contract: durability."""
+
+    async def test_survivesReopen(self) -> None:
+        """
+        Pending marks and versions survive a close and reopen; new versions
+        continue after the largest stored one.
+        """
+        path = self.databasePath()
+        store = self.openStore(path, replicate=oddEven)
+        await store.commit([makeLease(n) for n in range(1, 8)])
+        [(v1, one), *_] = store.pendingUpdates("odd", 0, 10)
+        await store.acknowledge("odd", [(one, v1)])
+        before = (allPending(store, "odd"), allPending(store, "even"))
+        self.assertEqual((len(before[0]), len(before[1])), (3, 3))
+        store = await self.reopen(store, path, replicate=oddEven)
+        self.assertEqual((allPending(store, "odd"), allPending(store, "even")), before)
+        self.assertEqual(store.pendingCount("odd"), 3)
+        await store.commit([makeLease(9)])
+        self.assertEqual(allPending(store, "odd")[-1], (8, makeLease(9)))
+        # Without the classifier the marks are still there to read.
+        store = await self.reopen(store, path)
+        self.assertEqual(store.pendingCount("odd"), 4)
+
+    async def test_notBeforeDurable(self) -> None:
+        """
+        C{pendingUpdates} never returns a version that is not durable yet,
+        nor the older version of a binding whose newer change is not
+        durable (it comes with the newer one); C{pendingCount} counts it.
+        """
+        store = self.openStore(replicate=oddEven)
+        one, three = makeLease(1), makeLease(3)
+        d = store.commit([one])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        self.assertEqual(store.pendingCount("odd"), 1)
+        await d
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(1, one)])
+        newer = evolve(one, cltt=300.0)
+        d = store.commit([newer, three])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        self.assertEqual(store.pendingCount("odd"), 2)
+        await d
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(2, newer), (3, three)])
+
+    async def test_hiddenRowsAcrossPages(self) -> None:
+        """
+        Stored pending rows hidden by changes waiting for their transaction
+        do not shorten a page: the store reads on.
+        """
+        store = self.openStore(replicate=oddEven, maxBatch=1)
+        leases = [makeLease(n) for n in range(1, 40, 2)]
+        await store.commit(leases)
+        # Acks in flight hide the first 12 rows (they are no longer pending
+        # once acked), then a commit waits behind them.
+        acks = store.acknowledge("odd", [(lease, n + 1) for n, lease in enumerate(leases[:12])])
+        self.assertEqual(
+            store.pendingUpdates("odd", 0, 5), [(n + 1, leases[n]) for n in range(12, 17)]
+        )
+        self.assertEqual(allPending(store, "odd", 3), [(n + 1, leases[n]) for n in range(12, 20)])
+        await acks
+        self.assertEqual(allPending(store, "odd", 3), [(n + 1, leases[n]) for n in range(12, 20)])
+
+    async def test_failedCommitNotPending(self) -> None:
+        """
+        A commit the database refuses leaves no mark; the binding's stored
+        version stays pending and later versions are returned normally.
+        """
+        path = self.databasePath()
+        store = self.openStore(path, replicate=oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute(
+            "CREATE TRIGGER injected BEFORE INSERT ON leases WHEN NEW.iaid = 666"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        raw.close()
+        with capturedLogs():
+            await failureOf(store.commit([evolve(one, iaid=666)]), sqlite3.IntegrityError)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(1, one)])
+        await store.commit([makeLease(3)])
+        self.assertEqual(store.pendingUpdates("odd", 1, 10), [(3, makeLease(3))])
+
+    async def test_classifierFailure(self) -> None:
+        """A classifier that raises fails the commit; nothing is stored."""
+
+        def broken(lease: Lease) -> str | None:
+            raise RuntimeError("no such subnet")
+
+        store = self.openStore(replicate=broken)
+        self.failureResultOf(store.commit([makeLease(1)]), RuntimeError)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNone(store.get(makeLease(1).address, 128))
+        await store.commit([makeLease(1)], pending=False)
+        self.assertEqual(store.get(makeLease(1).address, 128), makeLease(1))
+
+    async def test_closed(self) -> None:
+        """After close, the replication writes fail and reads raise."""
+        store = self.openStore(replicate=oddEven)
+        await store.close()
+        for d in (
+            store.amend([makeLease(1)]),
+            store.acknowledge("odd", [(makeLease(1), 1)]),
+            store.markPending([makeLease(1).key]),
+        ):
+            self.failureResultOf(d, StoreClosed)
+        self.assertRaises(StoreClosed, store.pendingUpdates, "odd", 0, 1)
+        self.assertRaises(StoreClosed, store.pendingCount, "odd")
+
+    async def test_storedInTheRow(self) -> None:
+        """The version and the mark are columns of the binding's own row."""
+        path = self.databasePath()
+        store = self.openStore(path, replicate=oddEven)
+        await store.commit([makeLease(1), makeLease(2)])
+        await store.commit([makeLease(4)], pending=False)
+        raw = sqlite3.connect(path)
+        self.addCleanup(raw.close)
+        rows = raw.execute("SELECT version, pending_for FROM leases ORDER BY address").fetchall()
+        self.assertEqual(rows, [(1, "odd"), (2, "even"), (3, None)])
+
+    async def test_migrateVersion1(self) -> None:
+        """
+        A version 1 database is migrated when opened: its bindings are kept,
+        with no acknowledgement fields and no pending mark.
+        """
+        path = self.databasePath()
+        raw = sqlite3.connect(path, isolation_level=None)
+        for statement in V1_SCHEMA:
+            raw.execute(statement)
+        lease = makeLease(1, partner_lifetime_sent=7.0, partner_lifetime_acked=6.0)
+        raw.execute(
+            "INSERT INTO leases VALUES (?, 128, 'na', 'active', ?, 1, 100, 100, 300, 600, 1000,"
+            " 7, 6, NULL, 0, NULL)",
+            (lease.address.packed, lease.duid),
+        )
+        raw.close()
+        store = self.openStore(path, replicate=oddEven)
+        self.assertEqual(store.get(lease.address, 128), lease)
+        self.assertEqual(store.getMetadata("schema_version"), str(SCHEMA_VERSION))
+        self.assertEqual(store.pendingCount("odd"), 0)
+        await store.commit([makeLease(3)])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(1, makeLease(3))])
+        store = await self.reopen(store, path)
+        self.assertEqual(store.get(lease.address, 128), lease)
 
 
 class GroupCommitTests(StoreFixture):
@@ -371,16 +552,23 @@ class DifferentialTests(StoreFixture):
             self.assertEqual(store.expiredBefore(now, 3), expected[:3])
         self.assertEqual(list(store.iterLeases(4)), list(model.iterLeases(4)))
         self.assertEqual(store.count(), model.count())
+        for relationship in ("odd", "even"):
+            self.assertEqual(store.pendingCount(relationship), model.pendingCount(relationship))
 
     async def test_random(self) -> None:
         """Reads agree after every step of random workloads."""
         for seed in range(4):
             rng = random.Random(seed)
-            store = self.openStore(maxBatch=rng.choice([1, 3, 10]))
-            model = MemoryLeaseStore()
+            store = self.openStore(maxBatch=rng.choice([1, 3, 10]), replicate=oddEven)
+            model = MemoryLeaseStore(replicate=oddEven)
             keys = 12
             pending: list[Deferred[None]] = []
-            for _ in range(150):
+            for step in range(150):
+                replication = rng.random()
+                if replication < 0.3:
+                    pending.append(self.replicationStep(rng, store, model, keys, step))
+                    self.compare(store, model, keys)
+                    continue
                 changes = [
                     makeLease(
                         rng.randrange(keys),
@@ -393,8 +581,9 @@ class DifferentialTests(StoreFixture):
                     )
                     for _ in range(rng.randrange(4))
                 ]
-                pending.append(store.commit(changes))
-                model.commit(changes)
+                notPending = rng.random() < 0.2
+                pending.append(store.commit(changes, pending=not notPending))
+                model.commit(changes, pending=not notPending)
                 action = rng.random()
                 if action < 0.3:
                     await turn()
@@ -404,6 +593,37 @@ class DifferentialTests(StoreFixture):
             await gatherResults(pending)
             self.assertEqual(store.pending, 0)
             self.compare(store, model, keys)
+            for relationship in ("odd", "even"):
+                self.assertEqual(
+                    allPending(store, relationship, 3), allPending(model, relationship, 3)
+                )
+
+    def replicationStep(
+        self,
+        rng: random.Random,
+        store: SQLiteLeaseStore,
+        model: MemoryLeaseStore,
+        keys: int,
+        step: int,
+    ) -> Deferred[None]:
+        """Ack, amend or mark pending random bindings in both stores alike."""
+        picked = [
+            makeLease(rng.randrange(keys), prefix_length=rng.choice([128, 64])).key
+            for _ in range(rng.randrange(1, 4))
+        ]
+        existing = [lease for lease in map(lambda key: model.get(*key), picked) if lease]
+        action = rng.choice(["ack", "amend", "mark"])
+        if action == "mark":
+            model.markPending(picked)
+            return store.markPending(picked)
+        records = [evolve(lease, partner_lifetime_acked=float(step)) for lease in existing]
+        if action == "amend":
+            model.amend(records)
+            return store.amend(records)
+        relationship = rng.choice(["odd", "even"])
+        acks = [(record, rng.randrange(step + 5)) for record in records]
+        model.acknowledge(relationship, acks)
+        return store.acknowledge(relationship, acks)
 
 
 class FailureTests(StoreFixture):
@@ -599,7 +819,7 @@ from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
 
 path, first = sys.argv[1], int(sys.argv[2])
-store = SQLiteLeaseStore(path, reactor)
+store = SQLiteLeaseStore(path, reactor, replicate=lambda lease: "rel")
 nextBatch = first
 
 
@@ -620,9 +840,22 @@ def start():
 
 
 def acked(_, batch):
-    sys.stdout.write("%d\\n" % batch)
+    sys.stdout.write("c %d\\n" % batch)
     sys.stdout.flush()
+    # The partner acks the batch's first binding (never the counter, which
+    # keeps changing): the ack is written in a later transaction.
+    first = lease(batch, 0)
+    version = store._current(first.key).version
+    record = Lease(LeaseType.NA, first.address, 128, BindingState.ACTIVE, first.duid, batch,
+                   1.0, 1.0, 300, 600, float(batch), partner_lifetime_acked=1.0)
+    store.acknowledge("rel", [(record, version)]).addCallbacks(
+        ackDurable, failed, callbackArgs=(batch,))
     start()
+
+
+def ackDurable(_, batch):
+    sys.stdout.write("a %d\\n" % batch)
+    sys.stdout.flush()
 
 
 def failed(failure):
@@ -636,19 +869,26 @@ reactor.run()
 
 
 class _Child(ProcessProtocol):
-    """Counts the batch ids a child acknowledges and kills it after C{killAfter}."""
+    """
+    Counts the batch ids a child reports durable (C{acked}) and those whose
+    partner ack it reports durable (C{partnerAcked}), and kills it after
+    C{killAfter} batches.
+    """
 
     def __init__(self, killAfter: int) -> None:
         self.killAfter = killAfter
         self.buffer = b""
         self.acked: list[int] = []
+        self.partnerAcked: list[int] = []
         self.stderr = b""
         self.ended: Deferred[None] = Deferred()
 
     def outReceived(self, data: bytes) -> None:
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
-        self.acked.extend(int(line) for line in lines)
+        for line in lines:
+            kind, batch = line.split()
+            (self.acked if kind == b"c" else self.partnerAcked).append(int(batch))
         if len(self.acked) >= self.killAfter and self.transport is not None:
             try:
                 self.transport.signalProcess("KILL")
@@ -671,7 +911,7 @@ class CrashTests(StoreFixture):
     PER_BATCH = 5
     CONCURRENCY = 20
 
-    async def runChild(self, script: str, path: str, first: int, killAfter: int) -> list[int]:
+    async def runChild(self, script: str, path: str, first: int, killAfter: int) -> _Child:
         child = _Child(killAfter)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -682,7 +922,7 @@ class CrashTests(StoreFixture):
         )
         await child.ended
         self.assertGreaterEqual(len(child.acked), killAfter, child.stderr.decode())
-        return child.acked
+        return child
 
     async def test_killNine(self) -> None:
         """
@@ -692,18 +932,30 @@ class CrashTests(StoreFixture):
         acknowledged batch is then present, whole; every batch is all or
         nothing; the shared counter is at least the last acknowledged id;
         the database passes SQLite's integrity check.
+
+        Replication marks: every binding is marked pending for the child's
+        relationship in the transaction that stores it, so every binding of
+        a durable batch is pending unless the partner's ack of it is
+        durable; the child acks each batch's first binding once the batch
+        is durable, and an ack's record and the clearing of the mark are
+        one write: a binding carries the acked record if and only if it is
+        no longer pending.
         """
         path = self.databasePath()
         script = os.path.join(os.path.dirname(path), "child.py")
         with open(script, "w") as f:
             f.write(CHILD.format(perBatch=self.PER_BATCH, concurrency=self.CONCURRENCY))
         acked: list[int] = []
+        partnerAcked: list[int] = []
         started = 0
         for killAfter in (150, 231, 307):
-            acked += await self.runChild(script, path, started, killAfter)
+            child = await self.runChild(script, path, started, killAfter)
+            acked += child.acked
+            partnerAcked += child.partnerAcked
             # A child starts at most CONCURRENCY batches past the last ack.
             started = max(acked) + self.CONCURRENCY + 1
         self.assertEqual(len(acked), len(set(acked)))
+        self.assertGreater(len(partnerAcked), 0)
 
         raw = sqlite3.connect(path)
         self.assertEqual(raw.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
@@ -719,3 +971,24 @@ class CrashTests(StoreFixture):
         counter = store.get(IPv6Address(0x20010DB8 << 96 | 0xFFFF << 16), 128)
         assert counter is not None
         self.assertGreaterEqual(counter.iaid, max(acked))
+
+        pending = {lease.key: version for version, lease in allPending(store, "rel", 700)}
+        self.assertEqual(len(pending), store.pendingCount("rel"))
+        self.assertIn(counter.key, pending)
+        self.assertEqual(max(pending.values()), pending[counter.key])
+        for lease in store.iterLeases(500):
+            ackedRecord = lease.partner_lifetime_acked == 1.0
+            self.assertEqual(lease.key not in pending, ackedRecord, lease)
+            isFirst = int(lease.address) & 0xFFFF == 0
+            if ackedRecord:
+                self.assertTrue(isFirst, lease)
+        for batch in partnerAcked:
+            first = IPv6Address(0x20010DB8 << 96 | batch << 16)
+            self.assertNotIn((first, 128), pending, batch)
+        for batch in acked:
+            for i in range(1, self.PER_BATCH):
+                self.assertIn((IPv6Address(0x20010DB8 << 96 | batch << 16 | i), 128), pending)
+        # New versions go on after the largest stored one.
+        store = await self.reopen(store, path, replicate=lambda lease: "rel")
+        await store.commit([makeLease(1)])
+        self.assertEqual(allPending(store, "rel", 700)[-1][0], max(pending.values()) + 1)

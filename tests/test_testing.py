@@ -9,16 +9,16 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from dhcp6ha.interfaces import ILeaseStore
+from dhcp6ha.interfaces import ILeaseStore, Replicate
 from dhcp6ha.testing import MemoryLeaseStore
-from tests.storetests import LeaseStoreTestsMixin, makeLease
+from tests.storetests import LeaseStoreTestsMixin, ReplicationMarksTestsMixin, makeLease, oddEven
 
 
-class MemoryLeaseStoreContractTests(LeaseStoreTestsMixin, TestCase):
+class MemoryLeaseStoreContractTests(LeaseStoreTestsMixin, ReplicationMarksTestsMixin, TestCase):
     """L{MemoryLeaseStore} passes the tests the SQLite store passes."""
 
-    def makeStore(self) -> ILeaseStore:
-        return MemoryLeaseStore()
+    def makeStore(self, replicate: Replicate | None = None) -> ILeaseStore:
+        return MemoryLeaseStore(replicate=replicate)
 
 
 class MemoryLeaseStoreTests(SynchronousTestCase):
@@ -65,3 +65,23 @@ class MemoryLeaseStoreTests(SynchronousTestCase):
         self.successResultOf(store.close())
         self.assertIsNone(self.successResultOf(d))
         self.assertTrue(store.closed)
+
+    def test_pendingWaitsForFlush(self) -> None:
+        """
+        With C{autoFlush=False}, a pending binding is not returned by
+        C{pendingUpdates} until its commit is flushed (like the SQLite
+        store's durable-only rule); C{pendingCount} counts it at once.
+        """
+        store = MemoryLeaseStore(autoFlush=False, replicate=oddEven)
+        one = makeLease(1)
+        store.commit([one])
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        self.assertEqual(store.pendingCount("odd"), 1)
+        store.flush()
+        [(version, lease)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual(lease, one)
+        d = store.acknowledge("odd", [(one, version)])
+        self.assertNoResult(d)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+        store.flush()
+        self.successResultOf(d)

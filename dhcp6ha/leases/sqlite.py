@@ -43,6 +43,23 @@ the primary key C{(address, prefix_length)}, C{(duid, iaid, lease_type)} for
 L{SQLiteLeaseStore.byClient} and a partial index on C{expires} over ACTIVE
 and ABANDONED bindings for L{SQLiteLeaseStore.expiredBefore}.
 
+Replication marks (failover, RFC 8156 section 4.3 lazy updates).  The store
+takes an optional classifier, C{replicate(lease)}, naming the failover
+relationship that replicates a binding.  Every change passed to L{commit}
+gets a new C{version} (one counter for the store, assigned in the reactor
+thread when L{commit} is called, so the overlay and the database agree; on
+open it resumes from the largest stored); a change the classifier gives
+relationship R is stored with C{pending_for = R}, in the very row, hence the
+very transaction, of the change itself: kill -9 cannot lose an update the
+partner has not acked.  L{SQLiteLeaseStore.pendingUpdates} pages through the
+pending bindings by version (a partial index on C{(pending_for, version)});
+L{SQLiteLeaseStore.acknowledge} clears a mark only if the binding is still
+at the version that was sent; C{commit(..., pending=False)} stores what the
+partner sent us without marking it.  C{amend} and C{acknowledge} write in
+place, keeping version and mark.  A version counts as durable once every
+request up to the one that assigned it has ended (requests end in order);
+L{SQLiteLeaseStore.pendingUpdates} never returns a version that is not.
+
 Storage format.  Addresses are 16-byte big-endian BLOBs (compact, and their
 byte order is their numeric order), DUIDs BLOBs, enums their text values,
 times REAL.  The C{leases} table is C{WITHOUT ROWID}, clustered by its key.
@@ -66,7 +83,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import Any, TypeVar
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
@@ -78,8 +95,12 @@ from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLeaseStore", "SchemaError", "StoreClosed"]
 
-SCHEMA_VERSION = 1
-"""The version of the schema this code writes, kept in C{metadata}."""
+SCHEMA_VERSION = 2
+"""The version of the schema this code writes, kept in C{metadata}.
+
+Version 2 added the failover acknowledgement fields (C{partner_state_acked},
+C{partner_stos_acked}) and the replication marks (C{version},
+C{pending_for}); a version 1 database is migrated when opened."""
 
 _SCHEMA_KEY = "schema_version"
 
@@ -92,8 +113,11 @@ _Row = tuple[Any, ...]
 _LEASE_COLUMNS = (
     "address, prefix_length, lease_type, state, duid, iaid, start_time_of_state, cltt, "
     "preferred_lifetime, valid_lifetime, expires, partner_lifetime_sent, "
-    "partner_lifetime_acked, fqdn, fqdn_flags, dns_update_state"
+    "partner_lifetime_acked, fqdn, fqdn_flags, dns_update_state, partner_state_acked, "
+    "partner_stos_acked"
 )
+_LEASE_FIELDS = 18
+_ALL_COLUMNS = _LEASE_COLUMNS + ", version, pending_for"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS metadata (
@@ -117,6 +141,10 @@ _SCHEMA = (
         fqdn TEXT,
         fqdn_flags INTEGER NOT NULL,
         dns_update_state TEXT,
+        partner_state_acked TEXT,
+        partner_stos_acked REAL NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        pending_for TEXT,
         PRIMARY KEY (address, prefix_length)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS leases_by_client ON leases (duid, iaid, lease_type)",
@@ -124,10 +152,31 @@ _SCHEMA = (
     # this WHERE clause for the planner to use it.
     """CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires)
         WHERE state IN ('active', 'abandoned')""",
+    # Partial: only the bindings waiting for a failover partner's ack, in
+    # version order (the update queue's keyset pagination).
+    """CREATE INDEX IF NOT EXISTS leases_pending ON leases (pending_for, version)
+        WHERE pending_for IS NOT NULL""",
+)
+
+# Schema version 1 -> 2: the columns version 2 added, with their defaults.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE leases ADD COLUMN partner_state_acked TEXT",
+    "ALTER TABLE leases ADD COLUMN partner_stos_acked REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE leases ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE leases ADD COLUMN pending_for TEXT",
 )
 
 # The statements, module-level so the tests can check their query plans.
-SQL_UPSERT = f"INSERT OR REPLACE INTO leases ({_LEASE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+SQL_UPSERT = f"INSERT OR REPLACE INTO leases ({_ALL_COLUMNS}) VALUES ({', '.join('?' * (_LEASE_FIELDS + 2))})"
+SQL_GET_CURRENT = f"SELECT {_ALL_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
+SQL_PENDING = (
+    f"SELECT {_ALL_COLUMNS} FROM leases"
+    " WHERE pending_for = ? AND version > ? AND version <= ?"
+    " ORDER BY version LIMIT ?"
+)
+SQL_PENDING_COUNT = "SELECT count(*) FROM leases WHERE pending_for = ?"
+SQL_GET_PENDING_FOR = "SELECT pending_for FROM leases WHERE address = ? AND prefix_length = ?"
+SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leases"
 SQL_GET = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_GET_STATE = "SELECT state FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_BY_CLIENT = (
@@ -176,6 +225,12 @@ def _toRow(lease: Lease) -> _Row:
         raise TypeError(f"state must be a BindingState, not {lease.state!r}")
     if not isinstance(lease.duid, bytes):
         raise TypeError(f"duid must be bytes, not {lease.duid!r}")
+    if lease.partner_state_acked is not None and not isinstance(
+        lease.partner_state_acked, BindingState
+    ):
+        raise TypeError(
+            f"partner_state_acked must be a BindingState or None, not {lease.partner_state_acked!r}"
+        )
     if not 0 <= lease.prefix_length <= 128:
         raise ValueError(f"prefix length out of range: {lease.prefix_length!r}")
     if not 0 <= lease.iaid <= 0xFFFFFFFF:
@@ -197,6 +252,8 @@ def _toRow(lease: Lease) -> _Row:
         None if lease.fqdn is None else str(lease.fqdn),
         int(lease.fqdn_flags),
         None if lease.dns_update_state is None else str(lease.dns_update_state),
+        None if lease.partner_state_acked is None else lease.partner_state_acked.value,
+        float(lease.partner_stos_acked),
     )
 
 
@@ -219,6 +276,8 @@ def _fromRow(row: _Row) -> Lease:
         fqdn=row[13],
         fqdn_flags=row[14],
         dns_update_state=row[15],
+        partner_state_acked=None if row[16] is None else BindingState(row[16]),
+        partner_stos_acked=row[17],
     )
 
 
@@ -232,18 +291,44 @@ def _sortKey(key: _Key) -> tuple[bytes, int]:
     return (key[0].packed, key[1])
 
 
+@frozen
+class _Change:
+    """
+    One binding change on its way to the database, and its overlay entry
+    until then.
+
+    @ivar sequence: orders the changes of this store's lifetime (overlay
+        bookkeeping).
+    @ivar lease: the binding.
+    @ivar version: its replication version (L{SQLiteLeaseStore.commit}
+        assigns a new one; C{amend} and C{acknowledge} keep the stored one).
+    @ivar pendingFor: the failover relationship it waits to be acked by, or
+        C{None}.
+    @ivar row: the database row (lease fields, version, pending_for).
+    """
+
+    sequence: int
+    lease: Lease
+    version: int
+    pendingFor: str | None
+    row: _Row
+
+
 @define
 class _Request:
     """
-    The changes of one L{SQLiteLeaseStore.commit} or C{setMetadata} call.
+    The changes of one L{SQLiteLeaseStore.commit}, C{amend},
+    C{acknowledge}, C{markPending} or C{setMetadata} call.
 
-    @ivar leases: C{(sequence number, lease, row)} per change.
+    @ivar leases: the binding changes.
     @ivar metadata: C{(sequence number, key, value)} per metadata change.
+    @ivar newVersion: the highest version this request assigns (0: none).
     @ivar deferred: fired once the transaction holding them has committed.
     """
 
-    leases: list[tuple[int, Lease, _Row]]
+    leases: list[_Change]
     metadata: list[tuple[int, str, str]]
+    newVersion: int = 0
     deferred: Deferred[None] = field(factory=Deferred)
 
     @property
@@ -380,6 +465,7 @@ class SQLiteLeaseStore:
         reactor: IReactorTime,
         commit_delay: float = 0.0,
         maxBatch: int = 2000,
+        replicate: Callable[[Lease], str | None] | None = None,
     ) -> None:
         """
         @param path: the database file (created if missing).  Not
@@ -393,6 +479,10 @@ class SQLiteLeaseStore:
         @param maxBatch: the most changes written in one transaction (the
             changes of one L{commit} call are never split, so a single larger
             call makes a larger transaction).
+        @param replicate: the failover classifier: the name of the
+            relationship that replicates a binding (its subnet's), or
+            C{None} for a binding no partner shares.  Without it, nothing is
+            ever marked pending.
         @raise sqlite3.Error: the database cannot be opened or set up.
         @raise SchemaError: it was written by an incompatible version.
         @raise TypeError: the reactor does not provide C{IReactorFromThreads}.
@@ -403,6 +493,7 @@ class SQLiteLeaseStore:
         self._reactor = reactor
         self._commitDelay = commit_delay
         self._maxBatch = maxBatch
+        self._replicate = replicate
         self.transactions = 0
         self.changesWritten = 0
 
@@ -418,7 +509,10 @@ class SQLiteLeaseStore:
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
         self._sequence = 0
-        self._overlay: dict[_Key, tuple[int, Lease]] = {}
+        ((maxVersion,),) = self._read(SQL_MAX_VERSION, ())
+        self._version: int = maxVersion
+        self._durableVersion: int = maxVersion
+        self._overlay: dict[_Key, _Change] = {}
         self._overlayByClient: dict[_ClientKey, set[_Key]] = {}
         self._metadataOverlay: dict[str, tuple[int, str]] = {}
         self._queue: deque[_Request] = deque()
@@ -451,7 +545,7 @@ class SQLiteLeaseStore:
         self._checkOpen()
         pending = self._overlay.get((address, prefix_length))
         if pending is not None:
-            return pending[1]
+            return pending.lease
         rows = self._read(SQL_GET, (address.packed, prefix_length))
         return _fromRow(rows[0]) if rows else None
 
@@ -463,7 +557,7 @@ class SQLiteLeaseStore:
             if lease.key not in self._overlay:
                 found[lease.key] = lease
         for key in self._overlayByClient.get((duid, iaid, lease_type), ()):
-            found[key] = self._overlay[key][1]
+            found[key] = self._overlay[key].lease
         return [found[key] for key in sorted(found, key=_sortKey)]
 
     def expiredBefore(self, now: float, limit: int) -> list[Lease]:
@@ -475,9 +569,9 @@ class SQLiteLeaseStore:
         found = [_fromRow(row) for row in rows]
         found = [lease for lease in found if lease.key not in self._overlay]
         found.extend(
-            lease
-            for _, lease in self._overlay.values()
-            if lease.expires <= now and lease.state in _RECLAIMABLE
+            change.lease
+            for change in self._overlay.values()
+            if change.lease.expires <= now and change.lease.state in _RECLAIMABLE
         )
         found.sort(key=lambda lease: (lease.expires, _sortKey(lease.key)))
         return found[:limit]
@@ -508,10 +602,10 @@ class SQLiteLeaseStore:
                 lease = _fromRow(row)
                 if lease.key not in self._overlay:
                     page[_rowKey(row)] = lease
-            for key, (_, lease) in self._overlay.items():
+            for key, change in self._overlay.items():
                 sortKey = _sortKey(key)
                 if (after is None or sortKey > after) and (upTo is None or sortKey <= upTo):
-                    page[sortKey] = lease
+                    page[sortKey] = change.lease
             for sortKey in sorted(page):
                 yield page[sortKey]
             if last:
@@ -527,11 +621,12 @@ class SQLiteLeaseStore:
         reader.execute("BEGIN")
         try:
             counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
-            for key, (_, lease) in self._overlay.items():
+            for key, change in self._overlay.items():
                 rows = self._read(SQL_GET_STATE, (key[0].packed, key[1]))
                 if rows:
                     counts[rows[0][0]] -= 1
-                counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
+                state = change.lease.state.value
+                counts[state] = counts.get(state, 0) + 1
         finally:
             reader.execute("COMMIT")
         return {state: n for state, n in counts.items() if n}
@@ -543,34 +638,211 @@ class SQLiteLeaseStore:
         rows = self._read(SQL_GET_METADATA, (key,))
         return str(rows[0][0]) if rows else None
 
+    # Replication marks (failover) -------------------------------------
+
+    def _current(self, key: _Key) -> _Change | None:
+        """The binding under C{key} with its version and pending mark, as
+        reads see it (C{row} is not filled in for stored rows)."""
+        change = self._overlay.get(key)
+        if change is not None:
+            return change
+        rows = self._read(SQL_GET_CURRENT, (key[0].packed, key[1]))
+        if not rows:
+            return None
+        row = rows[0]
+        return _Change(0, _fromRow(row), row[_LEASE_FIELDS], row[_LEASE_FIELDS + 1], ())
+
+    def pendingUpdates(
+        self, relationship: str, afterVersion: int, limit: int
+    ) -> list[tuple[int, Lease]]:
+        """
+        Up to C{limit} bindings pending for C{relationship} with a version
+        above C{afterVersion}, in version order, each with its version.
+
+        Acknowledgements and newer changes are seen at once (read-your-
+        writes), but a version whose L{commit} is not durable yet is not
+        returned: nothing reaches the partner before it is on our disk (a
+        binding whose newer change is not durable yet is left out too; it
+        comes with the newer version).
+        """
+        self._checkOpen()
+        if limit <= 0:
+            return []
+        upper = self._durableVersion
+        found: list[tuple[int, Lease]] = []
+        after = afterVersion
+        exhausted = False
+        while len(found) < limit:
+            rows = self._read(SQL_PENDING, (relationship, after, upper, limit))
+            for row in rows:
+                lease = _fromRow(row)
+                if lease.key not in self._overlay:
+                    found.append((row[_LEASE_FIELDS], lease))
+            if len(rows) < limit:
+                exhausted = True
+                break
+            after = rows[-1][_LEASE_FIELDS]
+        bound = upper if exhausted else after
+        found.extend(
+            (change.version, change.lease)
+            for change in self._overlay.values()
+            if change.pendingFor == relationship and afterVersion < change.version <= bound
+        )
+        found.sort(key=lambda item: item[0])
+        return found[:limit]
+
+    def pendingCount(self, relationship: str) -> int:
+        """
+        The number of bindings pending for C{relationship}, as reads see
+        them (changes not durable yet included).  A count over an index:
+        for status, not for every exchange.
+        """
+        reader = self._checkOpen()
+        reader.execute("BEGIN")
+        try:
+            ((count,),) = self._read(SQL_PENDING_COUNT, (relationship,))
+            for key, change in self._overlay.items():
+                rows = self._read(SQL_GET_PENDING_FOR, (key[0].packed, key[1]))
+                if rows and rows[0][0] == relationship:
+                    count -= 1
+                if change.pendingFor == relationship:
+                    count += 1
+        finally:
+            reader.execute("COMMIT")
+        return int(count)
+
     # Writes ------------------------------------------------------------
 
     def _nextSequence(self) -> int:
         self._sequence += 1
         return self._sequence
 
-    def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+    def commit(self, changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
         """
         Insert or replace these bindings, atomically.
 
-        Visible to reads at once.  The Deferred fires once they are durable;
-        it fails with L{StoreClosed} after L{close}, with C{TypeError} or
-        C{ValueError} for a malformed binding (nothing is stored), or with
-        the database's exception if the transaction failed (then reads no
-        longer show them).  Cancelling it only stops the wait: the changes
-        are still written.
+        Each gets a new version; with C{pending} each one the C{replicate}
+        classifier gives a relationship is marked pending for it, in the
+        same transaction (C{pending=False}: a binding received from the
+        partner, which has it already).  Visible to reads at once.  The
+        Deferred fires once they are durable; it fails with L{StoreClosed}
+        after L{close}, with C{TypeError} or C{ValueError} for a malformed
+        binding (nothing is stored), with the classifier's exception, or
+        with the database's exception if the transaction failed (then reads
+        no longer show them).  Cancelling it only stops the wait: the
+        changes are still written.
         """
         if self._closing:
             return fail(StoreClosed("the lease store is closed"))
         try:
-            entries = [(self._nextSequence(), lease, _toRow(lease)) for lease in changes]
+            prepared = [
+                (lease, _toRow(lease), self._classify(lease) if pending else None)
+                for lease in changes
+            ]
         except (TypeError, ValueError, AttributeError) as e:
             self.log.warn("Refused malformed lease change: {error}", error=e)
             return fail(e)
-        request = _Request(entries, [])
-        for sequence, lease, _ in entries:
-            self._overlayPut(sequence, lease)
-        return self._enqueue(request)
+        except Exception as e:
+            self.log.failure("The replication classifier failed; nothing stored")
+            return fail(e)
+        entries = [self._put(lease, row, self._nextVersion(), rel) for lease, row, rel in prepared]
+        return self._enqueue(_Request(entries, [], self._version if entries else 0))
+
+    def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
+        """
+        Replace stored bindings in place: their version and pending mark
+        stay as they are, so the change is not itself replicated (for
+        bookkeeping such as the partner lifetime about to be proposed).
+        A binding with no record, or whose record is the same, is skipped.
+        Fires once durable.
+        """
+        if self._closing:
+            return fail(StoreClosed("the lease store is closed"))
+        try:
+            rows = [_toRow(lease) for lease in changes]
+        except (TypeError, ValueError, AttributeError) as e:
+            self.log.warn("Refused malformed lease change: {error}", error=e)
+            return fail(e)
+        entries: list[_Change] = []
+        for lease, row in zip(changes, rows, strict=True):
+            current = self._current(lease.key)
+            if current is None or current.lease == lease:
+                continue
+            entries.append(self._put(lease, row, current.version, current.pendingFor))
+        return self._enqueue(_Request(entries, []))
+
+    def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
+        """
+        The partner of C{relationship} acked these updates: for each
+        C{(record, version)}, store C{record} in place (no new version: the
+        ack bookkeeping is not replicated) and clear the pending mark if
+        the binding is still at the C{version} that was sent (a newer
+        change stays pending).  C{record} must be derived from the current
+        binding, read in the same reactor turn.  Fires once durable.
+        """
+        if self._closing:
+            return fail(StoreClosed("the lease store is closed"))
+        try:
+            rows = [_toRow(record) for record, _ in acks]
+        except (TypeError, ValueError, AttributeError) as e:
+            self.log.warn("Refused malformed lease change: {error}", error=e)
+            return fail(e)
+        entries: list[_Change] = []
+        for (record, version), row in zip(acks, rows, strict=True):
+            current = self._current(record.key)
+            if current is None:
+                continue
+            pendingFor = current.pendingFor
+            if pendingFor == relationship and current.version == version:
+                pendingFor = None
+            if record == current.lease and pendingFor == current.pendingFor:
+                continue
+            entries.append(self._put(record, row, current.version, pendingFor))
+        return self._enqueue(_Request(entries, []))
+
+    def markPending(self, keys: Sequence[_Key]) -> Deferred[None]:
+        """
+        Queue these stored bindings for their relationship's partner again
+        (a new version, marked pending), unless they are pending already:
+        those keep their version, so that two partners that disagree do not
+        send each other updates in a tight loop (RFC 8156 section 7.5.4).
+        Keys with no binding or no relationship are skipped.  Fires once
+        durable.
+        """
+        if self._closing:
+            return fail(StoreClosed("the lease store is closed"))
+        found: dict[_Key, tuple[Lease, str]] = {}
+        try:
+            for key in keys:
+                current = self._current(key)
+                if current is None or key in found:
+                    continue
+                relationship = self._classify(current.lease)
+                if relationship is not None and current.pendingFor != relationship:
+                    found[key] = (current.lease, relationship)
+        except Exception as e:
+            self.log.failure("The replication classifier failed; nothing marked")
+            return fail(e)
+        entries = [
+            self._put(lease, _toRow(lease), self._nextVersion(), relationship)
+            for lease, relationship in found.values()
+        ]
+        return self._enqueue(_Request(entries, [], self._version if entries else 0))
+
+    def _classify(self, lease: Lease) -> str | None:
+        return None if self._replicate is None else self._replicate(lease)
+
+    def _nextVersion(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _put(self, lease: Lease, row: _Row, version: int, pendingFor: str | None) -> _Change:
+        """A change, put in the overlay at once (later ones of the same call see it)."""
+        change = _Change(
+            self._nextSequence(), lease, version, pendingFor, (*row, version, pendingFor)
+        )
+        self._overlayPut(change)
+        return change
 
     def setMetadata(self, key: str, value: str) -> Deferred[None]:
         """
@@ -587,12 +859,13 @@ class SQLiteLeaseStore:
         self._metadataOverlay[key] = (sequence, value)
         return self._enqueue(_Request([], [(sequence, key, value)]))
 
-    def _overlayPut(self, sequence: int, lease: Lease) -> None:
+    def _overlayPut(self, change: _Change) -> None:
+        lease = change.lease
         key = lease.key
         previous = self._overlay.get(key)
         if previous is not None:
-            self._clientIndexDiscard(previous[1])
-        self._overlay[key] = (sequence, lease)
+            self._clientIndexDiscard(previous.lease)
+        self._overlay[key] = change
         self._overlayByClient.setdefault((lease.duid, lease.iaid, lease.lease_type), set()).add(key)
 
     def _clientIndexDiscard(self, lease: Lease) -> None:
@@ -606,11 +879,11 @@ class SQLiteLeaseStore:
     def _overlayRelease(self, request: _Request) -> None:
         """The transaction of C{request} is over: drop its overlay entries
         unless a later change to the same key has replaced them."""
-        for sequence, lease, _ in request.leases:
-            current = self._overlay.get(lease.key)
-            if current is not None and current[0] == sequence:
-                del self._overlay[lease.key]
-                self._clientIndexDiscard(lease)
+        for change in request.leases:
+            current = self._overlay.get(change.lease.key)
+            if current is not None and current.sequence == change.sequence:
+                del self._overlay[change.lease.key]
+                self._clientIndexDiscard(change.lease)
         for sequence, key, _ in request.metadata:
             currentMeta = self._metadataOverlay.get(key)
             if currentMeta is not None and currentMeta[0] == sequence:
@@ -638,7 +911,7 @@ class SQLiteLeaseStore:
             size += request.size
         self._inFlight = batch
         work: _Work = [
-            ([row for _, _, row in r.leases], [(k, v) for _, k, v in r.metadata]) for r in batch
+            ([change.row for change in r.leases], [(k, v) for _, k, v in r.metadata]) for r in batch
         ]
         self._writer.submit(lambda connection: _writeBatch(connection, work)).addCallbacks(
             self._written,
@@ -663,6 +936,9 @@ class SQLiteLeaseStore:
         self.transactions += committed
         for request, outcome in zip(batch, outcomes, strict=True):
             self._overlayRelease(request)
+            # Requests end in order, so every version up to this one is now
+            # durable (or failed, and no longer visible).
+            self._durableVersion = max(self._durableVersion, request.newVersion)
             if outcome is None:
                 self.changesWritten += request.size
         if self._queue:
@@ -744,7 +1020,7 @@ def _connect(path: str, check_same_thread: bool) -> sqlite3.Connection:
 def _setUp(connection: sqlite3.Connection) -> None:
     """
     Put the database in WAL mode with full sync, create the schema if it is
-    missing and check its version.
+    missing, check its version and migrate a version 1 database.
 
     @raise SchemaError: the database has an unknown schema version.
     @raise sqlite3.Error: SQLite could not do it, or refuses WAL mode.
@@ -764,19 +1040,27 @@ def _setUp(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_size_limit = 67108864")
     connection.execute("BEGIN IMMEDIATE")
     try:
+        # The metadata table is the same in every version: read the
+        # version before touching anything else.
+        connection.execute(_SCHEMA[0])
+        rows = connection.execute(SQL_GET_METADATA, (_SCHEMA_KEY,)).fetchall()
+        version = rows[0][0] if rows else None
+        if version == "1":
+            # Version 1 -> 2, in this transaction: new columns with their
+            # defaults (no binding is pending: version 1 did not replicate).
+            for statement in _MIGRATE_1_TO_2:
+                connection.execute(statement)
+        elif version is not None and version != str(SCHEMA_VERSION):
+            raise SchemaError(
+                f"lease database schema version {version!r}, this dhcp6ha reads "
+                f"versions 1 to {SCHEMA_VERSION}"
+            )
         for statement in _SCHEMA:
             connection.execute(statement)
         connection.execute(
-            "INSERT OR IGNORE INTO metadata (key, value) VALUES (?, ?)",
+            "INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)",
             (_SCHEMA_KEY, str(SCHEMA_VERSION)),
         )
-        rows = connection.execute(SQL_GET_METADATA, (_SCHEMA_KEY,)).fetchall()
-        version = rows[0][0]
-        if version != str(SCHEMA_VERSION):
-            raise SchemaError(
-                f"lease database schema version {version!r}, this dhcp6ha reads "
-                f"version {SCHEMA_VERSION}"
-            )
         connection.execute("COMMIT")
     except BaseException:
         _rollback(connection)

@@ -200,12 +200,20 @@ class Connect(amp.Command):
         (b"sender_time", amp.Float()),
         (b"max_unacked", amp.Integer()),
         (b"keepalive", amp.Float()),
+        # The sender's server DUID, so the partner can recognise a client
+        # message naming it (Server Identifier) when it takes over.
+        (b"server_duid", amp.String(optional=True)),
     ]
     response = [
         (b"protocol_version", amp.Integer()),
         (b"role", amp.Unicode()),
         (b"sender_time", amp.Float()),
         (b"max_unacked", amp.Integer()),
+        # Section 6.1.2: CONNECTREPLY carries the MCLT in use (which must
+        # equal the CONNECT's) and the responder's FO_KEEPALIVE_TIME.
+        (b"mclt", amp.Integer(optional=True)),
+        (b"keepalive", amp.Float(optional=True)),
+        (b"server_duid", amp.String(optional=True)),
     ]
     errors = {ConnectRefused: b"CONNECT_REFUSED"}
     fatalErrors = {ConnectRefused: b"CONNECT_REFUSED"}
@@ -219,6 +227,9 @@ class State(amp.Command):
         (b"start_time_of_state", amp.Float()),
         (b"partner_down_time", amp.Float(optional=True)),
         (b"has_database", amp.Boolean(optional=True)),
+        # The STARTUP flag (section 5.5.18): the sender is in STARTUP and
+        # C{state} is the state it will resume.
+        (b"startup", amp.Boolean(optional=True)),
     ]
     response: list[tuple[bytes, amp.Argument]] = []
 
@@ -271,21 +282,34 @@ class PoolRequest(amp.Command):
 
 
 class UpdateRequest(amp.Command):
-    """RFC 8156 UPDREQ: send me every binding change I have not acked."""
+    """
+    RFC 8156 UPDREQ: send me every binding change I have not acked.
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    C{request_id}, when present, is echoed in the L{UpdateDone} that ends
+    the answer, so the requester can tell which request it ends.
+    """
+
+    arguments = [(b"request_id", amp.Integer(optional=True))]
     response: list[tuple[bytes, amp.Argument]] = []
 
 
 class UpdateRequestAll(amp.Command):
-    """RFC 8156 UPDREQALL: send me every binding you have."""
+    """
+    RFC 8156 UPDREQALL: send me every binding you have.
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    C{request_id}, when present, is echoed in the L{UpdateDone} that ends
+    the answer, so the requester can tell which request it ends.
+    """
+
+    arguments = [(b"request_id", amp.Integer(optional=True))]
     response: list[tuple[bytes, amp.Argument]] = []
 
 
 class UpdateDone(amp.Command):
-    """RFC 8156 UPDDONE: every update asked for was sent and acked."""
+    """
+    RFC 8156 UPDDONE: every update asked for was sent and acked.
+    C{request_id} echoes the request's, when it had one.
+    """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    arguments = [(b"request_id", amp.Integer(optional=True))]
     response: list[tuple[bytes, amp.Argument]] = []

@@ -1,0 +1,873 @@
+"""
+Tests for L{dhcp6ha.failover.protocol}: two L{PartnerProtocol}s joined with
+C{twisted.test.iosim}, each side with its own L{FailoverEndpoint} on a
+L{MemoryLeaseStore}, all on one L{Clock}: the Connect exchange and its
+refusals, replication, loss and reconnection, keepalive, and every kind of
+hostile box (fed as raw bytes) ending the connection with a logged reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any
+
+from attrs import evolve
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, capturedLogs, formatEvent
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test.iosim import FakeTransport, IOPump, connect, makeFakeClient, makeFakeServer
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from dhcp6ha.config import PrefixPool
+from dhcp6ha.failover.commands import (
+    BindingUpdate,
+    Connect,
+    ConnectRefused,
+    Contact,
+    FailoverStatus,
+    State,
+    UpdateRequest,
+    bindingFromBox,
+    bindingToBox,
+)
+from dhcp6ha.failover.conflict import acknowledged, resolve
+from dhcp6ha.failover.machine import EndpointState, FailoverEndpoint, Role
+from dhcp6ha.failover.protocol import (
+    CLOSE_GRACE,
+    LocalParameters,
+    PartnerFactory,
+    PartnerProtocol,
+    PartnerSession,
+    PrefixShare,
+    checkBinding,
+)
+from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.testing import MemoryLeaseStore
+
+S = EndpointState
+T0 = 1_700_000_000.0
+NAME = "lan"
+MCLT = 3600
+KEEPALIVE = 60.0
+PRIMARY_DUID = b"\x00\x04" + b"\x01" * 16
+SECONDARY_DUID = b"\x00\x04" + b"\x02" * 16
+CLIENT = b"\x00\x03\x00\x01\x02\x00\x00\x00\x00\x07"
+
+
+# --- a small stand-in for dhcp6ha.failover.queue ----------------------------------------
+
+
+class FakeQueue:
+    """
+    The protocol's view of the update queue: unacked bindings, kept by key,
+    sent as one batch on attach/flush; acks recorded with
+    L{dhcp6ha.failover.conflict.acknowledged}.
+    """
+
+    def __init__(self, store: MemoryLeaseStore) -> None:
+        self.store = store
+        self.pending: dict[tuple[IPv6Address, int], Lease] = {}
+        self.sendBatch: Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]] | None = (
+            None
+        )
+        self.attached = 0
+        self.detached = 0
+        self.batches: list[list[dict[str, Any]]] = []
+        self.results: list[list[dict[str, Any]]] = []
+
+    def attach(
+        self, sendBatch: Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]]
+    ) -> None:
+        self.attached += 1
+        self.sendBatch = sendBatch
+        self.flush()
+
+    def detach(self) -> None:
+        self.detached += 1
+        self.sendBatch = None
+
+    def enqueue(self, lease: Lease) -> None:
+        self.pending[lease.key] = lease
+        self.flush()
+
+    def flush(self) -> Deferred[None]:
+        return self._send(list(self.pending.values()))
+
+    def sendAll(self) -> Deferred[None]:
+        return self._send(list(self.store.iterLeases(100)))
+
+    def _send(self, leases: list[Lease]) -> Deferred[None]:
+        if self.sendBatch is None or not leases:
+            return succeed(None)
+        boxes = [bindingToBox(lease, lease.partner_lifetime_sent) for lease in leases]
+        self.batches.append(boxes)
+
+        def acked(results: list[dict[str, Any]]) -> Deferred[None]:
+            self.results.append(results)
+            changes = []
+            for lease, result in zip(leases, results, strict=True):
+                if result["status"] != 0:
+                    continue
+                if self.pending.get(lease.key) == lease:
+                    del self.pending[lease.key]
+                stored = self.store.get(*lease.key)
+                if stored is not None:
+                    changes.append(acknowledged(stored, lease))
+            return self.store.commit(changes)
+
+        return self.sendBatch(boxes).addCallback(acked)
+
+
+def receiveBindings(
+    store: ILeaseStore, role: Role, boxes: list[dict[str, Any]], now: float
+) -> Deferred[list[dict[str, Any]]]:
+    """Resolve and commit each binding; results once durable."""
+    results = []
+    changes = []
+    for box in boxes:
+        incoming = evolve(bindingFromBox(box), partner_lifetime_sent=box["partner_lifetime"])
+        resolution = resolve(
+            store.get(incoming.address, incoming.prefix_length), incoming, role, now
+        )
+        if resolution.record is not None:
+            changes.append(resolution.record)
+        results.append(
+            {
+                "address": incoming.address,
+                "prefix_length": incoming.prefix_length,
+                "status": 0 if resolution.accepted else int(resolution.status or 1),
+            }
+        )
+    return store.commit(changes).addCallback(lambda _: results)
+
+
+# --- one side of a pair -------------------------------------------------------------------
+
+
+class Side:
+    """One server of the pair: store, endpoint, queue, session."""
+
+    def __init__(
+        self,
+        role: Role,
+        clock: Clock,
+        *,
+        name: str = NAME,
+        mclt: int = MCLT,
+        version: int = 1,
+        minVersion: int = 1,
+        maxSkew: float = 5.0,
+        keepalive: float = KEEPALIVE,
+        duid: bytes | None = None,
+        prefixShare: PrefixShare | None = None,
+        store: MemoryLeaseStore | None = None,
+    ) -> None:
+        self.role = role
+        self.clock = clock
+        self.store = MemoryLeaseStore() if store is None else store
+        self.endpoint = FailoverEndpoint(
+            name, role, clock, self.store, mclt=mclt, keepaliveTime=keepalive, maxSkew=maxSkew
+        )
+        self.queue = FakeQueue(self.store)
+        self.learnt: list[bytes] = []
+        self.duid = (
+            duid if duid is not None else (PRIMARY_DUID if role is Role.PRIMARY else SECONDARY_DUID)
+        )
+        self.session = PartnerSession(
+            LocalParameters(
+                relationship=name,
+                role=role,
+                mclt=mclt,
+                maxUnacked=100,
+                keepalive=keepalive,
+                maxClockSkew=maxSkew,
+                version=version,
+                minVersion=minVersion,
+            ),
+            self.endpoint,
+            self.queue,
+            self.store,
+            clock,
+            receiveBindings,
+            serverDuid=lambda: self.duid,
+            clientsSeen=lambda: 42,
+            prefixShare=prefixShare,
+            partnerDuidLearnt=self.learnt.append,
+        )
+
+    def restart(self, **kw: Any) -> Side:
+        """The same server after a restart: same store, new everything else."""
+        return Side(self.role, self.clock, store=self.store, **kw)
+
+
+class Pair:
+    """A primary and a secondary, connected through iosim."""
+
+    def __init__(self, testCase: SynchronousTestCase, primary: Side, secondary: Side) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.clock = primary.clock
+        self.test = testCase
+
+    def connect(self) -> tuple[PartnerProtocol, PartnerProtocol, IOPump, list[object]]:
+        """Connect and run the Connect exchange; C{outcome} holds its result."""
+        client = PartnerFactory(self.primary.session, initiator=True).buildProtocol(None)  # type: ignore[arg-type]
+        server = PartnerFactory(self.secondary.session, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        pump = connect(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            greet=False,
+            clock=self.clock,
+        )
+        outcome: list[object] = []
+        client.startConnect().addBoth(outcome.append)
+        pump.flush()
+        return client, server, pump, outcome
+
+
+def lease(n: int, *, start: float = T0, valid: int = 600) -> Lease:
+    return Lease(
+        lease_type=LeaseType.NA,
+        address=IPv6Address(int(IPv6Address("2001:db8::")) + n),
+        prefix_length=128,
+        state=BindingState.ACTIVE,
+        duid=CLIENT,
+        iaid=n,
+        start_time_of_state=start,
+        cltt=start,
+        preferred_lifetime=valid // 2,
+        valid_lifetime=valid,
+        expires=start + valid,
+        partner_lifetime_sent=start + valid + 3600,
+    )
+
+
+def messages(events: list[LogEvent], kind: str) -> list[LogEvent]:
+    return [e for e in events if e.get("failoverEvent") == kind]
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+class ConnectTests(SynchronousTestCase):
+    """Section 6.1: the Connect exchange, accepted and refused."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+
+    def pair(self, **secondary: Any) -> Pair:
+        primary = Side(Role.PRIMARY, self.clock)
+        other = Side(Role.SECONDARY, self.clock, **secondary)
+        primary.endpoint.start()
+        other.endpoint.start()
+        return Pair(self, primary, other)
+
+    def test_interfaces(self) -> None:
+        """A PartnerProtocol is an IFailoverPeer."""
+        pair = self.pair()
+        client, server, pump, outcome = pair.connect()
+        self.assertTrue(verifyObject(IFailoverPeer, client))
+        self.assertTrue(verifyObject(IFailoverPeer, server))
+
+    def test_firstStartBothNormal(self) -> None:
+        """
+        Two servers with no state connect: Connect succeeds, each learns the
+        other's DUID, and both go to NORMAL at once (the pair's first start).
+        """
+        pair = self.pair()
+        client, server, pump, outcome = pair.connect()
+        self.assertEqual(outcome, [client])
+        self.assertTrue(client.established and server.established)
+        self.assertEqual(pair.primary.endpoint.state, S.NORMAL)
+        self.assertEqual(pair.secondary.endpoint.state, S.NORMAL)
+        self.assertEqual(pair.primary.endpoint.partnerState, S.NORMAL)
+        self.assertEqual(pair.secondary.endpoint.partnerState, S.NORMAL)
+        self.assertEqual(pair.primary.learnt, [SECONDARY_DUID])
+        self.assertEqual(pair.secondary.learnt, [PRIMARY_DUID])
+        self.assertIs(pair.primary.session.current, client)
+        self.assertIs(pair.secondary.session.current, server)
+        self.assertEqual(pair.primary.session.clockSkew, 0.0)
+        self.assertEqual(pair.primary.queue.attached, 1)
+        self.assertEqual(pair.secondary.queue.attached, 1)
+        self.assertEqual(client.version, 1)
+        self.assertEqual(server.partnerMaxUnacked, 100)
+
+    def test_versionNegotiated(self) -> None:
+        """A secondary speaking versions 1-3 answers the primary's 1: the lower."""
+        pair = self.pair(version=3)
+        client, server, pump, outcome = pair.connect()
+        self.assertEqual(outcome, [client])
+        self.assertEqual(server.version, 1)
+        self.assertEqual(client.version, 1)
+
+    def assertRefused(self, fragment: str, **secondary: Any) -> tuple[Pair, list[LogEvent]]:
+        """
+        Connect is refused with a reason containing C{fragment}, logged on
+        both sides; the connection is closed and neither endpoint gets it.
+        """
+        pair = self.pair(**secondary)
+        with capturedLogs() as events:
+            client, server, pump, outcome = pair.connect()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertTrue(failure.check(ConnectRefused), failure)
+        self.assertIn(fragment, str(failure.value))
+        refusals = messages(events, "connectRefused")
+        self.assertEqual(len(refusals), 2, refusals)
+        for event in refusals:
+            self.assertIn(fragment, event["reason"])
+        self.assertEqual(client.phase, "closed")
+        self.assertEqual(server.phase, "closed")
+        self.assertFalse(pair.primary.endpoint.communicating)
+        self.assertFalse(pair.secondary.endpoint.communicating)
+        self.assertEqual(pair.primary.endpoint.state, S.STARTUP)
+        self.assertEqual(pair.secondary.queue.attached, 0)
+        return pair, events
+
+    def test_refusedRelationship(self) -> None:
+        """A relationship name the secondary does not serve is refused."""
+        self.assertRefused("relationship 'lan' is not served here", name="other")
+
+    def test_refusedRole(self) -> None:
+        """Two primaries: refused."""
+        pair = self.pair()
+        pair.secondary = Side(Role.PRIMARY, self.clock)
+        pair.secondary.endpoint.start()
+        with capturedLogs() as events:
+            client, server, pump, outcome = pair.connect()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertIn("both servers are primary", str(failure.value))
+        self.assertEqual(len(messages(events, "connectRefused")), 2)
+
+    def test_refusedMCLT(self) -> None:
+        """Different MCLTs: refused, both values named."""
+        self.assertRefused("MCLT mismatch: the primary has 3600 s, this server 1800 s", mclt=1800)
+
+    def test_refusedVersion(self) -> None:
+        """A secondary that needs version 2 or later refuses a version 1 primary."""
+        self.assertRefused("protocol version 1 is not supported", version=3, minVersion=2)
+
+    def test_refusedSkew(self) -> None:
+        """
+        A primary whose clock is 30 s ahead is refused (the secondary's
+        bound is 5 s), with the measured skew in the reason.
+        """
+        pair = self.pair()
+        primaryClock = Clock()
+        primaryClock.advance(T0 + 30)
+        pair.primary.session.clock = primaryClock
+        with capturedLogs() as events:
+            client, server, pump, outcome = pair.connect()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertIn("its clock is 30.000 s off ours, beyond the 5 s bound", str(failure.value))
+        self.assertEqual(len(messages(events, "connectRefused")), 2)
+        self.assertEqual(pair.secondary.session.refusals, 1)
+
+    def test_primaryChecksAnswer(self) -> None:
+        """
+        The primary checks the answer too: a secondary with a 1800 s MCLT
+        that (wrongly) accepts is disconnected by the primary.
+        """
+        pair = self.pair()
+        secondary = pair.secondary.session
+        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)  # type: ignore[arg-type]
+        server = PartnerFactory(secondary, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        accept = server._connectReceived
+
+        def lying(**kw: Any) -> Any:
+            then = accept(**kw)
+            then.response["mclt"] = 1800
+            return then
+
+        server._connectReceived = lying  # type: ignore[method-assign]
+        pump = connect(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            greet=False,
+            clock=self.clock,
+        )
+        outcome: list[object] = []
+        client.startConnect().addBoth(outcome.append)
+        with capturedLogs() as events:
+            pump.flush()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertIn("its MCLT is 1800 s and ours 3600 s", str(failure.value))
+        self.assertEqual(client.phase, "closed")
+        self.assertFalse(pair.primary.endpoint.communicating)
+        [event] = messages(events, "connectRefused")
+        self.assertIn(
+            "accepted Connect, but its MCLT is 1800 s and ours 3600 s; disconnecting",
+            formatEvent(event),
+        )
+        # The secondary hears why.
+        self.assertFalse(pair.secondary.endpoint.communicating)
+
+    def test_commandBeforeConnect(self) -> None:
+        """A State sent to the secondary before Connect is a violation: dropped."""
+        pair = self.pair()
+        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        transport = FakeTransport(server, isServer=True)
+        server.makeConnection(transport)
+        box = amp.AmpBox(State.makeArguments({"state": "normal", "start_time_of_state": T0}, None))
+        box[amp.COMMAND] = b"State"
+        box[amp.ASK] = b"1"
+        with capturedLogs() as events:
+            server.dataReceived(box.serialize())
+        [event] = messages(events, "violation")
+        self.assertEqual(event["reason"], "State before Connect completed")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(pair.secondary.endpoint.partnerState, None)
+
+
+class ReplicationTests(SynchronousTestCase):
+    """Bindings flow, connections fail and come back."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.primary = Side(Role.PRIMARY, self.clock)
+        self.secondary = Side(Role.SECONDARY, self.clock)
+        self.primary.endpoint.start()
+        self.secondary.endpoint.start()
+        self.pair = Pair(self, self.primary, self.secondary)
+        self.client, self.server, self.pump, outcome = self.pair.connect()
+        self.assertEqual(outcome, [self.client])
+
+    def test_bindingReplicated(self) -> None:
+        """
+        A binding the primary enqueues reaches the secondary's store; the
+        ack clears it from the primary's queue and records the acked
+        partner lifetime and state on the primary's record.
+        """
+        granted = lease(1)
+        self.primary.store.commit([granted])
+        self.primary.queue.enqueue(granted)
+        self.pump.flush()
+        self.assertEqual(self.primary.queue.pending, {})
+        there = self.secondary.store.get(granted.address, 128)
+        assert there is not None
+        self.assertEqual(there.state, BindingState.ACTIVE)
+        self.assertEqual(there.duid, CLIENT)
+        self.assertEqual(there.partner_lifetime_acked, granted.partner_lifetime_sent)
+        here = self.primary.store.get(granted.address, 128)
+        assert here is not None
+        self.assertEqual(here.partner_lifetime_acked, granted.partner_lifetime_sent)
+        self.assertTrue(here.stateAcked)
+
+    def test_connectionLost(self) -> None:
+        """
+        Losing the connection takes both sides to COMMUNICATIONS-INTERRUPTED
+        at once and detaches both queues.
+        """
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(self.primary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertEqual(self.secondary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertIsNone(self.primary.session.current)
+        self.assertIsNone(self.secondary.session.current)
+        self.assertEqual(self.primary.queue.detached, 1)
+        self.assertEqual(self.secondary.queue.detached, 1)
+
+    def test_reconnectFlushes(self) -> None:
+        """
+        An update made while the link is down stays queued; after the
+        reconnection both go back to NORMAL and the update is sent.
+        """
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        self.clock.advance(30)
+        granted = lease(2, start=self.clock.seconds())
+        self.primary.store.commit([granted])
+        self.primary.queue.enqueue(granted)
+        self.assertEqual(list(self.primary.queue.pending), [granted.key])
+        client, server, pump, outcome = self.pair.connect()
+        self.assertEqual(outcome, [client])
+        self.assertEqual(self.primary.endpoint.state, S.NORMAL)
+        self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
+        self.assertEqual(self.primary.queue.pending, {})
+        self.assertIsNotNone(self.secondary.store.get(granted.address, 128))
+
+    def test_silentPartnerUnreachable(self) -> None:
+        """
+        A partner that stops sending anything (its process hangs, the
+        network drops packets) is unreachable after the keepalive time:
+        the connection is dropped, COMMUNICATIONS-INTERRUPTED.
+        """
+        # The secondary goes silent: nothing it writes reaches the primary.
+        self.server.transport.write = lambda data: None  # type: ignore[method-assign]
+        for _ in range(int(KEEPALIVE) - 1):
+            self.clock.advance(1)
+            self.pump.flush()
+        self.assertEqual(self.primary.endpoint.state, S.NORMAL)
+        with capturedLogs() as events:
+            self.clock.advance(1)
+            self.pump.flush()
+        self.assertEqual(self.primary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertTrue(any("nothing from the partner" in e["log_format"] for e in events))
+
+    def test_heartbeatsKeepAlive(self) -> None:
+        """Both sides send Contact in time: hours pass, still NORMAL."""
+        for _ in range(3 * 3600 // 5):
+            self.clock.advance(5)
+            self.pump.flush()
+        self.assertEqual(self.primary.endpoint.state, S.NORMAL)
+        self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
+        self.assertEqual(self.primary.session.partnerClientsSeen, 42)
+        self.assertEqual(self.primary.session.lastContact, self.clock.seconds())
+
+    def test_disconnect(self) -> None:
+        """
+        The endpoint's disconnect() sends Disconnect with the reason; the
+        partner logs it and both end in COMMUNICATIONS-INTERRUPTED.
+        """
+        with capturedLogs() as events:
+            self.client.disconnect("keepalive timeout")
+            self.pump.flush()
+        [event] = messages(events, "partnerDisconnect")
+        self.assertEqual(event["reason"], "keepalive timeout")
+        self.assertEqual(self.secondary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertEqual(self.client.phase, "closed")
+
+    def test_replacedConnection(self) -> None:
+        """
+        A second connection that completes Connect replaces the first (a
+        restarted primary), which is closed; the secondary ends in NORMAL
+        on the new one.
+        """
+        with capturedLogs() as events:
+            client, server, pump, outcome = self.pair.connect()
+            self.pump.flush()
+            pump.flush()
+        self.assertEqual(outcome, [client])
+        self.assertIs(self.secondary.session.current, server)
+        self.assertEqual(self.server.phase, "closed")
+        self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
+        self.assertTrue(any("replaces" in e["log_format"] for e in events))
+
+    def test_operatorSync(self) -> None:
+        """
+        An operator's UpdateRequest is answered with the partner's unacked
+        updates and UpdateDone, which does not reach the endpoint.
+        """
+        granted = lease(3)
+        self.secondary.store.commit([granted])
+        self.secondary.queue.pending[granted.key] = granted
+        with capturedLogs() as events:
+            self.client.requestUpdatesForOperator()
+            self.pump.flush()
+        self.assertIsNotNone(self.primary.store.get(granted.address, 128))
+        self.assertTrue(any("operator sync" in e["log_format"] for e in events))
+        self.assertFalse(any("no update request outstanding" in e["log_format"] for e in events))
+
+
+class PoolRequestTests(SynchronousTestCase):
+    """The secondary's share of delegable prefixes (proportional allocation)."""
+
+    def test_share(self) -> None:
+        """
+        On reaching NORMAL the secondary asks; the primary makes a quarter
+        of a 16-prefix pool FREE-BACKUP (skipping a leased prefix and a
+        reserved one) and the bindings reach the secondary.
+        """
+        clock = Clock()
+        clock.advance(T0)
+        pool = PrefixPool(IPv6Network("2001:db8:100::/52"), 56)
+        top = IPv6Address("2001:db8:100:f00::")
+        reserved = IPv6Network("2001:db8:100:e00::/56")
+        share = PrefixShare([pool], 0.25, clock, reserved=[reserved], chunk=3)
+        primary = Side(Role.PRIMARY, clock, prefixShare=share)
+        leased = Lease(
+            lease_type=LeaseType.PD,
+            address=top,
+            prefix_length=56,
+            state=BindingState.ACTIVE,
+            duid=CLIENT,
+            iaid=9,
+            start_time_of_state=T0,
+            cltt=T0,
+            preferred_lifetime=300,
+            valid_lifetime=600,
+            expires=T0 + 600,
+        )
+        primary.store.commit([leased])
+        secondary = Side(Role.SECONDARY, clock)
+        primary.endpoint.start()
+        secondary.endpoint.start()
+        client, server, pump, outcome = Pair(self, primary, secondary).connect()
+        self.assertEqual(outcome, [client])
+        pump.flush()
+        backups = sorted(
+            lease.address
+            for lease in secondary.store.iterLeases(100)
+            if lease.state is BindingState.FREE_BACKUP
+        )
+        self.assertEqual(
+            [str(a) for a in backups],
+            [
+                "2001:db8:100:a00::",
+                "2001:db8:100:b00::",
+                "2001:db8:100:c00::",
+                "2001:db8:100:d00::",
+            ],
+        )
+        mine = [
+            lease.address
+            for lease in primary.store.iterLeases(100)
+            if lease.state is BindingState.FREE_BACKUP
+        ]
+        self.assertEqual(sorted(mine), backups)
+        self.assertEqual(primary.queue.pending, {})
+        # Asked again: the share is complete, nothing more.
+        again = primary.session.handPrefixes()
+        pump.flush()
+        self.assertEqual(self.successResultOf(again), 0)
+
+    def test_secondaryRefuses(self) -> None:
+        """A PoolRequest sent to a secondary is answered NotInState, not a violation."""
+        clock = Clock()
+        clock.advance(T0)
+        primary = Side(Role.PRIMARY, clock)
+        secondary = Side(Role.SECONDARY, clock)
+        primary.endpoint.start()
+        secondary.endpoint.start()
+        client, server, pump, outcome = Pair(self, primary, secondary).connect()
+        with capturedLogs() as events:
+            client.sendPoolRequest()
+            pump.flush()
+        self.assertTrue(any("hands no prefixes" in e["log_format"] for e in events))
+        self.assertTrue(client.established)
+
+
+# --- hostile input --------------------------------------------------------------------------
+
+
+def frame(*pairs: tuple[bytes, bytes]) -> bytes:
+    """A raw AMP box: key/value pairs with 16-bit length prefixes, then the end."""
+    out = b""
+    for key, value in pairs:
+        out += struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
+    return out + b"\x00\x00"
+
+
+def command(name: type[amp.Command], tag: bytes = b"99", **arguments: Any) -> bytes:
+    strings = name.makeArguments(arguments, None)
+    box = amp.AmpBox(strings)
+    box[amp.COMMAND] = name.commandName
+    box[amp.ASK] = tag
+    return box.serialize()
+
+
+class HostileInputTests(SynchronousTestCase):
+    """
+    Whatever an authenticated partner sends, the connection ends with a
+    logged reason, nothing raises, and the endpoint sees the loss.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.primary = Side(Role.PRIMARY, self.clock)
+        self.secondary = Side(Role.SECONDARY, self.clock)
+        self.primary.endpoint.start()
+        self.secondary.endpoint.start()
+        client, self.server, self.pump, outcome = Pair(self, self.primary, self.secondary).connect()
+        self.assertEqual(outcome, [client])
+
+    @contextmanager
+    def violation(self, fragment: str) -> Iterator[None]:
+        with capturedLogs() as events:
+            yield
+            self.pump.flush()
+        found = messages(events, "violation")
+        self.assertEqual(len(found), 1, [e.get("reason") for e in events])
+        self.assertIn(fragment, found[0]["reason"])
+        self.assertEqual(self.server.phase, "closed")
+        self.assertEqual(self.secondary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertEqual(self.secondary.session.violations, 1)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the primary's side, as raw as they come."""
+        self.server.dataReceived(data)
+
+    def test_unknownCommand(self) -> None:
+        """An unknown command (AMP's own StartTLS included) is a violation."""
+        with self.violation("unknown command b'StartTLS'"):
+            self.feed(frame((b"_command", b"StartTLS"), (b"_ask", b"1")))
+
+    def test_badArgumentType(self) -> None:
+        """A State whose start time is not a float."""
+        with self.violation("malformed State"):
+            self.feed(
+                frame(
+                    (b"_command", b"State"),
+                    (b"_ask", b"1"),
+                    (b"state", b"normal"),
+                    (b"start_time_of_state", b"yesterday"),
+                )
+            )
+
+    def test_missingArgument(self) -> None:
+        """A State without its start time."""
+        with self.violation("malformed State"):
+            self.feed(frame((b"_command", b"State"), (b"_ask", b"1"), (b"state", b"normal")))
+
+    def test_unknownState(self) -> None:
+        """A State naming no RFC 8156 state."""
+        with self.violation("unknown state 'happy'"):
+            self.feed(command(State, state="happy", start_time_of_state=T0))
+
+    def test_nanTime(self) -> None:
+        """A Contact whose time is NaN."""
+        with self.violation("not a number"):
+            self.feed(command(Contact, sender_time=float("nan")))
+
+    def test_prefixLength200(self) -> None:
+        """A binding of prefix length 200 (it parses as an integer)."""
+        box = bindingToBox(evolve(lease(1), lease_type=LeaseType.PD), 0.0)
+        box["prefix_length"] = 200
+        with self.violation("prefix length 200 out of range"):
+            self.feed(command(BindingUpdate, bindings=[box]))
+        self.assertIsNone(self.secondary.store.get(box["address"], 200))
+
+    def test_addressWithPrefixLength(self) -> None:
+        """An NA binding with a prefix length other than 128."""
+        box = bindingToBox(lease(1), 0.0)
+        box["prefix_length"] = 64
+        with self.violation("an address binding"):
+            self.feed(command(BindingUpdate, bindings=[box]))
+
+    def test_hugeDuid(self) -> None:
+        """A binding carrying a 60,000-byte DUID."""
+        box = bindingToBox(evolve(lease(1), duid=b"x" * 60_000), 0.0)
+        with self.violation("a DUID of 60000 bytes"):
+            self.feed(command(BindingUpdate, bindings=[box]))
+
+    def test_badBindingField(self) -> None:
+        """A BindingUpdate whose one element has a lease type that does not exist."""
+        element = amp.AmpBox(
+            BindingUpdate.makeArguments({"bindings": [bindingToBox(lease(1), 0.0)]}, None)
+        )[b"bindings"].replace(b"\x00\x02na", b"\x00\x02zz")
+        with self.violation("malformed BindingUpdate"):
+            self.feed(
+                frame((b"_command", b"BindingUpdate"), (b"_ask", b"1"), (b"bindings", element))
+            )
+
+    def test_keyTooLong(self) -> None:
+        """A key of 300 bytes (AMP allows 255)."""
+        with self.violation("a key of 300 bytes"):
+            self.feed(struct.pack("!H", 300) + b"k" * 300)
+
+    def test_tooManyKeys(self) -> None:
+        """A box with 40 keys."""
+        with self.violation("more than 32 keys"):
+            self.feed(frame(*((b"k%d" % i, b"v") for i in range(40))))
+
+    def test_emptyBox(self) -> None:
+        """A box with nothing in it."""
+        with self.violation("neither a command nor an answer"):
+            self.feed(b"\x00\x00")
+
+    def test_answerToNothing(self) -> None:
+        """An answer to a question never asked."""
+        with self.violation("an answer to no request"):
+            self.feed(frame((b"_answer", b"12345")))
+
+    def test_errorWithoutCode(self) -> None:
+        """An error answer without its code."""
+        # A real outstanding question: the secondary asks for updates.
+        self.server.callRemote(UpdateRequest)
+        tag = b"%x" % (self.server._counter,)
+        with self.violation("without code"):
+            self.feed(frame((b"_error", tag)))
+
+    def test_secondConnect(self) -> None:
+        """A Connect on a connection that already completed one."""
+        with self.violation("a second Connect"):
+            self.feed(
+                command(
+                    Connect,
+                    protocol_version=1,
+                    relationship=NAME,
+                    role="primary",
+                    mclt=MCLT,
+                    sender_time=T0,
+                    max_unacked=10,
+                    keepalive=60.0,
+                )
+            )
+
+    def test_longDisconnectReason(self) -> None:
+        """A Disconnect whose reason is 5000 characters."""
+        strings = amp.AmpBox(
+            {b"_command": b"Disconnect", b"status": b"1", b"reason": b"x" * 5000}
+        ).serialize()
+        with self.violation("a Disconnect reason of 5000 characters"):
+            self.feed(strings)
+
+    def test_bytesAfterViolationIgnored(self) -> None:
+        """Boxes after the offending one (same read) are not acted on."""
+        data = frame((b"_command", b"Nope"), (b"_ask", b"1")) + command(
+            State, state="partner-down", start_time_of_state=T0
+        )
+        with self.violation("unknown command"):
+            self.feed(data)
+        self.assertEqual(self.secondary.endpoint.partnerState, S.NORMAL)
+
+    def test_abortAfterGrace(self) -> None:
+        """A peer that does not let the connection close is aborted after the grace time."""
+        aborted: list[bool] = []
+        transport = self.server.transport
+        transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        with capturedLogs():
+            self.feed(frame((b"_command", b"Nope"), (b"_ask", b"1")))
+        self.assertTrue(transport.disconnecting)
+        self.clock.advance(CLOSE_GRACE)
+        self.assertEqual(aborted, [True])
+
+
+class CheckBindingTests(SynchronousTestCase):
+    """L{checkBinding} accepts sane bindings."""
+
+    def test_sane(self) -> None:
+        """An address and a delegated prefix pass."""
+        self.assertIsNone(checkBinding(bindingToBox(lease(1), T0)))
+        prefix = evolve(
+            lease(1),
+            lease_type=LeaseType.PD,
+            address=IPv6Address("2001:db8:1:100::"),
+            prefix_length=56,
+        )
+        self.assertIsNone(checkBinding(bindingToBox(prefix, T0)))
+
+    def test_hostBits(self) -> None:
+        """A delegated prefix with host bits set does not."""
+        prefix = evolve(
+            lease(1),
+            lease_type=LeaseType.PD,
+            address=IPv6Address("2001:db8:1:101::"),
+            prefix_length=56,
+        )
+        self.assertIn("host bits", checkBinding(bindingToBox(prefix, T0)) or "")
+
+
+class FailureStatusTests(SynchronousTestCase):
+    """Status codes used in Disconnect."""
+
+    def test_codes(self) -> None:
+        """The skew refusal uses the RFC 8156 code."""
+        self.assertEqual(FailoverStatus.EXCESSIVE_TIME_SKEW, 22)

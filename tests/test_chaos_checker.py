@@ -332,6 +332,20 @@ class CleanTests(SynchronousTestCase):
         h.renew(A, L1, T0 + 19.9, [na(1, status=3)], replyAt=T0 + 20.1)
         self.assertEqual(h.check(), [])
 
+    def test_equalTimesKeepOrder(self) -> None:
+        """
+        Events of equal time are taken in the order recorded: a Decline
+        sent the instant its grant arrived ends the lease.
+        """
+        h = History()
+        h.exchange(A, "REQUEST", T0, na(1), reply=[na(1, lease(L1, 60))], replyAt=T0 + 1)
+        h.exchange(A, "DECLINE", T0 + 1, na(1, lease(L1)), server=S1, reply=[])
+        h.bind(B, L1, T0 + 2, 60)
+        self.assertEqual(h.check(), [])
+        reply = h.events.pop(2)
+        h.events.insert(3, reply)  # recorded after the Decline: the Decline came first
+        self.assertEqual([v.kind for v in h.check()], [Invariant.OVERLAP])
+
     def test_unprocessedReplyIgnored(self) -> None:
         """A Reply with UnspecFail or UseMulticast at the top did not process the Renew."""
         h = History()
@@ -776,6 +790,7 @@ class ReportTests(SynchronousTestCase):
         events = h.events[1:]
         text = formatReport(events, check(events, h.dumps, None))
         self.assertIn("seed unknown", text)
+        self.assertIn("t+0.000", text)
         self.assertIn("invariant 5", text)
 
     def test_describeDump(self) -> None:

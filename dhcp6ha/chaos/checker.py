@@ -236,8 +236,16 @@ Key = tuple[IPv6Address, int]
 
 @attrs.define
 class _Transaction:
+    """
+    @ivar seq: the position of the first send in the history (sorted by
+        time, stably: events of equal time keep their recorded order).
+    @ivar receivedSeq: the positions of C{received}.
+    """
+
     sends: list[ClientSent]
+    seq: int
     received: list[ClientReceived] = attrs.field(factory=list)
+    receivedSeq: list[int] = attrs.field(factory=list)
 
     @property
     def first(self) -> ClientSent:
@@ -266,8 +274,14 @@ class _Transaction:
         )
 
     def replies(self) -> list[ClientReceived]:
+        return [m for _, m in self.numberedReplies()]
+
+    def numberedReplies(self) -> list[tuple[int, ClientReceived]]:
+        """The Replies that processed the message, with their positions."""
         return [
-            m for m in self.received if m.msg_type == "REPLY" and m.status not in _NOT_PROCESSED
+            (n, m)
+            for n, m in zip(self.receivedSeq, self.received, strict=True)
+            if m.msg_type == "REPLY" and m.status not in _NOT_PROCESSED
         ]
 
 
@@ -277,19 +291,22 @@ def _transactions(events: Iterable[Event]) -> list[_Transaction]:
 
     A received message joins the latest transaction of that client with
     that transaction id whose first send is not later; one with none is
-    ignored (it cannot be placed in time).
+    ignored (it cannot be placed in time).  Events of equal time keep the
+    order in which they were recorded (a client records what it received
+    before what it sends in answer).
     """
     byKey: dict[tuple[bytes, int, str], _Transaction] = {}
     byXid: dict[tuple[bytes, int], list[_Transaction]] = defaultdict(list)
     out: list[_Transaction] = []
-    for event in sorted(
+    ordered = sorted(
         (e for e in events if isinstance(e, ClientSent | ClientReceived)), key=eventTime
-    ):
+    )
+    for seq, event in enumerate(ordered):
         if isinstance(event, ClientSent):
             key = (event.client, event.xid, event.msg_type)
             tx = byKey.get(key)
             if tx is None or tx.received:
-                tx = _Transaction([event])
+                tx = _Transaction([event], seq)
                 byKey[key] = tx
                 byXid[(event.client, event.xid)].append(tx)
                 out.append(tx)
@@ -301,6 +318,7 @@ def _transactions(events: Iterable[Event]) -> list[_Transaction]:
             ]
             if candidates:
                 candidates[-1].received.append(event)
+                candidates[-1].receivedSeq.append(seq)
     return out
 
 
@@ -362,15 +380,15 @@ class _Sweep:
         self.violations: list[Violation] = []
 
     def run(self, transactions: Sequence[_Transaction]) -> None:
-        # Steps: (time, order, transaction, reply or None); a transaction's
-        # start comes before anything received at the same time.
-        steps: list[tuple[float, int, int, _Transaction, ClientReceived | None]] = []
-        for n, tx in enumerate(transactions):
-            steps.append((tx.lo, 0, n, tx, None))
-            for answer in tx.replies():
-                steps.append((answer.time, 1, n, tx, answer))
-        steps.sort(key=lambda step: (step[0], step[1], step[2]))
-        for _, _, _, tx, received in steps:
+        # Steps: (time, position in the history, transaction, reply or
+        # None for the transaction's start), in time and then history order.
+        steps: list[tuple[float, int, _Transaction, ClientReceived | None]] = []
+        for tx in transactions:
+            steps.append((tx.lo, tx.seq, tx, None))
+            for seq, answer in tx.numberedReplies():
+                steps.append((answer.time, seq, tx, answer))
+        steps.sort(key=lambda step: (step[0], step[1]))
+        for _, _, tx, received in steps:
             if received is None:
                 self._start(tx)
             else:
@@ -958,7 +976,10 @@ def formatReport(
     """
     header = next((e for e in history if isinstance(e, RunHeader)), None)
     names = _names(header)
-    origin = header.started if header is not None else 0.0
+    if header is not None:
+        origin = header.started
+    else:
+        origin = min((eventTime(e) for e in history), default=0.0)
     lines: list[str] = []
     if header is not None:
         lines.append(f"chaos run, seed {header.seed}")

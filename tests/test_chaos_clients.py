@@ -44,10 +44,12 @@ from dhcp6ha.engine import Engine
 from dhcp6ha.leases.lease import BindingState
 from dhcp6ha.message import (
     IANA,
+    IAPD,
     ClientId,
     DuidType,
     ElapsedTime,
     IAAddress,
+    IAPrefix,
     InterfaceId,
     Message,
     MessageType,
@@ -524,6 +526,36 @@ class RenewRebindTests(SynchronousTestCase):
         h.run(5)
         (renew,) = h.events(ClientSent, "RENEW")
         self.assertAlmostEqual(renew.time, bound + 4, places=6)
+
+    def test_iaLeftOut(self) -> None:
+        """
+        A Reply that leaves one of the client's IAs out does not make it
+        renew again at once (that IA's timers are stale).
+        """
+        h = Harness(self)
+        prefix = IPv6Address("2001:db8:100:100::")
+
+        def answer(message: Message) -> Any:
+            ias: list[Option] = []
+            for option in message.options:
+                if isinstance(option, IANA):
+                    ias.append(IANA(option.iaid, 10, 16, (IAAddress(ADDRESS, 20, 40),)))
+                elif isinstance(option, IAPD) and message.msg_type != MessageType.RENEW:
+                    ias.append(IAPD(option.iaid, 10, 16, (IAPrefix(30, 60, 56, prefix),)))
+            if message.msg_type == MessageType.SOLICIT:
+                return [(MessageType.ADVERTISE, ias)]
+            return [(MessageType.REPLY, ias)]
+
+        h.scripted(S1, S1_ADDRESS, answer)
+        client = onlyClient(h.clients(pd=True))
+        h.run(3)
+        bound = h.events(ClientReceived, "REPLY")[0].time
+        h.run(15)
+        renews = h.events(ClientSent, "RENEW")
+        self.assertEqual(len(renews), 1)
+        self.assertAlmostEqual(renews[0].time, bound + 10, places=6)
+        self.assertEqual(client.state, State.BOUND)
+        self.assertEqual(len(client.leases[(PD, client.ias[1][1])]), 1)
 
 
 class LeaveTests(SynchronousTestCase):

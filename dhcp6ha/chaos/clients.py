@@ -786,6 +786,13 @@ class SimulatedClient:
         held = [ia for ia, leases in self.leases.items() if leases]
         t1 = min(self._t1.get(ia, now) for ia in held)
         t2 = min(self._t2.get(ia, now) for ia in held)
+        if t1 <= now:
+            # An IA the last Reply did not mention has stale timers: renew
+            # at half, rebind at 0.8 of the shortest remaining lifetime.
+            remaining = min(
+                lease.expires - now for leases in self.leases.values() for lease in leases.values()
+            )
+            t1, t2 = now + remaining * 0.5, now + remaining * 0.8
         self._cancel("t1", "t2", "release")
         if t1 < t2:
             self._later("t1", t1 - now, self._renew)

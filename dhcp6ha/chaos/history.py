@@ -28,6 +28,18 @@ Events:
 Times are C{clock.seconds()} of the recording process (for the harness, the
 wall clock of the machine both servers run on).
 
+The history is append-only: a fault is recorded once its end is known (when
+it is healed; instantaneous ones, such as the partner-down command, at
+once; one never healed at the end of the run with C{end=None}).  Events of
+equal time are read in the order recorded, so a client records what it
+received before what it sends in answer.
+
+Replay: the header holds the seed and every parameter (and the command
+line) from which the fault scheduler derives its schedule and the clients
+their identities and choices; running the same command again replays the
+same schedule.  The report (L{dhcp6ha.chaos.checker.formatReport}) prints
+them first.
+
 The JSON-lines form has one JSON object per line, with a C{"type"} key
 (C{"header"}, C{"sent"}, C{"received"}, C{"fault"}, C{"state"}, C{"dump"},
 C{"note"}) and one key per field; C{bytes} are written as hex, addresses as

@@ -9,13 +9,13 @@ hostile box (fed as raw bytes) ending the connection with a logged reason.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from attrs import evolve
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.protocols import amp
@@ -33,10 +33,8 @@ from dhcp6ha.failover.commands import (
     FailoverStatus,
     State,
     UpdateRequest,
-    bindingFromBox,
     bindingToBox,
 )
-from dhcp6ha.failover.conflict import acknowledged, resolve
 from dhcp6ha.failover.machine import EndpointState, FailoverEndpoint, Role
 from dhcp6ha.failover.protocol import (
     CLOSE_GRACE,
@@ -47,6 +45,7 @@ from dhcp6ha.failover.protocol import (
     PrefixShare,
     checkBinding,
 )
+from dhcp6ha.failover.queue import UpdateQueue, receiveBindings
 from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.testing import MemoryLeaseStore
@@ -59,93 +58,6 @@ KEEPALIVE = 60.0
 PRIMARY_DUID = b"\x00\x04" + b"\x01" * 16
 SECONDARY_DUID = b"\x00\x04" + b"\x02" * 16
 CLIENT = b"\x00\x03\x00\x01\x02\x00\x00\x00\x00\x07"
-
-
-# --- a small stand-in for dhcp6ha.failover.queue ----------------------------------------
-
-
-class FakeQueue:
-    """
-    The protocol's view of the update queue: unacked bindings, kept by key,
-    sent as one batch on attach/flush; acks recorded with
-    L{dhcp6ha.failover.conflict.acknowledged}.
-    """
-
-    def __init__(self, store: MemoryLeaseStore) -> None:
-        self.store = store
-        self.pending: dict[tuple[IPv6Address, int], Lease] = {}
-        self.sendBatch: Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]] | None = (
-            None
-        )
-        self.attached = 0
-        self.detached = 0
-        self.batches: list[list[dict[str, Any]]] = []
-        self.results: list[list[dict[str, Any]]] = []
-
-    def attach(
-        self, sendBatch: Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]]
-    ) -> None:
-        self.attached += 1
-        self.sendBatch = sendBatch
-        self.flush()
-
-    def detach(self) -> None:
-        self.detached += 1
-        self.sendBatch = None
-
-    def enqueue(self, lease: Lease) -> None:
-        self.pending[lease.key] = lease
-        self.flush()
-
-    def flush(self) -> Deferred[None]:
-        return self._send(list(self.pending.values()))
-
-    def sendAll(self) -> Deferred[None]:
-        return self._send(list(self.store.iterLeases(100)))
-
-    def _send(self, leases: list[Lease]) -> Deferred[None]:
-        if self.sendBatch is None or not leases:
-            return succeed(None)
-        boxes = [bindingToBox(lease, lease.partner_lifetime_sent) for lease in leases]
-        self.batches.append(boxes)
-
-        def acked(results: list[dict[str, Any]]) -> Deferred[None]:
-            self.results.append(results)
-            changes = []
-            for lease, result in zip(leases, results, strict=True):
-                if result["status"] != 0:
-                    continue
-                if self.pending.get(lease.key) == lease:
-                    del self.pending[lease.key]
-                stored = self.store.get(*lease.key)
-                if stored is not None:
-                    changes.append(acknowledged(stored, lease))
-            return self.store.commit(changes)
-
-        return self.sendBatch(boxes).addCallback(acked)
-
-
-def receiveBindings(
-    store: ILeaseStore, role: Role, boxes: list[dict[str, Any]], now: float
-) -> Deferred[list[dict[str, Any]]]:
-    """Resolve and commit each binding; results once durable."""
-    results = []
-    changes = []
-    for box in boxes:
-        incoming = evolve(bindingFromBox(box), partner_lifetime_sent=box["partner_lifetime"])
-        resolution = resolve(
-            store.get(incoming.address, incoming.prefix_length), incoming, role, now
-        )
-        if resolution.record is not None:
-            changes.append(resolution.record)
-        results.append(
-            {
-                "address": incoming.address,
-                "prefix_length": incoming.prefix_length,
-                "status": 0 if resolution.accepted else int(resolution.status or 1),
-            }
-        )
-    return store.commit(changes).addCallback(lambda _: results)
 
 
 # --- one side of a pair -------------------------------------------------------------------
@@ -171,11 +83,12 @@ class Side:
     ) -> None:
         self.role = role
         self.clock = clock
-        self.store = MemoryLeaseStore() if store is None else store
+        self.store = MemoryLeaseStore(replicate=lambda lease: name) if store is None else store
         self.endpoint = FailoverEndpoint(
             name, role, clock, self.store, mclt=mclt, keepaliveTime=keepalive, maxSkew=maxSkew
         )
-        self.queue = FakeQueue(self.store)
+        self.queue = UpdateQueue(name, self.store, clock, maxUnacked=100)
+        self.name = name
         self.learnt: list[bytes] = []
         self.duid = (
             duid if duid is not None else (PRIMARY_DUID if role is Role.PRIMARY else SECONDARY_DUID)
@@ -195,16 +108,21 @@ class Side:
             self.queue,
             self.store,
             clock,
-            receiveBindings,
+            self.receive,
             serverDuid=lambda: self.duid,
             clientsSeen=lambda: 42,
             prefixShare=prefixShare,
             partnerDuidLearnt=self.learnt.append,
         )
 
-    def restart(self, **kw: Any) -> Side:
-        """The same server after a restart: same store, new everything else."""
-        return Side(self.role, self.clock, store=self.store, **kw)
+    def receive(
+        self, store: ILeaseStore, role: Role, boxes: list[dict[str, Any]], now: float
+    ) -> Deferred[list[dict[str, Any]]]:
+        return receiveBindings(store, role, boxes, now, queue=self.queue)
+
+    @property
+    def unacked(self) -> int:
+        return self.store.pendingCount(self.name)
 
 
 class Pair:
@@ -297,8 +215,8 @@ class ConnectTests(SynchronousTestCase):
         self.assertIs(pair.primary.session.current, client)
         self.assertIs(pair.secondary.session.current, server)
         self.assertEqual(pair.primary.session.clockSkew, 0.0)
-        self.assertEqual(pair.primary.queue.attached, 1)
-        self.assertEqual(pair.secondary.queue.attached, 1)
+        self.assertTrue(pair.primary.queue.attached)
+        self.assertTrue(pair.secondary.queue.attached)
         self.assertEqual(client.version, 1)
         self.assertEqual(server.partnerMaxUnacked, 100)
 
@@ -331,7 +249,7 @@ class ConnectTests(SynchronousTestCase):
         self.assertFalse(pair.primary.endpoint.communicating)
         self.assertFalse(pair.secondary.endpoint.communicating)
         self.assertEqual(pair.primary.endpoint.state, S.STARTUP)
-        self.assertEqual(pair.secondary.queue.attached, 0)
+        self.assertFalse(pair.secondary.queue.attached)
         return pair, events
 
     def test_refusedRelationship(self) -> None:
@@ -458,7 +376,8 @@ class ReplicationTests(SynchronousTestCase):
         self.primary.store.commit([granted])
         self.primary.queue.enqueue(granted)
         self.pump.flush()
-        self.assertEqual(self.primary.queue.pending, {})
+        self.assertEqual(self.primary.unacked, 0)
+        self.assertEqual(self.secondary.unacked, 0)  # never echoed back
         there = self.secondary.store.get(granted.address, 128)
         assert there is not None
         self.assertEqual(there.state, BindingState.ACTIVE)
@@ -480,8 +399,8 @@ class ReplicationTests(SynchronousTestCase):
         self.assertEqual(self.secondary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
         self.assertIsNone(self.primary.session.current)
         self.assertIsNone(self.secondary.session.current)
-        self.assertEqual(self.primary.queue.detached, 1)
-        self.assertEqual(self.secondary.queue.detached, 1)
+        self.assertFalse(self.primary.queue.attached)
+        self.assertFalse(self.secondary.queue.attached)
 
     def test_reconnectFlushes(self) -> None:
         """
@@ -494,12 +413,13 @@ class ReplicationTests(SynchronousTestCase):
         granted = lease(2, start=self.clock.seconds())
         self.primary.store.commit([granted])
         self.primary.queue.enqueue(granted)
-        self.assertEqual(list(self.primary.queue.pending), [granted.key])
+        self.pump.flush()
+        self.assertEqual(self.primary.unacked, 1)
         client, server, pump, outcome = self.pair.connect()
         self.assertEqual(outcome, [client])
         self.assertEqual(self.primary.endpoint.state, S.NORMAL)
         self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
-        self.assertEqual(self.primary.queue.pending, {})
+        self.assertEqual(self.primary.unacked, 0)
         self.assertIsNotNone(self.secondary.store.get(granted.address, 128))
 
     def test_silentPartnerUnreachable(self) -> None:
@@ -565,8 +485,9 @@ class ReplicationTests(SynchronousTestCase):
         updates and UpdateDone, which does not reach the endpoint.
         """
         granted = lease(3)
-        self.secondary.store.commit([granted])
-        self.secondary.queue.pending[granted.key] = granted
+        self.secondary.store.commit([granted])  # pending, but the queue is not woken
+        self.pump.flush()
+        self.assertEqual(self.secondary.unacked, 1)
         with capturedLogs() as events:
             self.client.requestUpdatesForOperator()
             self.pump.flush()
@@ -631,7 +552,7 @@ class PoolRequestTests(SynchronousTestCase):
             if lease.state is BindingState.FREE_BACKUP
         ]
         self.assertEqual(sorted(mine), backups)
-        self.assertEqual(primary.queue.pending, {})
+        self.assertEqual(primary.unacked, 0)
         # Asked again: the share is complete, nothing more.
         again = primary.session.handPrefixes()
         pump.flush()

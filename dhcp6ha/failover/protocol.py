@@ -48,7 +48,7 @@ import itertools
 import math
 from collections.abc import Callable, Collection, Sequence
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import evolve, frozen
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -79,7 +79,7 @@ from dhcp6ha.failover.commands import (
 )
 from dhcp6ha.failover.machine import EndpointState, FailoverEndpoint, Role, StateMessage
 from dhcp6ha.failover.tls import AuthenticatedPartnerAddress, describeAddress
-from dhcp6ha.interfaces import IFailoverPeer
+from dhcp6ha.interfaces import IFailoverPeer, IUpdateQueue
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 if TYPE_CHECKING:
@@ -91,7 +91,6 @@ __all__ = [
     "LocalParameters",
     "PartnerFactory",
     "PartnerProtocol",
-    "PartnerQueue",
     "PartnerSession",
     "PrefixShare",
     "ProtocolViolation",
@@ -167,25 +166,6 @@ ReceiveBindings = Callable[
 Applies a received batch (conflict resolution, commit); fires with one result
 per binding once the accepted changes are durable (C{queue.receiveBindings}).
 """
-
-
-class PartnerQueue(Protocol):
-    """What the protocol uses of the update queue (L{dhcp6ha.failover.queue.UpdateQueue})."""
-
-    def attach(self, sendBatch: SendBatch) -> None:
-        """A partner connection is up: send batches with C{sendBatch}."""
-
-    def detach(self) -> None:
-        """The connection is gone: stop sending, keep everything unacked."""
-
-    def flush(self) -> Deferred[None]:
-        """Send every unacked update; fires once all are acked."""
-
-    def sendAll(self) -> Deferred[None]:
-        """Send every binding (the answer to UPDREQALL); fires once all are acked."""
-
-    def enqueue(self, lease: Lease) -> None:
-        """Send this (durable) binding to the partner."""
 
 
 class ProtocolViolation(Exception):
@@ -373,7 +353,7 @@ class PartnerSession:
         self,
         parameters: LocalParameters,
         endpoint: FailoverEndpoint,
-        queue: PartnerQueue,
+        queue: IUpdateQueue,
         store: ILeaseStore,
         clock: IReactorTime,
         receiveBindings: ReceiveBindings,
@@ -382,6 +362,7 @@ class PartnerSession:
         clientsSeen: Callable[[], int] | None = None,
         prefixShare: PrefixShare | None = None,
         partnerDuidLearnt: Callable[[bytes], None] | None = None,
+        connectedHook: Callable[[PartnerProtocol], None] | None = None,
     ) -> None:
         """
         @param receiveBindings: applies a received BindingUpdate batch.
@@ -392,6 +373,9 @@ class PartnerSession:
             prefix pools); C{None}: answer that there is nothing to hand.
         @param partnerDuidLearnt: called with the partner's DUID whenever a
             Connect tells it.
+        @param connectedHook: called with each connection that becomes the
+            live one, after the endpoint has it and before the queue is
+            attached (e.g. to bound the queue by the partner's max unacked).
         """
         self.parameters = parameters
         self.endpoint = endpoint
@@ -403,6 +387,7 @@ class PartnerSession:
         self.clientsSeen = clientsSeen
         self.prefixShare = prefixShare
         self._partnerDuidLearnt = partnerDuidLearnt
+        self._connectedHook = connectedHook
         self.current: PartnerProtocol | None = None
         self.accepting = True
         self.partnerDuid: bytes | None = None
@@ -439,9 +424,11 @@ class PartnerSession:
                 peer=protocol.peer,
                 old=old.peer,
             )
+            # Closing first: what the old connection had in flight fails
+            # quietly (it is closing) when the queue is detached.
             self.current = None
-            self.queue.detach()
             old.close("replaced by a newer connection")
+            self.queue.detach()
         self.current = protocol
         self.lastContact = self.clock.seconds()
         self.noteSkew(skew)
@@ -452,6 +439,8 @@ class PartnerSession:
         # STATE is the first message after Connect (section 6.1): the
         # endpoint sends it from connected(), before the queue may send.
         self.endpoint.connected(protocol, partnerKeepalive)
+        if self.current is protocol and self._connectedHook is not None:
+            self._connectedHook(protocol)
         if self.current is protocol:
             self.queue.attach(protocol.sendBindings)
 

@@ -208,9 +208,10 @@ class SchemaError(Exception):
     """The database was written by an incompatible version of dhcp6ha."""
 
 
-def _toRow(lease: Lease) -> _Row:
+def _toRow(lease: Lease, version: int = 0, pendingFor: str | None = None) -> _Row:
     """
-    The database row of a binding, checking what SQLite would not.
+    The database row of a binding (the parameters of L{SQL_UPSERT}), checking
+    what SQLite would not.
 
     @raise TypeError: a field has the wrong type.
     @raise ValueError: a field is out of range.
@@ -254,6 +255,8 @@ def _toRow(lease: Lease) -> _Row:
         None if lease.dns_update_state is None else str(lease.dns_update_state),
         None if lease.partner_state_acked is None else lease.partner_state_acked.value,
         float(lease.partner_stos_acked),
+        version,
+        pendingFor,
     )
 
 
@@ -839,7 +842,11 @@ class SQLiteLeaseStore:
     def _put(self, lease: Lease, row: _Row, version: int, pendingFor: str | None) -> _Change:
         """A change, put in the overlay at once (later ones of the same call see it)."""
         change = _Change(
-            self._nextSequence(), lease, version, pendingFor, (*row, version, pendingFor)
+            self._nextSequence(),
+            lease,
+            version,
+            pendingFor,
+            (*row[:_LEASE_FIELDS], version, pendingFor),
         )
         self._overlayPut(change)
         return change

@@ -11,14 +11,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dhcp6ha-installed
-CONFIG ?= etc/dhcp6ha.ini
 TESTS ?= tests
+# The failover pair `make run` starts, in this order (the secondary listens,
+# the primary connects), and the identities in their certificates (what the
+# other's partner-identity names).
+PAIR ?= secondary=etc/secondary.ini primary=etc/primary.ini
+PKI ?= var/pki
+PKI_SERVERS ?= primary=primary.dhcp6ha.test secondary=secondary.dhcp6ha.test
 
 # Also put the source tree on the path explicitly, so that twistd finds the
 # plugin even if a future setuptools drops the "compat" editable mode.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test unit lint format mypy bench venv clean
+.PHONY: run run-pair run-single pki test unit lint format mypy bench venv clean
 
 venv: $(STAMP)
 
@@ -30,12 +35,34 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
-# Run the server in the foreground with etc/dhcp6ha.ini (::1 port 5547,
-# relayed clients only, leases in var/dhcp6ha.sqlite).  Ctrl-C or SIGTERM
-# stops it cleanly.
-run: $(STAMP)
+# Run the failover pair of etc/primary.ini and etc/secondary.ini in the
+# foreground (clients on [::1]:5547 and [::1]:5548, the secondary listening
+# for the primary on [::1]:6647), after making their certificates in var/pki
+# if they are not there yet.  Output lines are prefixed with "primary" or
+# "secondary".  Ctrl-C or SIGTERM stops both cleanly; if one ends by itself,
+# the other is stopped and make fails.  `make run CONFIG=FILE` runs one
+# server instead (like `make run-single`).
+ifdef CONFIG
+run: run-single
+else
+run: run-pair
+endif
+
+run-pair: pki
+	exec $(PY) -m dhcp6ha.runpair --twistd $(VENV)/bin/twistd --rundir var $(PAIR)
+
+# One server in the foreground, etc/dhcp6ha.ini unless CONFIG=FILE says
+# otherwise (etc/dhcp6ha.ini: ::1 port 5547, relayed clients only, leases in
+# var/dhcp6ha.sqlite).  Ctrl-C or SIGTERM stops it cleanly.
+run-single: $(STAMP)
 	mkdir -p var
-	$(VENV)/bin/twistd --pidfile var/dhcp6ha.pid -n dhcp6ha --config $(CONFIG)
+	exec $(VENV)/bin/twistd --pidfile var/dhcp6ha.pid -n dhcp6ha --config $(or $(CONFIG),etc/dhcp6ha.ini)
+
+# The pair's CA and certificates in var/pki (dhcp6ha-pki): made if missing,
+# checked if there (kept as they are; remove var/pki to start over).
+pki: $(STAMP)
+	mkdir -p var
+	$(PY) -m dhcp6ha.pki --quiet $(PKI) $(addprefix --server ,$(PKI_SERVERS))
 
 # The whole suite, integration tests included (those need root and the Debian
 # DHCPv6 clients, and say why they skip otherwise).

@@ -490,6 +490,21 @@ class FlushTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(s.store.pendingCount(REL), 1)
 
+    def test_resendsRejected(self) -> None:
+        """Bindings rejected before the call are sent again for it."""
+        s = Setup()
+        s.change(lease(1), lease(2))
+        s.turn()
+        with capturedLogs():
+            s.sender.answer(0, lambda boxes: rejection(boxes[:1]) + success(boxes[1:]))
+        d = s.queue.flush()
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1, 2, 1])
+        self.assertNoResult(d)
+        s.sender.answer()
+        self.successResultOf(d)
+        self.assertEqual(s.store.pendingCount(REL), 0)
+
     def test_notAttached(self) -> None:
         """Flush without a connection fails at once."""
         s = Setup(attach=False)

@@ -54,10 +54,11 @@ later trigger (section 7.5.4: never in a tight loop):
 Meanwhile the partner, which rejected our record as outdated, sends us its
 own; once we accept it the binding is no longer pending here.
 
-L{UpdateQueue.flush} (UPDREQ, and entering NORMAL, section 8.8) fires once
-every binding pending when it was called (durable then) has been sent on
-this connection and answered, acked or rejected; bindings rejected before
-the call are not sent again for it (the retry timer does).
+L{UpdateQueue.flush} (UPDREQ, and entering NORMAL, section 8.8) rescans from
+version 0 and fires once every binding pending when it was called (durable
+then) has been sent and answered, acked or rejected: bindings in flight are
+waited for, bindings rejected before are sent again (an explicit request of
+the partner or of the state machine, not a loop).
 L{UpdateQueue.sendAll} (UPDREQALL) streams every binding from
 C{ILeaseStore.iterLeases}, a page at a time as the in-flight bound allows,
 ahead of the pending updates; its acks update the acknowledgement fields in
@@ -385,15 +386,17 @@ class UpdateQueue:
 
     def flush(self) -> Deferred[None]:
         """
-        Fires once every binding pending now has been sent and answered on
-        this connection; fails with L{QueueDetached} if the connection is
-        lost first (or there is none), or with the error of a batch that
-        failed without an answer.
+        Send every binding pending now that is not in flight (rejected ones
+        included) and fire once all of them, and those in flight, are
+        answered; fails with L{QueueDetached} if the connection is lost
+        first (or there is none), or with the error of a batch that failed
+        without an answer.
         """
         if self._sender is None:
             return fail(QueueDetached("not connected to the partner"))
         waiter = _Waiter()
         self._flushes.append(waiter)
+        self._cursor = 0
         self._wake()
         return waiter.deferred
 

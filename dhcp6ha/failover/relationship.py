@@ -428,12 +428,14 @@ class FailoverRelationship(MultiService):
         )
         self.store, self.endpoint, self.queue = store, endpoint, queue
         self.policy, self.session = policy, session
+        if self.role is Role.SECONDARY:
+            # Before the endpoint starts: a port that cannot be bound stops
+            # the start here, with nothing to undo.
+            self._startListening(session)
         endpoint.start()
         _multiServiceStart(self)
         if self.role is Role.PRIMARY:
             self._startConnecting(session)
-        else:
-            self._startListening(session)
 
     def _connected(self, protocol: PartnerProtocol) -> None:
         """Bound what we send by what the partner accepts unacked (section 6.1.3)."""
@@ -506,9 +508,37 @@ class FailoverRelationship(MultiService):
         )
         tls.stats = self.stats
         listening = tls.listen(PartnerFactory(session, initiator=False))
+        early: list[Failure] = []
+        synchronous = True
+
+        def synchronousFailure(failure: Failure) -> Failure | None:
+            if not synchronous:
+                return failure
+            early.append(failure)
+            return None
+
+        # TCP endpoints listen at once: a port that cannot be bound fails the
+        # start (the wiring reports it), it is not only logged.
+        listening.addErrback(synchronousFailure)
+        synchronous = False
+        if early:
+            from dhcp6ha.service import StartupError
+
+            raise StartupError(
+                "failover "
+                + config.name
+                + ": cannot listen on ["
+                + str(config.listen_address)
+                + "]:"
+                + str(config.listen_port)
+                + ": "
+                + str(early[0].value)
+            )
         self._listening = listening
 
-        def listened(port: IListeningPort) -> IListeningPort:
+        def listened(port: IListeningPort | None) -> IListeningPort | None:
+            if port is None:
+                return None
             self.port = port
             self.log.info(
                 "Failover {relationship}: secondary; listening for the primary {identity}"
@@ -564,11 +594,15 @@ class FailoverRelationship(MultiService):
         if endpoint is not None:
             # PAUSED, stored, then announced (RFC 8156 section 8.3.1).
             await endpoint.stop()
+        closing: Deferred[None] = succeed(None)
         if session is not None:
-            await session.closeAll("server shutting down", FailoverStatus.SERVER_SHUTTING_DOWN)
+            # Disconnect is written before the connection closes...
+            closing = session.closeAll("server shutting down", FailoverStatus.SERVER_SHUTTING_DOWN)
         connection, self.connectionService = self.connectionService, None
         if connection is not None:
+            # ...and the client service, stopped now, does not reconnect.
             await connection.stopService()
+        await closing
         listening, self._listening = self._listening, None
         port, self.port = self.port, None
         if port is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from attrs import evolve
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.protocols import amp
@@ -401,6 +402,24 @@ class ReplicationTests(SynchronousTestCase):
         self.assertIsNone(self.secondary.session.current)
         self.assertFalse(self.primary.queue.attached)
         self.assertFalse(self.secondary.queue.attached)
+
+    def test_lostWithBatchInFlight(self) -> None:
+        """
+        A connection lost while a batch is unanswered: the binding stays
+        pending, and the queue does not count the batch as failed (it went
+        with the connection).
+        """
+        granted = lease(4)
+        self.primary.store.commit([granted])
+        self.primary.queue.enqueue(granted)
+        self.clock.advance(0)  # the queue sends; nothing is pumped
+        self.assertEqual(self.primary.queue.inFlight, 1)
+        with capturedLogs() as events:
+            self.client.connectionLost(Failure(ConnectionLost("cable cut")))
+        self.assertEqual(self.primary.queue.failedBatches, 0)
+        self.assertEqual(self.primary.unacked, 1)
+        self.assertFalse(any("failed" in e["log_format"] for e in events), events)
+        self.assertEqual(self.primary.endpoint.state, S.COMMUNICATIONS_INTERRUPTED)
 
     def test_reconnectFlushes(self) -> None:
         """

@@ -415,6 +415,9 @@ class PartnerSession:
         C{protocol} completed Connect: make it the live connection (closing
         any older one), hand it to the endpoint, attach the queue.
         """
+        if not self.accepting:
+            protocol.close("this server is shutting down", FailoverStatus.SERVER_SHUTTING_DOWN)
+            return
         old = self.current
         if old is not None and old is not protocol:
             self.log.warn(
@@ -902,8 +905,10 @@ class PartnerProtocol(amp.AMP):
             self._graceTimer.cancel()
         self._graceTimer = None
         self.phase = "closed"
-        _ampConnectionLost(self, reason)
+        # The queue is detached before AMP fails what is in flight, so that
+        # it counts those batches as lost with the connection, not failed.
         self.session.lost(self)
+        _ampConnectionLost(self, reason)
         hooks, self._lostHooks = self._lostHooks, []
         for hook in hooks:
             hook(reason)

@@ -125,8 +125,14 @@ class FakeSender:
 class Setup:
     """A store, a clock, a queue and a fake sender."""
 
-    def __init__(self, autoFlush: bool = True, attach: bool = True, **kwargs: Any) -> None:
-        self.store = MemoryLeaseStore(autoFlush=autoFlush, replicate=replicate)
+    def __init__(
+        self,
+        autoFlush: bool = True,
+        attach: bool = True,
+        store: MemoryLeaseStore | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.store = store or MemoryLeaseStore(autoFlush=autoFlush, replicate=replicate)
         self.clock = Clock()
         self.clock.advance(T0)
         kwargs.setdefault("maxUnacked", 100)
@@ -428,6 +434,55 @@ class UpdateQueueTests(SynchronousTestCase):
         with capturedLogs():
             s.turn()
         self.assertEqual((s.queue.failedBatches, s.queue.inFlight), (1, 0))
+
+
+class StoreFailureTests(SynchronousTestCase):
+    """A store that cannot be read (or a broken partner lifetime) stops the queue, not the server."""
+
+    def test_readFails(self) -> None:
+        """
+        A failing read is logged, fails the waiters and blocks sending until
+        the retry timer; then sending resumes.
+        """
+
+        class Flaky(MemoryLeaseStore):
+            broken = True
+
+            def pendingUpdates(
+                self, relationship: str, afterVersion: int, limit: int
+            ) -> list[tuple[int, Lease]]:
+                if self.broken:
+                    raise OSError("disk")
+                return super().pendingUpdates(relationship, afterVersion, limit)
+
+        store = Flaky(replicate=replicate)
+        s = Setup(store=store)
+        s.change(lease(1))
+        d = s.queue.flush()
+        s.turn()
+        self.failureResultOf(d, OSError)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        store.broken = False
+        s.change(lease(2))
+        s.turn()
+        self.assertEqual(s.sender.batches, [])
+        s.clock.advance(30)
+        self.assertEqual(s.sender.addresses(), [1, 2])
+
+    def test_partnerLifetimeFails(self) -> None:
+        """A partner lifetime function that raises is handled the same way."""
+
+        def broken(one: Lease) -> float:
+            raise ValueError("no subnet")
+
+        s = Setup(partnerLifetime=broken)
+        s.change(lease(1), lease(2))
+        s.turn()
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual((s.sender.batches, s.queue.inFlight), ([], 0))
+        s.queue.partnerLifetime = None
+        s.clock.advance(30)
+        self.assertEqual(s.sender.addresses(), [1, 2])
 
 
 class FlushTests(SynchronousTestCase):

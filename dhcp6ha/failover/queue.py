@@ -345,7 +345,7 @@ class UpdateQueue:
         timed = self._enqueued.get(key)
         if timed is not None:
             self._enqueued[key] = (timed[0], timed[1], self._tick, now)
-        else:
+        elif self._maxTracked > 0:
             if len(self._enqueued) >= self._maxTracked:
                 del self._enqueued[next(iter(self._enqueued))]
             self._enqueued[key] = (self._tick, now, self._tick, now)
@@ -376,13 +376,7 @@ class UpdateQueue:
         if self._retryCall is not None and self._retryCall.active():
             self._retryCall.cancel()
         self._retryCall = None
-        waiters = list(self._flushes)
-        self._flushes.clear()
-        if self._all is not None:
-            waiters += self._all.waiters
-            self._all = None
-        for waiter in waiters:
-            waiter.deferred.errback(QueueDetached("the partner connection was lost"))
+        self._failWaiters(QueueDetached("the partner connection was lost"))
 
     def flush(self) -> Deferred[None]:
         """
@@ -480,7 +474,11 @@ class UpdateQueue:
             budget = self.maxUnacked
             while True:
                 self._pumpAgain = False
-                budget -= self._fill(budget)
+                try:
+                    budget -= self._fill(budget)
+                except Exception as e:
+                    self._stuck(e)
+                    break
                 if not self._pumpAgain:
                     break
                 if budget <= 0:
@@ -563,13 +561,14 @@ class UpdateQueue:
         rows: list[_Row] = []
         proposals: list[Lease] = []
         for version, lease in found:
-            proposal = self._proposal(lease)
+            proposal = self._proposal(lease)  # may raise: nothing changed yet
             sent = lease
             if proposal != lease.partner_lifetime_sent:
                 sent = evolve(lease, partner_lifetime_sent=proposal)
                 proposals.append(sent)
             rows.append(_Row(version, sent, self._tick))
-            self._inFlight.add((lease.key, version))
+        for row in rows:
+            self._inFlight.add((row.sent.key, row.version))
         self._unanswered += len(rows)
         boxes = [bindingToBox(row.sent, row.sent.partner_lifetime_sent) for row in rows]
         batches: list[_Batch] = []
@@ -723,6 +722,23 @@ class UpdateQueue:
         self._blocked = True
         self._scheduleRetry()
         self._outstanding.pop(batch.id, None)
+        self._failWaiters(failure)
+
+    def _stuck(self, error: Exception) -> None:
+        """
+        Reading or preparing bindings failed (the store, the partner
+        lifetime): stop until the retry timer, fail the waiters.  Called in
+        the C{except} block (the log takes the exception being handled).
+        """
+        self.log.failure(
+            "Failover {relationship}: reading the updates to send failed; retrying later",
+            relationship=self.relationship,
+        )
+        self._blocked = True
+        self._scheduleRetry()
+        self._failWaiters(error)
+
+    def _failWaiters(self, failure: Failure | BaseException) -> None:
         waiters = list(self._flushes)
         self._flushes.clear()
         if self._all is not None:

@@ -137,8 +137,8 @@ class Pair:
 
     def connect(self) -> tuple[PartnerProtocol, PartnerProtocol, IOPump, list[object]]:
         """Connect and run the Connect exchange; C{outcome} holds its result."""
-        client = PartnerFactory(self.primary.session, initiator=True).buildProtocol(None)  # type: ignore[arg-type]
-        server = PartnerFactory(self.secondary.session, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        client = PartnerFactory(self.primary.session, initiator=True).buildProtocol(None)
+        server = PartnerFactory(self.secondary.session, initiator=False).buildProtocol(None)
         pump = connect(
             server,
             makeFakeServer(server),
@@ -221,6 +221,36 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(client.version, 1)
         self.assertEqual(server.partnerMaxUnacked, 100)
 
+    def test_stateFollowsConnectReply(self) -> None:
+        """
+        Section 6.1: each side's first message after the Connect exchange
+        is its STATE (the secondary's answer, then its STATE; the primary's
+        Connect, then its STATE once answered).
+        """
+        pair = self.pair()
+        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
+        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)
+        clientIO, serverIO = makeFakeClient(client), makeFakeServer(server)
+        written: dict[str, bytes] = {"primary": b"", "secondary": b""}
+        for name, io in (("primary", clientIO), ("secondary", serverIO)):
+            original = io.write
+
+            def record(data: bytes, name: str = name, original: Any = original) -> None:
+                written[name] += data
+                original(data)
+
+            io.write = record  # type: ignore[method-assign]
+        pump = connect(server, serverIO, client, clientIO, greet=False, clock=self.clock)
+        client.startConnect()
+        pump.flush()
+        primaryBoxes = amp.parseString(written["primary"])
+        secondaryBoxes = amp.parseString(written["secondary"])
+        self.assertEqual(primaryBoxes[0][b"_command"], b"Connect")
+        self.assertEqual(primaryBoxes[1][b"_command"], b"State")
+        self.assertIn(b"_answer", secondaryBoxes[0])
+        self.assertEqual(secondaryBoxes[1][b"_command"], b"State")
+        self.assertEqual(secondaryBoxes[1][b"startup"], b"True")
+
     def test_versionNegotiated(self) -> None:
         """A secondary speaking versions 1-3 answers the primary's 1: the lower."""
         pair = self.pair(version=3)
@@ -301,8 +331,8 @@ class ConnectTests(SynchronousTestCase):
         """
         pair = self.pair()
         secondary = pair.secondary.session
-        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)  # type: ignore[arg-type]
-        server = PartnerFactory(secondary, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
+        server = PartnerFactory(secondary, initiator=False).buildProtocol(None)
         accept = server._connectReceived
 
         def lying(**kw: Any) -> Any:
@@ -339,7 +369,7 @@ class ConnectTests(SynchronousTestCase):
     def test_commandBeforeConnect(self) -> None:
         """A State sent to the secondary before Connect is a violation: dropped."""
         pair = self.pair()
-        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)  # type: ignore[arg-type]
+        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)
         transport = FakeTransport(server, isServer=True)
         server.makeConnection(transport)
         box = amp.AmpBox(State.makeArguments({"state": "normal", "start_time_of_state": T0}, None))
@@ -468,6 +498,22 @@ class ReplicationTests(SynchronousTestCase):
         self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
         self.assertEqual(self.primary.session.partnerClientsSeen, 42)
         self.assertEqual(self.primary.session.lastContact, self.clock.seconds())
+
+    def test_contactSkewWarned(self) -> None:
+        """
+        A partner whose clock drifts beyond the bound after Connect is
+        reported once (section 7.1), and its skew shows in the session.
+        """
+        ahead = Clock()
+        ahead.advance(self.clock.seconds() + 30)
+        self.primary.session.clock = ahead
+        with capturedLogs() as events:
+            self.client.sendContact()
+            self.client.sendContact()
+            self.pump.flush()
+        self.assertEqual(self.secondary.session.clockSkew, 30.0)
+        warnings = [e for e in events if "beyond the" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
 
     def test_disconnect(self) -> None:
         """

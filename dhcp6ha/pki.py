@@ -748,7 +748,8 @@ def makePKI(
             FileResult(caCertPath, _actual(action, caCertPath), caWhat),
             FileResult(caKeyPath, _actual(action, caKeyPath), "its private key, mode 0600"),
         ]
-        for server in servers:
+        # Server files without a CA would chain to none: refused, unless force.
+        for server in () if force else servers:
             for name in (server.certificateFile, server.keyFile):
                 if os.path.lexists(os.path.join(directory, name)):
                     raise PKIError(

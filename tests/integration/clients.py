@@ -26,10 +26,16 @@ DHCLIENT = "dhclient"
 DHCPCD = "dhcpcd"
 
 _SCRIPT = """#!/bin/sh
+# Records one hook call: built in a temporary file, appended in one piece and
+# closed by an END line, so that a reader never sees half a record.
+tmp=$(mktemp {events}.XXXXXX)
 {{
   echo "=== $reason"
   env | grep -E '^(reason|interface|new_|old_|cur_|requested_|protocol|ifname)' | sort
-}} >> {events}
+  echo "=== END"
+}} > "$tmp"
+cat "$tmp" >> {events}
+rm -f "$tmp"
 exit 0
 """
 
@@ -45,18 +51,23 @@ def writeRecorder(directory: Path) -> tuple[Path, Path]:
 
 
 def readEvents(events: Path) -> list[dict[str, str]]:
-    """Every hook invocation recorded so far, oldest first."""
+    """Every complete hook invocation recorded so far, oldest first."""
     out: list[dict[str, str]] = []
     try:
         text = events.read_text(errors="replace")
     except OSError:
         return out
+    current: dict[str, str] | None = None
     for line in text.splitlines():
-        if line.startswith("=== "):
-            out.append({"reason": line[4:].strip()})
-        elif out and "=" in line:
+        if line == "=== END":
+            if current is not None:
+                out.append(current)
+            current = None
+        elif line.startswith("=== "):
+            current = {"reason": line[4:].strip()}
+        elif current is not None and "=" in line:
             key, _, value = line.partition("=")
-            out[-1][key] = value
+            current[key] = value
     return out
 
 
@@ -228,6 +239,32 @@ def clientSkipReason(binary: str) -> str | None:
     return None
 
 
+def dhclientBytes(text: str) -> bytes:
+    """
+    A binary value as dhclient puts it in its script's environment: hex
+    bytes joined by colons (C{0:3:0:1:f2:59}), or, when every byte is
+    printable, a quoted string (C{"Fdb%"}, backslash escapes allowed).
+    """
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        out = bytearray()
+        inner = text[1:-1]
+        i = 0
+        while i < len(inner):
+            if inner[i] == "\\" and i + 1 < len(inner):
+                octal = inner[i + 1 : i + 4]
+                if len(octal) == 3 and all(c in "01234567" for c in octal):
+                    out.append(int(octal, 8))
+                    i += 4
+                    continue
+                out.append(ord(inner[i + 1]))
+                i += 2
+                continue
+            out.append(ord(inner[i]))
+            i += 1
+        return bytes(out)
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
 def envLeases(event: dict[str, Any]) -> dict[str, str]:
     """The C{new_*} variables of one hook call (for messages)."""
     return {k: v for k, v in event.items() if k.startswith("new_")}
@@ -237,6 +274,7 @@ __all__ = [
     "DHClient",
     "Dhcpcd",
     "clientSkipReason",
+    "dhclientBytes",
     "envLeases",
     "readEvents",
     "writeRecorder",

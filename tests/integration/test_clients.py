@@ -16,7 +16,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 from twisted.trial.unittest import TestCase
 
-from tests.integration.clients import DHCLIENT, DHCPCD, DHClient, Dhcpcd
+from tests.integration.clients import DHCLIENT, DHCPCD, DHClient, Dhcpcd, dhclientBytes
 from tests.integration.netns import skipReason, tempDir, waitFor
 from tests.integration.serverproc import (
     LAN,
@@ -29,11 +29,6 @@ from tests.integration.serverproc import (
     startLan,
 )
 from tests.integration.wire import duidLL
-
-
-def dhclientBytes(text: str) -> bytes:
-    """dhclient's C{0:3:0:1:f2:59} form of binary values."""
-    return bytes(int(part, 16) for part in text.split(":"))
 
 
 class ClientTestCase(TestCase):

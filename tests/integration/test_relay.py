@@ -19,7 +19,7 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from tests.integration import wire
-from tests.integration.clients import DHCLIENT, DHClient
+from tests.integration.clients import DHCLIENT, DHClient, dhclientBytes
 from tests.integration.netns import (
     Capture,
     CleanupRegistry,
@@ -122,8 +122,8 @@ async def startChain(testCase: CleanupRegistry, directory: Path) -> Chain:
     client = Namespace.create(testCase, "cli")
     relay = Namespace.create(testCase, "rel")
     serverNs = Namespace.create(testCase, "srv")
-    await veth(client, "c0", relay, "r0")
-    await veth(relay, "r1", serverNs, "s0")
+    await veth(relay, "r0", client, "c0")
+    await veth(relay, "r1", serverNs, "s0", macB=None)
     serverNs.addAddress("s0", f"{SERVER}/64")
     relay.addAddress("r1", f"{RELAY_UPSTREAM}/64")
     relay.addAddress("r0", f"{RELAY_LINK}/64")
@@ -295,7 +295,7 @@ class RelayedDHClientTests(RelayTestCase):
         stored = chain.db.get(address)
         assert stored is not None, chain.details()
         self.assertEqual(stored.state, "active")
-        duid = bytes(int(x, 16) for x in bound["new_dhcp6_client_id"].split(":"))
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
         self.assertEqual(stored.duid, duid)
 
         _, renewed = await client.waitEvent({"RENEW6"}, 15, after=index + 1)

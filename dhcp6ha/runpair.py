@@ -36,6 +36,7 @@ import ctypes
 import os
 import re
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
@@ -291,7 +292,7 @@ def _run(
         os.set_blocking(process.stdout.fileno(), False)
         selector.register(process.stdout, selectors.EVENT_READ, entry)
         output.say(
-            "started " + child.label + " (pid " + str(process.pid) + "): " + " ".join(child.argv)
+            "started " + child.label + " (pid " + str(process.pid) + "): " + shlex.join(child.argv)
         )
 
     if stopping is not None:

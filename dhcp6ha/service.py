@@ -12,38 +12,67 @@ What runs, in start order (stopped in the reverse order, each one only after
 the one before it has finished stopping):
 
   1. C{"leases"} (L{LeaseStoreService}): opens the lease database on start;
-     on stop, flushes every committed change and closes it.
-  2. C{"dhcpv6"} (L{DHCPv6Service}): loads or creates the server DUID, builds
-     the engine with an allocation policy, binds the UDP port, joins
-     C{ff02::1:2} on the configured interfaces and runs expiry reclamation.
-     On stop it stops reclamation, stops reading datagrams, waits for the
-     commits in flight (and sends their replies), then closes the port.
-  3. C{"control"} (L{ControlService}), only when C{[server] control-socket}
+     on stop, flushes every committed change and closes it.  With failover,
+     the store is given the replication classifier
+     (L{replicationClassifier}): each binding a client exchange changes is
+     marked pending for the relationship whose pools cover it, in the same
+     transaction.
+  2. C{"failover"} (L{FailoverService}), only when the configuration has
+     C{[failover:NAME]} sections: one
+     L{dhcp6ha.failover.relationship.FailoverRelationship} per section,
+     named C{NAME}, started in file order.  Each builds its endpoint, update
+     queue and allocation policy on the open store, then connects to its
+     secondary (primary) or listens for its primary (secondary).  On stop
+     each goes to PAUSED (stored, then announced), sends Disconnect and
+     closes its connection; unacked updates stay in the store.
+  3. C{"dhcpv6"} (L{DHCPv6Service}): loads or creates the server DUID, builds
+     the engine with an allocation policy (with failover, each
+     relationship's subnets get its policy: L{failoverPolicies}), binds the
+     UDP port, joins C{ff02::1:2} on the configured interfaces and runs
+     expiry reclamation.  On stop it stops reclamation, stops reading
+     datagrams, waits for the commits in flight (and sends their replies),
+     then closes the port.
+  4. C{"control"} (L{ControlService}), only when C{[server] control-socket}
      is set: the operator control socket of C{dhcp6ha-ctl} (mode 0600).  Its
      L{ControlTarget}, C{ServerService.controlTarget} (made even with no
-     control socket), is where failover relationships register
-     (C{addRelationship}).
+     control socket), knows every relationship (C{addRelationship}).
 
-Nothing is opened or bound before C{startService}: under C{twistd} that is
-after daemonizing, so the store's writer thread survives.
+So a stopping server stops taking client traffic first, then leaves its
+failover relationships cleanly, and only then flushes and closes the
+database.
+
+Each relationship tells its partner this server's DUID at Connect (the
+DHCPv6 service's, read then: the DHCPv6 service has started by the time a
+connection is made) and the number of client messages received in CONTACT.
+Every failover state change is logged by the endpoint's state machine
+(C{"Failover NAME: OLD -> NEW"}).
+
+The relationships' TLS certificates, keys and CAs are read and checked by
+L{makeService} itself (L{loadTLSMaterial}): a file that cannot be used is a
+L{StartupError} before anything is opened or bound.  Nothing else is opened
+or bound before C{startService}: under C{twistd} that is after daemonizing,
+so the store's writer thread survives.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 from uuid import uuid4
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from dhcp6ha.allocation import StandalonePolicy
-from dhcp6ha.config import ServerConfig
+from dhcp6ha.allocation import StandalonePolicy, SubnetPolicies
+from dhcp6ha.config import FailoverConfig, ServerConfig
 from dhcp6ha.control import ControlService, ControlTarget
 from dhcp6ha.engine import Engine
+from dhcp6ha.failover.relationship import FailoverRelationship
+from dhcp6ha.failover.tls import TLSMaterial, TLSMaterialError
 from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
+from dhcp6ha.leases.lease import Lease
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
 from dhcp6ha.message import (
     HARDWARE_TYPE_ETHERNET,
@@ -66,12 +95,16 @@ from dhcp6ha.server import (
 __all__ = [
     "SERVER_DUID_KEY",
     "DHCPv6Service",
+    "FailoverService",
     "LeaseStoreService",
     "ServerService",
     "StartupError",
+    "failoverPolicies",
     "findLinkLayerAddress",
     "loadServerDuid",
+    "loadTLSMaterial",
     "makeService",
+    "replicationClassifier",
 ]
 
 SERVER_DUID_KEY = "server-duid"
@@ -80,19 +113,90 @@ SERVER_DUID_KEY = "server-duid"
 RECLAIM_LIMIT = 1000
 """Most bindings reclaimed in one transaction."""
 
-PolicyFactory = Callable[[ServerConfig, ILeaseStore], IAllocationPolicy]
-EngineFactory = Callable[[ServerConfig, ILeaseStore, IAllocationPolicy, bytes], ServerEngine]
+Policies: TypeAlias = "IAllocationPolicy | SubnetPolicies"
+PolicyFactory = Callable[[ServerConfig, ILeaseStore], Policies]
+EngineFactory = Callable[[ServerConfig, ILeaseStore, Policies, bytes], ServerEngine]
 Listen = Callable[[Any, int, DHCPv6ServerProtocol, str], DHCPv6Port]
 StoreFactory = Callable[[], ILeaseStore]
+Replicate: TypeAlias = Callable[[Lease], "str | None"]
+OpenStore: TypeAlias = Callable[["Replicate | None"], ILeaseStore]
 
 
 class StartupError(Exception):
     """The server cannot start; the message says why, for an operator."""
 
 
-def standalonePolicy(config: ServerConfig, store: ILeaseStore) -> IAllocationPolicy:
+def standalonePolicy(config: ServerConfig, store: ILeaseStore) -> Policies:
     """The policy of a server with no failover partner."""
     return StandalonePolicy()
+
+
+def failoverPolicies(relationships: Sequence[FailoverRelationship]) -> PolicyFactory:
+    """
+    A policy factory for L{DHCPv6Service}: the subnets of each relationship
+    get its L{FailoverRelationship.policy}, the others a L{StandalonePolicy}
+    (RFC 7031 section 7 requirement 3, m-to-1).
+
+    The factory must be called after the relationships have started (their
+    policies exist only then); it raises L{StartupError} otherwise.
+    """
+
+    def policies(config: ServerConfig, store: ILeaseStore) -> Policies:
+        byRelationship: dict[str, IAllocationPolicy] = {}
+        for relationship in relationships:
+            if relationship.policy is None:
+                raise StartupError(
+                    "failover " + relationship.config.name + ": the relationship is not running"
+                )
+            byRelationship[relationship.config.name] = relationship.policy
+        return SubnetPolicies.ofRelationships(config, StandalonePolicy(), byRelationship)
+
+    return policies
+
+
+def replicationClassifier(relationships: Sequence[FailoverRelationship]) -> Replicate | None:
+    """
+    The lease store's replication classifier: the name of the relationship
+    whose pools, prefix pools or reservations hold a binding
+    (L{FailoverRelationship.covers}; a pool belongs to at most one
+    relationship), else C{None}.  C{None} itself when there is no
+    relationship (nothing is ever marked pending).
+
+    The partner accepts an update only for a binding its own relationship
+    covers, so this is the same test on both sides.
+    """
+    if not relationships:
+        return None
+    ordered = tuple(relationships)
+
+    def replicate(lease: Lease) -> str | None:
+        for relationship in ordered:
+            if relationship.covers(lease):
+                return relationship.config.name
+        return None
+
+    return replicate
+
+
+def loadTLSMaterial(config: ServerConfig) -> dict[str, TLSMaterial]:
+    """
+    Read and check the certificate, key and CA of every C{[failover:NAME]}
+    section.
+
+    @return: the material by relationship name.
+    @raise StartupError: a file cannot be used; the message names the
+        configuration file, the section, the TLS file and what is wrong.
+    """
+    return {failover.name: _loadMaterial(config, failover) for failover in config.failover}
+
+
+def _loadMaterial(config: ServerConfig, failover: FailoverConfig) -> TLSMaterial:
+    try:
+        return TLSMaterial.load(failover.certificate, failover.key, failover.ca)
+    except TLSMaterialError as e:
+        raise StartupError(
+            f"{config.path}: [failover:{failover.name}]: cannot use {e.path}: {e.reason}"
+        ) from e
 
 
 def findLinkLayerAddress(
@@ -227,8 +331,8 @@ class DHCPv6Service(Service):
         """
         @param reactor: the clock for timestamps and timers, and what the
             port is bound with (C{listen}).
-        @param policyFactory: makes the allocation policy (standalone now;
-            a failover endpoint's policy later).
+        @param policyFactory: makes the allocation policy, or a policy per
+            subnet (L{failoverPolicies}), when the service starts.
         @param listen: binds the port: C{listen(reactor, port, protocol,
             address)}.
         @param linkLayerAddress: finds a MAC for a new DUID-LLT (default:
@@ -253,6 +357,16 @@ class DHCPv6Service(Service):
         self.reclaimer: Reclaimer | None = None
         self.serverDuid: bytes | None = None
         self.started: float | None = None
+        self._receivedBefore = 0
+
+    def clientsSeen(self) -> int:
+        """
+        The number of client datagrams received since this service was
+        made (over restarts): what failover CONTACT messages carry.
+        """
+        protocol = self.protocol
+        current = 0 if protocol is None else protocol.counters["received"]
+        return self._receivedBefore + current
 
     def startService(self) -> None:
         store = self.leases.store
@@ -262,8 +376,11 @@ class DHCPv6Service(Service):
         duid, storing = loadServerDuid(
             self.config, store, self.reactor.seconds(), self._linkLayerAddress
         )
-        policy = self._policyFactory(self.config, store)
-        engine = self._engineFactory(self.config, store, policy, duid)
+        policies = self._policyFactory(self.config, store)
+        engine = self._engineFactory(self.config, store, policies, duid)
+        # The engine names each change's own policy; this one is told of
+        # changes no policy is named for.
+        policy = SubnetPolicies.of(policies).default
         protocol = DHCPv6ServerProtocol(
             engine, store, policy, self.reactor, logExchanges=self._logExchanges
         )
@@ -343,31 +460,22 @@ class DHCPv6Service(Service):
             if stopped is not None:
                 await stopped
         if protocol is not None:
+            self._receivedBefore += protocol.counters["received"]
             self.log.info(
                 "DHCPv6 server stopped: {counters}",
                 counters=", ".join(f"{k} {v}" for k, v in sorted(protocol.counters.items())),
             )
 
 
-class ServerService(MultiService):
+class SequentialService(MultiService):
     """
-    The whole server.  Unlike L{MultiService}, it stops its children one
-    at a time, in reverse order, each after the previous one has finished:
-    the lease database is closed only once the DHCPv6 service has sent the
-    replies of every commit in flight.  If a child fails to start, those
-    already started are stopped again and the error is raised.
-
-    @ivar exitOnStartupError: turn a L{StartupError} into a logged message
-        and C{SystemExit(1)} instead of a traceback (set by the twistd
-        plugin; an embedding application gets the exception).
-    @ivar controlTarget: what the operator control channel talks to (set
-        by L{makeService}, whether or not a control socket is configured):
-        failover relationships register with its C{addRelationship}.
+    A L{MultiService} that starts its children in order and stops them one
+    at a time, in reverse order, each after the previous one has finished
+    stopping.  If a child fails to start, those already started are stopped
+    again (in reverse order, one at a time) and the error is raised.
     """
 
     log = Logger()
-    exitOnStartupError = False
-    controlTarget: ControlTarget | None = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -375,60 +483,180 @@ class ServerService(MultiService):
         for child in self:
             try:
                 child.startService()
-            except BaseException as e:
+            except BaseException:
                 Service.stopService(self)
-                for done in reversed(started):
-                    maybeDeferred(done.stopService).addErrback(
-                        lambda f: self.log.failure("Stopping a service failed", f)
-                    )
-                if isinstance(e, StartupError) and self.exitOnStartupError:
-                    self.log.critical("dhcp6ha cannot start: {error}", error=str(e))
-                    raise SystemExit(1) from None
+                Deferred.fromCoroutine(self._stopSequentially(started))
                 raise
             started.append(child)
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        return Deferred.fromCoroutine(self._stopChildren())
+        return Deferred.fromCoroutine(self._stopSequentially(list(self)))
 
-    async def _stopChildren(self) -> None:
-        for child in reversed(list(self)):
+    async def _stopSequentially(self, children: list[Service]) -> None:
+        for child in reversed(children):
             try:
                 await maybeDeferred(child.stopService)
             except Exception:
                 self.log.failure("Stopping {service} failed", service=child.name)
 
 
+class FailoverService(SequentialService):
+    """
+    The C{"failover"} child of L{makeService}: the failover relationships,
+    one child each, named after its relationship, in configuration order.
+
+    @ivar relationships: the relationships, by name.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relationships: dict[str, FailoverRelationship] = {}
+
+    def addRelationship(self, relationship: FailoverRelationship) -> None:
+        """Add C{relationship} as a child (its service name is its own name)."""
+        relationship.setServiceParent(self)
+        self.relationships[relationship.config.name] = relationship
+
+
+class ServerService(SequentialService):
+    """
+    The whole server.  Unlike L{MultiService}, it stops its children one
+    at a time, in reverse order, each after the previous one has finished
+    (L{SequentialService}): the lease database is closed only once the
+    DHCPv6 service has sent the replies of every commit in flight and the
+    failover relationships have left their partners.
+
+    @ivar exitOnStartupError: turn a L{StartupError} into a logged message
+        and C{SystemExit(1)} instead of a traceback (set by the twistd
+        plugin; an embedding application gets the exception).
+    @ivar controlTarget: what the operator control channel talks to (set
+        by L{makeService}, whether or not a control socket is configured):
+        every failover relationship is registered with it.
+    @ivar relationships: the failover relationships, by name (empty
+        without failover).
+    """
+
+    exitOnStartupError = False
+    controlTarget: ControlTarget | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relationships: Mapping[str, FailoverRelationship] = {}
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            if self.exitOnStartupError:
+                self.log.critical("dhcp6ha cannot start: {error}", error=str(e))
+                raise SystemExit(1) from None
+            raise
+
+
 def makeService(
-    config: ServerConfig, reactor: Any = None, *, logExchanges: bool = False
+    config: ServerConfig,
+    reactor: Any = None,
+    *,
+    logExchanges: bool = False,
+    tlsMaterial: Mapping[str, TLSMaterial] | None = None,
+    openStore: OpenStore | None = None,
+    listen: Listen = listenDHCPv6,
 ) -> ServerService:
     """
     Build the server described by C{config}.
 
     @param reactor: the reactor to run on; the global one if C{None}.  It
-        must manage file descriptors (any POSIX reactor) and threads.
+        must manage file descriptors (any POSIX reactor) and threads, and
+        provide TCP and TLS for failover.
     @param logExchanges: log every client exchange at debug level.
-    @return: a L{MultiService} with the children C{"leases"} and
-        C{"dhcpv6"}, and C{"control"} when C{[server] control-socket} is
-        set; nothing is opened or bound until it is started.
+    @param tlsMaterial: the relationships' TLS material by name, already
+        loaded (L{loadTLSMaterial}, as the twistd options do); read from
+        the configured files when C{None}.
+    @param openStore: opens the lease store, given the replication
+        classifier (default: L{SQLiteLeaseStore} on C{[server] database}).
+    @param listen: binds the DHCPv6 port (L{DHCPv6Service}).
+    @return: a L{ServerService} with the children C{"leases"},
+        C{"failover"} when there are C{[failover:NAME]} sections,
+        C{"dhcpv6"}, and C{"control"} when C{[server] control-socket} is set;
+        nothing is opened or bound until it is started.
+    @raise StartupError: a relationship's certificate, key or CA cannot be
+        used, or its partner identity does not parse.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     server = config.server
-
-    def openStore() -> ILeaseStore:
-        return SQLiteLeaseStore(server.database, reactor, commit_delay=server.commit_delay)
+    materials = dict(tlsMaterial) if tlsMaterial is not None else loadTLSMaterial(config)
 
     top = ServerService()
-    leases = LeaseStoreService(openStore, server.database)
+    leases = LeaseStoreService(lambda: opener(classifier), server.database)
     leases.setName("leases")
+    dhcpv6Holder: list[DHCPv6Service] = []
+
+    def openedStore() -> ILeaseStore:
+        store = leases.store
+        if store is None:
+            raise StartupError("the lease database is not open")
+        return store
+
+    def serverDuid() -> bytes | None:
+        return dhcpv6Holder[0].serverDuid if dhcpv6Holder else None
+
+    def clientsSeen() -> int:
+        return dhcpv6Holder[0].clientsSeen() if dhcpv6Holder else 0
+
+    relationships: list[FailoverRelationship] = []
+    for failover in config.failover:
+        material = materials.get(failover.name)
+        if material is None:
+            material = _loadMaterial(config, failover)
+        try:
+            relationship = FailoverRelationship(
+                failover,
+                reactor,
+                openedStore,
+                serverConfig=config,
+                serverDuid=serverDuid,
+                clientsSeen=clientsSeen,
+                material=material,
+            )
+        except ValueError as e:
+            raise StartupError(f"{config.path}: [failover:{failover.name}]: {e}") from e
+        relationships.append(relationship)
+    classifier = replicationClassifier(relationships)
+
+    def openSQLite(replicate: Replicate | None) -> ILeaseStore:
+        return SQLiteLeaseStore(
+            server.database, reactor, commit_delay=server.commit_delay, replicate=replicate
+        )
+
+    opener: OpenStore = openSQLite if openStore is None else openStore
+
     leases.setServiceParent(top)
-    dhcpv6 = DHCPv6Service(config, reactor, leases, logExchanges=logExchanges)
+    if relationships:
+        failoverService = FailoverService()
+        failoverService.setName("failover")
+        for relationship in relationships:
+            failoverService.addRelationship(relationship)
+        failoverService.setServiceParent(top)
+        top.relationships = failoverService.relationships
+        policyFactory = failoverPolicies(relationships)
+    else:
+        policyFactory = standalonePolicy
+    dhcpv6 = DHCPv6Service(
+        config,
+        reactor,
+        leases,
+        policyFactory=policyFactory,
+        listen=listen,
+        logExchanges=logExchanges,
+    )
+    dhcpv6Holder.append(dhcpv6)
     dhcpv6.setName("dhcpv6")
     dhcpv6.setServiceParent(top)
-    top.controlTarget = ControlTarget(config, reactor, leases, dhcpv6)
+    top.controlTarget = ControlTarget(config, reactor, leases, dhcpv6, relationships)
     if server.control_socket is not None:
         control = ControlService(server.control_socket, top.controlTarget, reactor)
         control.setName("control")

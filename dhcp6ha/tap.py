@@ -6,15 +6,22 @@ The C{twistd dhcp6ha} plugin's options and service:
 
 The configuration is read and validated while the options are parsed, so a
 broken file stops C{twistd} with a message naming the file, section and key
-(and a non-zero exit status) before anything is opened or bound.
+(and a non-zero exit status) before anything is opened or bound.  The same
+goes for the TLS certificate, key and CA of each C{[failover:NAME]} section
+(the failover pair member of C{etc/primary.ini} or C{etc/secondary.ini}):
+they are read and checked then, and a file that cannot be used is named
+with what is wrong with it.
 """
 
 from __future__ import annotations
+
+import sys
 
 from twisted.python import usage
 
 from dhcp6ha import service
 from dhcp6ha.config import ConfigError, ServerConfig, parseConfig
+from dhcp6ha.failover.tls import TLSMaterial
 
 __all__ = ["Options", "makeService"]
 
@@ -24,6 +31,8 @@ class Options(usage.Options):
     C{twistd dhcp6ha} options.
 
     @ivar serverConfig: the validated configuration, once parsed.
+    @ivar tlsMaterial: the failover relationships' TLS material by name,
+        once parsed (empty without failover).
     """
 
     synopsis = "--config FILE [--log-exchanges]"
@@ -40,15 +49,21 @@ class Options(usage.Options):
     ]
 
     serverConfig: ServerConfig | None = None
+    tlsMaterial: dict[str, TLSMaterial] | None = None
 
     def postOptions(self) -> None:
         path = self["config"]
         if path is None:
             raise usage.UsageError("--config FILE is required")
         try:
-            self.serverConfig = parseConfig(path)
+            config = parseConfig(path)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        try:
+            self.tlsMaterial = service.loadTLSMaterial(config)
+        except service.StartupError as e:
+            raise usage.UsageError(str(e)) from None
+        self.serverConfig = config
 
 
 def makeService(options: Options) -> service.ServerService:
@@ -59,6 +74,15 @@ def makeService(options: Options) -> service.ServerService:
     if options.serverConfig is None:
         options.postOptions()
     assert options.serverConfig is not None
-    server = service.makeService(options.serverConfig, logExchanges=bool(options["log-exchanges"]))
+    try:
+        server = service.makeService(
+            options.serverConfig,
+            logExchanges=bool(options["log-exchanges"]),
+            tlsMaterial=options.tlsMaterial,
+        )
+    except service.StartupError as e:
+        # Before twistd's logging starts: say it on stderr.
+        sys.stderr.write("dhcp6ha cannot start: " + str(e) + "\n")
+        raise SystemExit(1) from None
     server.exitOnStartupError = True
     return server

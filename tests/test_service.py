@@ -1,28 +1,40 @@
 """
 Tests for L{dhcp6ha.service}: building, starting and stopping the server.
 
-Most tests run on fakes and a L{Clock}.  L{RealReactorTests} runs the real
-service (SQLite store, UDP on ::1, port 0) through a few exchanges and a
-restart, bounded by a timeout.
+Most tests run on fakes and a L{Clock} (or a L{MemoryReactorClock} for the
+failover wiring).  L{RealReactorTests} runs the real service (SQLite store,
+UDP on ::1, port 0) through a few exchanges and a restart, and
+L{FailoverPairTests} runs two whole servers, primary and secondary, as a
+failover pair over real TLS on ::1, in this process; both are bounded by a
+timeout.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from ipaddress import IPv6Address
-from typing import Any
+from collections.abc import Callable
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, cast
 from uuid import UUID
 
 from attrs import evolve
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dhcp6ha.allocation import StandalonePolicy
 from dhcp6ha.config import ServerConfig, parseConfigText
+from dhcp6ha.engine import Engine
+from dhcp6ha.failover.machine import Role
+from dhcp6ha.failover.relationship import FailoverRelationship
+from dhcp6ha.failover.tls import TLSMaterialError
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
 from dhcp6ha.message import (
@@ -49,11 +61,15 @@ from dhcp6ha.service import (
     LeaseStoreService,
     ServerService,
     StartupError,
+    failoverPolicies,
     findLinkLayerAddress,
     loadServerDuid,
+    loadTLSMaterial,
     makeService,
+    replicationClassifier,
 )
 from dhcp6ha.testing import MemoryLeaseStore
+from tests.certs import CertificateAuthority, writeFiles
 
 CONFIG = """\
 [server]
@@ -208,11 +224,22 @@ class FakePort:
 
 
 class RecordingStore(MemoryLeaseStore):
-    """Records when it is closed."""
+    """Records when it is closed, and each failover state it stores."""
 
-    def __init__(self, events: list[object], autoFlush: bool = True) -> None:
-        super().__init__(autoFlush)
+    def __init__(
+        self,
+        events: list[object],
+        autoFlush: bool = True,
+        replicate: Callable[[Lease], str | None] | None = None,
+    ) -> None:
+        super().__init__(autoFlush, replicate=replicate)
         self.events = events
+        self.replicate = replicate
+
+    def setMetadata(self, key: str, value: str) -> Deferred[None]:
+        if key.startswith("failover.") and key.endswith(".state"):
+            self.events.append(("failover state stored", json.loads(value)["state"]))
+        return super().setMetadata(key, value)
 
     def close(self) -> Deferred[None]:
         self.events.append("store closed")
@@ -458,6 +485,51 @@ class _Client(DatagramProtocol):
             waiting.callback(decode(datagram))
 
 
+async def relayedExchange(port: int, message: Message, link: IPv6Address = LINK) -> Message:
+    """
+    Send C{message} relayed from C{link} to the server on [::1]:C{port},
+    retransmitting every 0.2 s like a client, and return the first answer.
+    """
+    client = _Client()
+    listening = globalReactor.listenUDP(0, client, interface="::1")  # type: ignore[attr-defined]
+    try:
+        relayed = RelayMessage(
+            MessageType.RELAY_FORW,
+            0,
+            link,
+            IPv6Address("fe80::9"),
+            (RelayMessageOption(message),),
+        )
+        client.waiting = Deferred()
+        waiting = client.waiting
+        # Retransmit like a client: the first ones may come before the
+        # server answers (its new DUID not yet durable).
+        sender = LoopingCall(listening.write, encode(relayed), ("::1", port))
+        sender.clock = globalReactor
+        sender.start(0.2)
+        try:
+            answer = await waiting
+        finally:
+            sender.stop()
+    finally:
+        await listening.stopListening()
+    assert isinstance(answer, RelayMessage)
+    relayedAnswer = getOption(answer.options, RelayMessageOption)
+    assert relayedAnswer is not None
+    assert isinstance(relayedAnswer.message, Message)
+    return relayedAnswer.message
+
+
+def skipWithoutIPv6Loopback(case: SynchronousTestCase) -> None:
+    """Skip C{case} when ::1 cannot be bound."""
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        raise case.skipTest(f"no IPv6 loopback: {e}") from None
+
+
 class RealReactorTests(TestCase):
     """
     The real service, started and stopped on the global reactor, with an
@@ -467,12 +539,7 @@ class RealReactorTests(TestCase):
     timeout = 30
 
     def setUp(self) -> None:
-        try:
-            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            probe.bind(("::1", 0))
-            probe.close()
-        except OSError as e:
-            raise self.skipTest(f"no IPv6 loopback: {e}") from None
+        skipWithoutIPv6Loopback(self)
         directory = self.mktemp()
         os.makedirs(directory)
         self.database = os.path.join(directory, "leases.sqlite")
@@ -480,34 +547,7 @@ class RealReactorTests(TestCase):
         self.config = evolve(config, server=evolve(config.server, port=0))
 
     async def exchange(self, port: int, message: Message) -> Message:
-        client = _Client()
-        listening = globalReactor.listenUDP(0, client, interface="::1")  # type: ignore[attr-defined]
-        try:
-            relayed = RelayMessage(
-                MessageType.RELAY_FORW,
-                0,
-                LINK,
-                IPv6Address("fe80::9"),
-                (RelayMessageOption(message),),
-            )
-            client.waiting = Deferred()
-            waiting = client.waiting
-            # Retransmit like a client: the first ones may come before the
-            # server answers (its new DUID not yet durable).
-            sender = LoopingCall(listening.write, encode(relayed), ("::1", port))
-            sender.clock = globalReactor
-            sender.start(0.2)
-            try:
-                answer = await waiting
-            finally:
-                sender.stop()
-        finally:
-            await listening.stopListening()
-        assert isinstance(answer, RelayMessage)
-        relayedAnswer = getOption(answer.options, RelayMessageOption)
-        assert relayedAnswer is not None
-        assert isinstance(relayedAnswer.message, Message)
-        return relayedAnswer.message
+        return await relayedExchange(port, message)
 
     async def test_serveRestartServe(self) -> None:
         """
@@ -567,3 +607,417 @@ class RealReactorTests(TestCase):
             self.assertEqual(renewed.msg_type, MessageType.REPLY)
         finally:
             await again.stopService()
+
+
+# --- failover wiring --------------------------------------------------------------------
+
+PAIR = "lab-pair"
+PRIMARY_NAME = "primary.dhcp6ha.test"
+SECONDARY_NAME = "secondary.dhcp6ha.test"
+LAB_LINK = IPv6Address("2001:db8:1::1")
+ALONE_LINK = IPv6Address("2001:db8:2::1")
+
+FAILOVER_CONFIG = """\
+[server]
+address = ::1
+port = 5547
+database = {database}
+{extra}
+
+[subnet:lab]
+prefix = 2001:db8:1::/64
+pools = 2001:db8:1::1000-2001:db8:1::1fff
+pd-pools = 2001:db8:100::/40 delegate /56
+
+[subnet:alone]
+prefix = 2001:db8:2::/64
+pools = 2001:db8:2::1000-2001:db8:2::1fff
+
+[failover:lab-pair]
+role = {role}
+{roleKeys}
+certificate = {certificate}
+key = {key}
+ca = {ca}
+partner-identity = {identity}
+subnets = lab
+mclt = 300
+heartbeat-interval = {heartbeat}
+unreachable-after = {unreachable}
+idle-timeout = {idle}
+"""
+
+
+def writePairCertificates(directory: str) -> dict[str, str]:
+    """
+    A CA and the pair's certificates in C{directory}, as C{make pki} names
+    them: C{ca.pem}, C{primary.pem}, C{primary-key.pem}, C{secondary.pem},
+    C{secondary-key.pem}.
+
+    @return: file name to path.
+    """
+    ca = CertificateAuthority("pair CA")
+    primary = ca.issue("primary", dns=[PRIMARY_NAME])
+    secondary = ca.issue("secondary", dns=[SECONDARY_NAME])
+    return writeFiles(
+        directory,
+        {
+            "ca.pem": ca.pem,
+            "primary.pem": primary.certPEM,
+            "primary-key.pem": primary.keyPEM,
+            "secondary.pem": secondary.certPEM,
+            "secondary-key.pem": secondary.keyPEM,
+        },
+    )
+
+
+def failoverConfigText(
+    pki: dict[str, str],
+    role: str,
+    database: str,
+    extra: str = "",
+    heartbeat: float = 10,
+    unreachable: float = 30,
+) -> str:
+    """The text of one member's configuration (the partner port is 6647)."""
+    if role == "primary":
+        roleKeys = "partner-address = ::1\npartner-port = 6647"
+        identity = SECONDARY_NAME
+    else:
+        roleKeys = "listen-address = ::1\nlisten-port = 6647\npartner-address = ::1"
+        identity = PRIMARY_NAME
+    return FAILOVER_CONFIG.format(
+        database=database,
+        extra=extra,
+        role=role,
+        roleKeys=roleKeys,
+        certificate=pki[role + ".pem"],
+        key=pki[role + "-key.pem"],
+        ca=pki["ca.pem"],
+        identity=identity,
+        heartbeat=heartbeat,
+        unreachable=unreachable,
+        idle=max(60, unreachable),
+    )
+
+
+def addressLease(address: str) -> Lease:
+    return Lease(
+        lease_type=LeaseType.NA,
+        address=IPv6Address(address),
+        prefix_length=128,
+        state=BindingState.ACTIVE,
+        duid=CLIENT_DUID,
+        iaid=1,
+        start_time_of_state=1e9,
+        cltt=1e9,
+        preferred_lifetime=300,
+        valid_lifetime=600,
+        expires=1e9 + 600,
+    )
+
+
+def relayedRequest(link: IPv6Address, serverDuid: bytes, iaid: int = 1) -> bytes:
+    request = Message(
+        MessageType.REQUEST,
+        iaid,
+        (ClientId(CLIENT_DUID), ServerId(serverDuid), ElapsedTime(0), IANA(iaid, 0, 0)),
+    )
+    return encode(
+        RelayMessage(
+            MessageType.RELAY_FORW, 0, link, IPv6Address("fe80::9"), (RelayMessageOption(request),)
+        )
+    )
+
+
+class PortsInUseReactor(MemoryReactorClock):
+    """A memory reactor on which no TCP port can be bound."""
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+class FailoverWiringTests(SynchronousTestCase):
+    """
+    L{makeService} with C{[failover:NAME]} sections, on a
+    L{MemoryReactorClock}, memory stores and a fake DHCPv6 port: the
+    relationships' place among the services, the store's classifier, the
+    engine's policies, what the relationships read of the DHCPv6 service,
+    the start and stop order, and TLS files that cannot be used.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1e9)
+        self.events: list[object] = []
+        self.stores: list[RecordingStore] = []
+        self.listened: list[DHCPv6ServerProtocol] = []
+        self.listenError: Exception | None = None
+        self.pki = writePairCertificates(self.mktemp())
+
+    def config(self, role: str = "primary", extra: str = "") -> ServerConfig:
+        return parseConfigText(
+            failoverConfigText(self.pki, role, "unused.sqlite", extra), role + ".ini"
+        )
+
+    def openStore(self, replicate: Callable[[Lease], str | None] | None) -> RecordingStore:
+        store = RecordingStore(self.events, replicate=replicate)
+        self.stores.append(store)
+        return store
+
+    def listen(
+        self, reactor: Any, port: int, protocol: DHCPv6ServerProtocol, address: str
+    ) -> DHCPv6Port:
+        if self.listenError is not None:
+            raise self.listenError
+        self.listened.append(protocol)
+        return FakePort(protocol, self.events)  # type: ignore[return-value]
+
+    def build(self, role: str = "primary", extra: str = "") -> ServerService:
+        return makeService(
+            self.config(role, extra),
+            self.reactor,
+            openStore=self.openStore,
+            listen=self.listen,
+        )
+
+    def relationship(self, top: ServerService) -> FailoverRelationship:
+        relationship = top.relationships[PAIR]
+        self.assertIs(top.getServiceNamed("failover").getServiceNamed(PAIR), relationship)
+        return relationship
+
+    def test_children(self) -> None:
+        """
+        The relationships come between the store and the DHCPv6 service, in
+        their own C{"failover"} child, each named after its relationship;
+        the control socket stays last.  Nothing is opened or bound yet.
+        """
+        top = self.build(extra="control-socket = var/x.ctl")
+        self.assertEqual([s.name for s in top], ["leases", "failover", "dhcpv6", "control"])
+        self.assertEqual([s.name for s in top.getServiceNamed("failover")], [PAIR])
+        relationship = self.relationship(top)
+        self.assertEqual(relationship.role, Role.PRIMARY)
+        self.assertEqual(self.stores, [])
+        self.assertEqual(self.listened, [])
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_registeredForControl(self) -> None:
+        """Every relationship is registered with the control target."""
+        top = self.build()
+        assert top.controlTarget is not None
+        [status] = top.controlTarget.status()["relationships"]  # type: ignore[misc]
+        self.assertEqual(
+            (status["name"], status["role"], status["state"]), (PAIR, "primary", "init")
+        )
+
+    def test_withoutFailover(self) -> None:
+        """Without failover there is no C{"failover"} child and no classifier."""
+        top = makeService(makeConfig(), self.reactor, openStore=self.openStore, listen=self.listen)
+        self.assertEqual([s.name for s in top], ["leases", "dhcpv6"])
+        self.assertEqual(top.relationships, {})
+        top.startService()
+        self.assertIsNone(self.stores[0].replicate)
+        self.successResultOf(top.stopService())
+
+    def test_classifier(self) -> None:
+        """
+        The store marks a binding pending for the relationship whose pools
+        or prefix pools hold it, and nothing else.
+        """
+        top = self.build()
+        top.startService()
+        [store] = self.stores
+        replicate = store.replicate
+        assert replicate is not None
+        prefix = evolve(
+            addressLease("2001:db8:100:100::"), lease_type=LeaseType.PD, prefix_length=56
+        )
+        self.assertEqual(replicate(addressLease("2001:db8:1::1001")), PAIR)
+        self.assertEqual(replicate(prefix), PAIR)
+        self.assertIsNone(replicate(addressLease("2001:db8:2::1001")))
+        self.assertIsNone(
+            replicate(evolve(prefix, address=IPv6Address("2001:db8:100::"), prefix_length=48))
+        )
+        self.successResultOf(store.commit([addressLease("2001:db8:1::1001")]))
+        self.successResultOf(store.commit([addressLease("2001:db8:2::1001")]))
+        self.assertEqual(store.pendingCount(PAIR), 1)
+        self.successResultOf(top.stopService())
+
+    def test_replicationClassifierAlone(self) -> None:
+        """With no relationship there is no classifier at all."""
+        self.assertIsNone(replicationClassifier([]))
+
+    def test_enginePolicies(self) -> None:
+        """
+        Once started, the engine decides for the relationship's subnets with
+        its policy and for the others with a standalone one.
+        """
+        top = self.build()
+        top.startService()
+        relationship = self.relationship(top)
+        [protocol] = self.listened
+        engine = cast(Engine, protocol.engine)
+        self.assertIsNotNone(relationship.policy)
+        self.assertIs(engine.policyFor(engine.config.subnetByName("lab")), relationship.policy)
+        self.assertIsInstance(
+            engine.policyFor(engine.config.subnetByName("alone")), StandalonePolicy
+        )
+        self.assertIsInstance(protocol.policy, StandalonePolicy)
+        self.successResultOf(top.stopService())
+
+    def test_subnetsFollowTheirPolicy(self) -> None:
+        """
+        While the relationship cannot serve (STARTUP, no partner yet), its
+        subnet gets no answer; the subnet outside it is served alone, and
+        its binding is not marked for the partner.
+        """
+        top = self.build()
+        top.startService()
+        dhcpv6 = top.getServiceNamed("dhcpv6")
+        [protocol] = self.listened
+        transport = _Transport(self.events)
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.datagramReceived(relayedRequest(LAB_LINK, dhcpv6.serverDuid), ("::1", 547))
+        protocol.datagramReceived(relayedRequest(ALONE_LINK, dhcpv6.serverDuid), ("::1", 547))
+        self.assertEqual(self.events.count("sent"), 1)
+        [store] = self.stores
+        [lease] = store.iterLeases(10)
+        self.assertIn(lease.address, IPv6Network("2001:db8:2::/64"))
+        self.assertEqual(store.pendingCount(PAIR), 0)
+        self.successResultOf(top.stopService())
+
+    def test_serverDuidAndClientsSeen(self) -> None:
+        """
+        The relationship's session sends the DHCPv6 service's DUID at Connect
+        and its count of received client messages in CONTACT.
+        """
+        top = self.build()
+        top.startService()
+        session = self.relationship(top).session
+        assert session is not None
+        dhcpv6 = top.getServiceNamed("dhcpv6")
+        self.assertIsNotNone(dhcpv6.serverDuid)
+        self.assertEqual(session.serverDuid(), dhcpv6.serverDuid)
+        clientsSeen = session.clientsSeen
+        assert clientsSeen is not None
+        self.assertEqual(clientsSeen(), 0)
+        [protocol] = self.listened
+        protocol.makeConnection(_Transport(self.events))  # type: ignore[arg-type]
+        protocol.datagramReceived(b"\x01garbage", ("::1", 546))
+        protocol.datagramReceived(relayedRequest(ALONE_LINK, dhcpv6.serverDuid), ("::1", 547))
+        self.assertEqual(clientsSeen(), 2)
+        self.successResultOf(top.stopService())
+        # Kept across a stop of the DHCPv6 service.
+        self.assertEqual(clientsSeen(), 2)
+
+    def test_primaryConnects(self) -> None:
+        """The primary connects to its partner-address and partner-port."""
+        top = self.build("primary")
+        top.startService()
+        [(host, port, *_)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("::1", 6647))
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.successResultOf(top.stopService())
+
+    def test_secondaryListens(self) -> None:
+        """The secondary listens on its listen-address and listen-port."""
+        top = self.build("secondary")
+        top.startService()
+        [(port, _, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (6647, "::1"))
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.relationship(top).role, Role.SECONDARY)
+        self.successResultOf(top.stopService())
+
+    def test_stopOrder(self) -> None:
+        """
+        Stopping stops client traffic first (the port), then the
+        relationship (PAUSED stored), and closes the store last.
+        """
+        top = self.build()
+        top.startService()
+        del self.events[:]
+        self.successResultOf(top.stopService())
+        self.assertEqual(
+            self.events, ["port stopped", ("failover state stored", "paused"), "store closed"]
+        )
+        self.assertEqual(self.relationship(top).status().state, "paused")
+
+    def test_startFailureStopsInOrder(self) -> None:
+        """
+        If the DHCPv6 port cannot be bound, the relationship already started
+        is stopped (PAUSED stored) before the store is closed, and the error
+        names the port.
+        """
+        self.listenError = OSError(98, "Address already in use")
+        top = self.build("secondary")
+        error = self.assertRaises(StartupError, top.startService)
+        self.assertIn("cannot listen on [::1]:5547", str(error))
+        self.assertEqual(self.events, [("failover state stored", "paused"), "store closed"])
+        self.assertFalse(top.running)
+
+    def test_policiesBeforeStart(self) -> None:
+        """The policy factory refuses relationships that have not started."""
+        top = self.build()
+        factory = failoverPolicies([self.relationship(top)])
+        error = self.assertRaises(StartupError, factory, top.relationships[PAIR].config, None)
+        self.assertIn("not running", str(error))
+
+    def test_badTLSFile(self) -> None:
+        """
+        A certificate that cannot be used stops makeService with an error
+        naming the configuration, the section, the file and what is wrong;
+        nothing is opened or bound.
+        """
+        with open(self.pki["primary.pem"], "wb") as f:
+            f.write(b"not a certificate\n")
+        error = self.assertRaises(StartupError, self.build)
+        message = str(error)
+        self.assertTrue(
+            message.startswith(
+                "primary.ini: [failover:lab-pair]: cannot use " + self.pki["primary.pem"]
+            ),
+            message,
+        )
+        self.assertIsInstance(error.__cause__, TLSMaterialError)
+        self.assertIn(cast(TLSMaterialError, error.__cause__).reason, message)
+        self.assertEqual((self.stores, self.listened), ([], []))
+
+    def test_wrongCA(self) -> None:
+        """A certificate that does not chain to the configured CA is refused."""
+        other = CertificateAuthority("another CA")
+        with open(self.pki["ca.pem"], "wb") as f:
+            f.write(other.pem)
+        error = self.assertRaises(StartupError, self.build)
+        self.assertIn("[failover:lab-pair]", str(error))
+
+    def test_givenMaterial(self) -> None:
+        """TLS material already loaded (by the twistd options) is used as it is."""
+        config = self.config()
+        materials = loadTLSMaterial(config)
+        os.remove(self.pki["primary.pem"])
+        top = makeService(
+            config,
+            self.reactor,
+            tlsMaterial=materials,
+            openStore=self.openStore,
+            listen=self.listen,
+        )
+        self.assertIs(self.relationship(top).material, materials[PAIR])
+
+    def test_exitOnStartupErrorRelationship(self) -> None:
+        """
+        Under twistd, a relationship that cannot start (its port in use)
+        exits with status 1 after the store is closed.
+        """
+        self.reactor = PortsInUseReactor()
+        top = self.build("secondary")
+        top.exitOnStartupError = True
+        with capturedLogs() as events:
+            error = self.assertRaises(SystemExit, top.startService)
+        self.assertEqual(error.code, 1)
+        [critical] = [e for e in events if e["log_level"] is LogLevel.critical]
+        self.assertIn("failover lab-pair: cannot listen on [::1]:6647", critical["error"])
+        self.assertEqual(self.events, ["store closed"])
+        self.assertEqual(self.listened, [])

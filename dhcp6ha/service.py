@@ -44,6 +44,9 @@ database.
 Each relationship tells its partner this server's DUID at Connect (the
 DHCPv6 service's, read then: the DHCPv6 service has started by the time a
 connection is made) and the number of client messages received in CONTACT.
+A failover member that has no configured or stored DUID makes a DUID-UUID,
+not a DUID-LLT: the two members of a pair on one machine, started in the
+same second, would otherwise get the same one.
 Every failover state change is logged by the endpoint's state machine
 (C{"Failover NAME: OLD -> NEW"}).
 
@@ -651,6 +654,10 @@ def makeService(
         leases,
         policyFactory=policyFactory,
         listen=listen,
+        # Partners must have different DUIDs (a Server Identifier says which
+        # one a client talks to); two DUID-LLTs made on one machine in the
+        # same second are equal, so a failover member makes a DUID-UUID.
+        linkLayerAddress=(lambda: None) if relationships else None,
         logExchanges=logExchanges,
     )
     dhcpv6Holder.append(dhcpv6)

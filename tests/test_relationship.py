@@ -255,6 +255,28 @@ class ControlTests(SynchronousTestCase):
         assert policy is not None
         self.assertEqual(policy.partnerDuid, bytes.fromhex("000401020304"))
 
+    def test_partnerWithOurDuid(self) -> None:
+        """A partner announcing this server's own DUID is reported as an error."""
+        ours = bytes.fromhex("000401020304")
+        ca = CertificateAuthority()
+        relationship = FailoverRelationship(
+            failoverConfig(FailoverRole.PRIMARY),
+            self.clock,
+            lambda: self.store,
+            material=material(ca.issue(dns=[PRIMARY]), ca),
+            tcpEndpoint=self.never,
+            serverDuid=lambda: ours,
+        )
+        relationship.startService()
+        with capturedLogs() as events:
+            # What the session calls when Connect(reply) names the partner's DUID.
+            relationship._partnerDuidLearnt(bytes.fromhex("000401020305"))
+            self.assertEqual(events, [])
+            relationship._partnerDuidLearnt(ours)
+        [error] = events
+        self.assertIn("the partner has this server's own DUID", error["log_format"])
+        self.assertEqual(error["duid"], ours.hex())
+
 
 class LoopbackTests(TestCase):
     """

@@ -24,7 +24,7 @@ from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -627,7 +627,7 @@ database = {database}
 [subnet:lab]
 prefix = 2001:db8:1::/64
 pools = 2001:db8:1::1000-2001:db8:1::1fff
-pd-pools = 2001:db8:100::/40 delegate /56
+{pdPools}
 
 [subnet:alone]
 prefix = 2001:db8:2::/64
@@ -678,6 +678,7 @@ def failoverConfigText(
     extra: str = "",
     heartbeat: float = 10,
     unreachable: float = 30,
+    pdPools: str = "2001:db8:100::/40 delegate /56",
 ) -> str:
     """The text of one member's configuration (the partner port is 6647)."""
     if role == "primary":
@@ -698,6 +699,7 @@ def failoverConfigText(
         heartbeat=heartbeat,
         unreachable=unreachable,
         idle=max(60, unreachable),
+        pdPools="pd-pools = " + pdPools if pdPools else "",
     )
 
 
@@ -911,6 +913,20 @@ class FailoverWiringTests(SynchronousTestCase):
         # Kept across a stop of the DHCPv6 service.
         self.assertEqual(clientsSeen(), 2)
 
+    def test_failoverDuidIsUUID(self) -> None:
+        """
+        A failover member with no DUID makes a DUID-UUID: two members on one
+        machine started in the same second must not share a DUID-LLT.
+        """
+        first, second = self.build("primary"), self.build("secondary")
+        first.startService()
+        second.startService()
+        duids = [top.getServiceNamed("dhcpv6").serverDuid for top in (first, second)]
+        self.assertEqual([duid[:2] for duid in duids], [b"\x00\x04", b"\x00\x04"])
+        self.assertNotEqual(duids[0], duids[1])
+        self.successResultOf(first.stopService())
+        self.successResultOf(second.stopService())
+
     def test_primaryConnects(self) -> None:
         """The primary connects to its partner-address and partner-port."""
         top = self.build("primary")
@@ -1021,3 +1037,184 @@ class FailoverWiringTests(SynchronousTestCase):
         self.assertIn("failover lab-pair: cannot listen on [::1]:6647", critical["error"])
         self.assertEqual(self.events, ["store closed"])
         self.assertEqual(self.listened, [])
+
+
+class FailoverPairTests(TestCase):
+    """
+    Two whole servers from L{makeService}, primary and secondary, in this
+    process on the real reactor: SQLite databases in a temporary directory,
+    DHCPv6 on [::1] port 0, the partner connection over mutual TLS on ::1
+    with certificates from L{tests.certs}.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        skipWithoutIPv6Loopback(self)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.pki = writePairCertificates(os.path.join(directory, "pki"))
+        self.directory = directory
+
+    def config(self, role: str, partnerPort: int = 0) -> ServerConfig:
+        text = failoverConfigText(
+            self.pki,
+            role,
+            os.path.join(self.directory, role + ".sqlite"),
+            heartbeat=0.5,
+            unreachable=5,
+            # No prefix pool: the primary would hand half of it over to the
+            # secondary first (thousands of binding updates).
+            pdPools="",
+        )
+        config = parseConfigText(text, role + ".ini")
+        [failover] = config.failover
+        if role == "primary":
+            failover = evolve(failover, partner_port=partnerPort)
+        else:
+            failover = evolve(failover, listen_port=0)
+        return evolve(config, server=evolve(config.server, port=0), failover=(failover,))
+
+    async def waitFor(self, condition: Callable[[], bool], what: str, seconds: float = 15) -> None:
+        for _ in range(int(seconds / 0.05)):
+            if condition():
+                return
+            await deferLater(globalReactor, 0.05, lambda: None)
+        self.fail("timed out waiting for " + what)
+
+    def start(self, top: ServerService) -> None:
+        top.startService()
+
+        async def stop() -> None:
+            if top.running:
+                await top.stopService()
+
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+
+    async def test_pair(self) -> None:
+        """
+        Both reach NORMAL (the pair's first start), each knowing the other's
+        DUID; a relayed Solicit and Request to the primary get an address
+        whose binding reaches the secondary's database for the same client,
+        and the secondary's ack clears the primary's pending mark.  CONTACT
+        carries the primary's client count.  When the primary stops, the
+        secondary goes to COMMUNICATIONS-INTERRUPTED.  Every state change is
+        logged once.
+        """
+        with capturedLogs() as events:
+            primary, secondary = await self.runPair()
+        chains: dict[object, list[tuple[str, str]]] = {primary: [], secondary: []}
+        for event in events:
+            source = event.get("log_source")
+            if source not in chains:
+                continue
+            if "old" in event and "new" in event:
+                chains[source].append((event["old"], event["new"]))
+            elif "partner unreachable" in event["log_format"]:
+                chains[source].append(("normal", "communications-interrupted"))
+        for endpoint, ending in [
+            (primary, [("normal", "paused")]),
+            (
+                secondary,
+                [
+                    ("normal", "communications-interrupted"),
+                    ("communications-interrupted", "paused"),
+                ],
+            ),
+        ]:
+            chain = chains[endpoint]
+            # One line per change: each starts where the one before ended.
+            self.assertEqual(chain[0][0], "startup", chain)
+            for (_, new), (old, _) in zip(chain, chain[1:], strict=False):
+                self.assertEqual(new, old, chain)
+            self.assertEqual(chain[-len(ending) :], ending, chain)
+
+    async def runPair(self) -> tuple[object, object]:
+        """Run the pair; return the primary's and the secondary's endpoints."""
+        secondary = makeService(self.config("secondary"), globalReactor)
+        self.start(secondary)
+        secondaryRelationship = secondary.relationships[PAIR]
+        listening = await secondaryRelationship.whenListening()
+        primary = makeService(self.config("primary", listening.getHost().port), globalReactor)
+        self.start(primary)
+        primaryRelationship = primary.relationships[PAIR]
+
+        def normal() -> bool:
+            return (
+                primaryRelationship.status().state == "normal"
+                and secondaryRelationship.status().state == "normal"
+            )
+
+        await self.waitFor(normal, "both relationships NORMAL")
+        primaryDhcp = primary.getServiceNamed("dhcpv6")
+        secondaryDhcp = secondary.getServiceNamed("dhcpv6")
+        assert primaryRelationship.policy is not None
+        assert secondaryRelationship.policy is not None
+        self.assertNotEqual(primaryDhcp.serverDuid, secondaryDhcp.serverDuid)
+        self.assertEqual(primaryRelationship.policy.partnerDuid, secondaryDhcp.serverDuid)
+        self.assertEqual(secondaryRelationship.policy.partnerDuid, primaryDhcp.serverDuid)
+
+        port = primaryDhcp.port.getHost().port
+        solicit = Message(
+            MessageType.SOLICIT, 1, (ClientId(CLIENT_DUID), ElapsedTime(0), IANA(1, 0, 0))
+        )
+        advertise = await relayedExchange(port, solicit, LAB_LINK)
+        self.assertEqual(advertise.msg_type, MessageType.ADVERTISE)
+        serverId = getOption(advertise.options, ServerId)
+        assert serverId is not None
+        self.assertEqual(serverId.duid, primaryDhcp.serverDuid)
+        ia = getOption(advertise.options, IANA)
+        assert ia is not None
+        offered = getOption(ia.options, IAAddress)
+        assert offered is not None
+        request = Message(
+            MessageType.REQUEST,
+            2,
+            (ClientId(CLIENT_DUID), serverId, ElapsedTime(0), IANA(1, 0, 0, (offered,))),
+        )
+        reply = await relayedExchange(port, request, LAB_LINK)
+        self.assertEqual(reply.msg_type, MessageType.REPLY)
+        replied = getOption(reply.options, IANA)
+        assert replied is not None
+        granted = getOption(replied.options, IAAddress)
+        assert granted is not None
+        self.assertEqual(granted.address, offered.address)
+        self.assertIn(granted.address, IPv6Network("2001:db8:1::/64"))
+        # Independent allocation: the primary gives addresses of its half.
+        self.assertEqual(int(granted.address) & 1, 1)
+
+        primaryStore = primary.getServiceNamed("leases").store
+        secondaryStore = secondary.getServiceNamed("leases").store
+
+        def replicated() -> bool:
+            return (
+                secondaryStore.get(granted.address, 128) is not None
+                and primaryStore.pendingCount(PAIR) == 0
+            )
+
+        await self.waitFor(replicated, "the binding on the secondary, acked")
+        ours = primaryStore.get(granted.address, 128)
+        theirs = secondaryStore.get(granted.address, 128)
+        assert ours is not None and theirs is not None
+        self.assertEqual((theirs.duid, theirs.iaid), (CLIENT_DUID, 1))
+        self.assertEqual(theirs.state, BindingState.ACTIVE)
+        self.assertEqual((ours.duid, ours.iaid), (CLIENT_DUID, 1))
+        self.assertTrue(ours.stateAcked)
+        self.assertEqual(secondaryStore.pendingCount(PAIR), 0)
+
+        session = secondaryRelationship.session
+        assert session is not None
+        await self.waitFor(
+            lambda: (session.partnerClientsSeen or 0) >= 2, "CONTACT with the client count"
+        )
+
+        await primary.stopService()
+        await self.waitFor(
+            lambda: secondaryRelationship.status().state == "communications-interrupted",
+            "the secondary in COMMUNICATIONS-INTERRUPTED",
+        )
+        self.assertEqual(secondaryRelationship.status().partner_state, "paused")
+        await secondary.stopService()
+        # Let the queues' and TLS's last calls run.
+        await deferLater(globalReactor, 0.05, lambda: None)
+        return primaryRelationship.endpoint, secondaryRelationship.endpoint

@@ -4,15 +4,19 @@ Tests for L{dhcp6ha.tap} (the twistd options) and the twistd plugin.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from dhcp6ha.config import parseConfig
 from dhcp6ha.service import ServerService
 from dhcp6ha.tap import Options, makeService
+from tests.test_service import failoverConfigText, writePairCertificates
 
 GOOD = """\
 [server]
@@ -93,6 +97,80 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(sorted(s.name for s in service), ["dhcpv6", "leases"])
         self.assertFalse(service.running)
         self.assertFalse(os.path.exists(directory))
+
+
+class FailoverOptionsTests(SynchronousTestCase):
+    """
+    A configuration with C{[failover:NAME]}: the pair member's TLS files are
+    read and checked while the options are parsed.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        self.pki = writePairCertificates(os.path.join(directory, "pki"))
+        self.database = os.path.join(directory, "db", "primary.sqlite")
+        self.path = os.path.join(directory, "primary.ini")
+        with open(self.path, "w") as f:
+            f.write(failoverConfigText(self.pki, "primary", self.database))
+
+    def test_pairMember(self) -> None:
+        """
+        The TLS material is loaded with the options; makeService builds the
+        relationship with it, and binds nothing.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        assert options.tlsMaterial is not None
+        self.assertEqual(sorted(options.tlsMaterial), ["lab-pair"])
+        service = makeService(options)
+        self.assertEqual([s.name for s in service], ["leases", "failover", "dhcpv6"])
+        self.assertIs(service.relationships["lab-pair"].material, options.tlsMaterial["lab-pair"])
+        self.assertFalse(service.running)
+        self.assertFalse(os.path.exists(os.path.dirname(self.database)))
+
+    def test_badKey(self) -> None:
+        """
+        A key file that cannot be used is a usage error naming the
+        configuration, the relationship, the file and what is wrong.
+        """
+        key = self.pki["primary-key.pem"]
+        with open(key, "w") as f:
+            f.write("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", self.path])
+        message = str(error)
+        self.assertTrue(
+            message.startswith(self.path + ": [failover:lab-pair]: cannot use " + key + ": "),
+            message,
+        )
+
+    def test_keyOfAnotherCertificate(self) -> None:
+        """A key that does not match the certificate is refused too."""
+        with open(self.pki["secondary-key.pem"], "rb") as f:
+            other = f.read()
+        with open(self.pki["primary-key.pem"], "wb") as f:
+            f.write(other)
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", self.path])
+        self.assertIn("[failover:lab-pair]", str(error))
+
+    def test_makeServiceStartupError(self) -> None:
+        """
+        If makeService itself cannot build the server (options filled in
+        without parsing, files broken since), twistd exits with status 1 and
+        a one-line reason on stderr, not a traceback.
+        """
+        options = Options()
+        options["config"] = self.path
+        options.serverConfig = parseConfig(self.path)
+        with open(self.pki["ca.pem"], "w") as f:
+            f.write("no CA here\n")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        error = self.assertRaises(SystemExit, makeService, options)
+        self.assertEqual(error.code, 1)
+        self.assertTrue(
+            stderr.getvalue().startswith("dhcp6ha cannot start: " + self.path), stderr.getvalue()
+        )
+        self.assertIn(self.pki["ca.pem"], stderr.getvalue())
 
 
 class PluginTests(SynchronousTestCase):

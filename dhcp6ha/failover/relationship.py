@@ -627,6 +627,14 @@ class FailoverRelationship(MultiService):
             return None
 
     def _partnerDuidLearnt(self, duid: bytes) -> None:
+        if duid == self._serverDuid():
+            # Clients could not tell the two servers apart (Server Identifier).
+            self.log.error(
+                "Failover {relationship}: the partner has this server's own DUID {duid};"
+                " give each server its own ([server] duid, or remove the stored one)",
+                relationship=self.config.name,
+                duid=duid.hex(),
+            )
         policy, store = self.policy, self.store
         if policy is not None:
             policy.partnerDuid = duid

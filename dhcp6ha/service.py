@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 from uuid import uuid4
 
 from twisted.application.service import MultiService, Service
@@ -115,6 +115,23 @@ SERVER_DUID_KEY = "server-duid"
 
 RECLAIM_LIMIT = 1000
 """Most bindings reclaimed in one transaction."""
+
+# Typed views of the untyped Twisted service and port API used here (mypy --strict).
+_serviceStart = cast(Callable[[Service], None], Service.startService)
+_serviceStop = cast(Callable[[Service], object], Service.stopService)
+_setName = cast(Callable[[Service, str], None], Service.setName)
+_setParent = cast(Callable[[Service, MultiService], object], Service.setServiceParent)
+_multiServiceInit = cast(Callable[[MultiService], None], MultiService.__init__)
+
+
+def _stopListening(port: DHCPv6Port) -> Deferred[None] | None:
+    return cast(Callable[[], "Deferred[None] | None"], port.stopListening)()
+
+
+def _portNumber(port: DHCPv6Port) -> int:
+    host: Any = cast(Callable[[], object], port.getHost)()
+    return int(host.port)
+
 
 Policies: TypeAlias = "IAllocationPolicy | SubnetPolicies"
 PolicyFactory = Callable[[ServerConfig, ILeaseStore], Policies]
@@ -287,10 +304,10 @@ class LeaseStoreService(Service):
             self.store = self._openStore()
         except Exception as e:
             raise StartupError(f"cannot open the lease database {self._description}: {e}") from e
-        Service.startService(self)
+        _serviceStart(self)
 
     def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
+        _serviceStop(self)
         store, self.store = self.store, None
         if store is None:
             return succeed(None)
@@ -397,7 +414,7 @@ class DHCPv6Service(Service):
             try:
                 port.joinGroupOn(group, name)
             except OSError as e:
-                port.stopListening()
+                _stopListening(port)
                 raise StartupError(
                     f"{self.config.path}: [server] interfaces: cannot join {group}"
                     f" on {name}: {e.strerror or e}"
@@ -419,12 +436,12 @@ class DHCPv6Service(Service):
             storing.addCallbacks(self._duidStored, self._duidNotStored, errbackArgs=(duid,))
         self.reclaimer.start()
         self.started = self.reactor.seconds()
-        Service.startService(self)
+        _serviceStart(self)
         self.log.info(
             "DHCPv6 server {duid} listening on [{address}]:{port}{groups}",
             duid=describeDuid(duid),
             address=str(server.address),
-            port=port.getHost().port,
+            port=_portNumber(port),
             groups=(" and on " + group + " on " + ", ".join(server.interfaces))
             if server.interfaces
             else " (relayed clients only)",
@@ -447,7 +464,7 @@ class DHCPv6Service(Service):
         )
 
     def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
+        _serviceStop(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -459,7 +476,7 @@ class DHCPv6Service(Service):
         if protocol is not None:
             await protocol.drain()
         if port is not None:
-            stopped = port.stopListening()
+            stopped = _stopListening(port)
             if stopped is not None:
                 await stopped
         if protocol is not None:
@@ -481,19 +498,19 @@ class SequentialService(MultiService):
     log = Logger()
 
     def startService(self) -> None:
-        Service.startService(self)
+        _serviceStart(self)
         started: list[Service] = []
         for child in self:
             try:
                 child.startService()
             except BaseException:
-                Service.stopService(self)
+                _serviceStop(self)
                 Deferred.fromCoroutine(self._stopSequentially(started))
                 raise
             started.append(child)
 
     def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
+        _serviceStop(self)
         return Deferred.fromCoroutine(self._stopSequentially(list(self)))
 
     async def _stopSequentially(self, children: list[Service]) -> None:
@@ -513,12 +530,12 @@ class FailoverService(SequentialService):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        _multiServiceInit(self)
         self.relationships: dict[str, FailoverRelationship] = {}
 
     def addRelationship(self, relationship: FailoverRelationship) -> None:
         """Add C{relationship} as a child (its service name is its own name)."""
-        relationship.setServiceParent(self)
+        _setParent(relationship, self)
         self.relationships[relationship.config.name] = relationship
 
 
@@ -544,7 +561,7 @@ class ServerService(SequentialService):
     controlTarget: ControlTarget | None = None
 
     def __init__(self) -> None:
-        super().__init__()
+        _multiServiceInit(self)
         self.relationships: Mapping[str, FailoverRelationship] = {}
 
     def startService(self) -> None:
@@ -593,11 +610,8 @@ def makeService(
     server = config.server
     materials = dict(tlsMaterial) if tlsMaterial is not None else loadTLSMaterial(config)
 
-    top = ServerService()
-    leases = LeaseStoreService(lambda: opener(classifier), server.database)
-    leases.setName("leases")
-    dhcpv6Holder: list[DHCPv6Service] = []
-
+    # The relationships read the open store, and the DHCPv6 service's DUID
+    # and client count, only once running: both services are made below.
     def openedStore() -> ILeaseStore:
         store = leases.store
         if store is None:
@@ -605,10 +619,10 @@ def makeService(
         return store
 
     def serverDuid() -> bytes | None:
-        return dhcpv6Holder[0].serverDuid if dhcpv6Holder else None
+        return dhcpv6.serverDuid
 
     def clientsSeen() -> int:
-        return dhcpv6Holder[0].clientsSeen() if dhcpv6Holder else 0
+        return dhcpv6.clientsSeen()
 
     relationships: list[FailoverRelationship] = []
     for failover in config.failover:
@@ -637,13 +651,16 @@ def makeService(
 
     opener: OpenStore = openSQLite if openStore is None else openStore
 
-    leases.setServiceParent(top)
+    top = ServerService()
+    leases = LeaseStoreService(lambda: opener(classifier), server.database)
+    _setName(leases, "leases")
+    _setParent(leases, top)
     if relationships:
         failoverService = FailoverService()
-        failoverService.setName("failover")
+        _setName(failoverService, "failover")
         for relationship in relationships:
             failoverService.addRelationship(relationship)
-        failoverService.setServiceParent(top)
+        _setParent(failoverService, top)
         top.relationships = failoverService.relationships
         policyFactory = failoverPolicies(relationships)
     else:
@@ -660,12 +677,11 @@ def makeService(
         linkLayerAddress=(lambda: None) if relationships else None,
         logExchanges=logExchanges,
     )
-    dhcpv6Holder.append(dhcpv6)
-    dhcpv6.setName("dhcpv6")
-    dhcpv6.setServiceParent(top)
+    _setName(dhcpv6, "dhcpv6")
+    _setParent(dhcpv6, top)
     top.controlTarget = ControlTarget(config, reactor, leases, dhcpv6, relationships)
     if server.control_socket is not None:
         control = ControlService(server.control_socket, top.controlTarget, reactor)
-        control.setName("control")
-        control.setServiceParent(top)
+        _setName(control, "control")
+        _setParent(control, top)
     return top

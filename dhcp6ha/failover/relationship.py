@@ -10,6 +10,7 @@ connection of one C{[failover:NAME]} section together.
         serverDuid=lambda: dhcpv6.serverDuid,
     )
     relationship.setServiceParent(top)    # after "leases", before "dhcpv6"
+                                          # (makeService: in its "failover" child)
     relationship.covers(lease)            # for the store's replication classifier
     relationship.policy                   # the IFailoverPolicy, once started
 

@@ -729,6 +729,46 @@ class SendAllTests(SynchronousTestCase):
         assert stored is not None
         self.assertTrue(stored.stateAcked)
 
+    def test_ackedAlready(self) -> None:
+        """
+        The ack of a binding whose record says the partner acked it already
+        (its state, at least the partner lifetime proposed) is neither read
+        back nor written; one that tells something new is stored.
+        """
+        known = evolve(
+            lease(1),
+            partner_lifetime_sent=T0 + 900,
+            partner_lifetime_acked=T0 + 900,
+            partner_state_acked=BindingState.ACTIVE,
+            partner_stos_acked=T0,
+        )
+        newer = evolve(known, address=lease(2).address, partner_lifetime_acked=T0 + 300)
+        reads: list[Any] = []
+        writes: list[Any] = []
+
+        class Store(MemoryLeaseStore):
+            def get(self, address: Any, prefix_length: int) -> Lease | None:
+                reads.append(address)
+                return super().get(address, prefix_length)
+
+            def amend(self, changes: Any) -> Deferred[None]:
+                writes.extend(one.address for one in changes)
+                return super().amend(changes)
+
+        store = Store(replicate=replicate)
+        store.commit([known, newer], pending=False)
+        s = Setup(store=store)
+        d = s.queue.sendAll()
+        s.turn()
+        s.sender.answerAll()
+        self.successResultOf(d)
+        self.assertEqual((reads, writes), ([newer.address], [newer.address]))
+        self.assertEqual(store.get(known.address, 128), known)
+        stored = store.get(newer.address, 128)
+        assert stored is not None
+        self.assertEqual(stored.partner_lifetime_acked, T0 + 900)
+        self.assertEqual(s.queue.acked, 2)
+
     def test_readsLazily(self) -> None:
         """The bindings are pulled from C{iterLeases} only as the window allows."""
         pulled: list[int] = []

@@ -63,7 +63,10 @@ L{UpdateQueue.sendAll} (UPDREQALL) streams every binding from
 C{ILeaseStore.iterLeases}, a page at a time as the in-flight bound allows,
 ahead of the pending updates; its acks update the acknowledgement fields in
 place but clear no mark (their versions are not known), so a pending
-binding also goes the usual way.
+binding also goes the usual way.  An ack of a binding whose record, as
+read, says the partner acked it already (its state, and at least the
+partner lifetime proposed: the usual resync of a partner that lost its
+database) changes nothing and costs no read or write.
 
 L{UpdateQueue.detach} forgets what is in flight: the rows are still pending
 and go again on the next connection; answers that arrive for a forgotten
@@ -177,6 +180,16 @@ class LagHistogram:
             "p99": self.percentile(99),
             "max": self.maximum,
         }
+
+
+def _ackKnown(sent: Lease) -> bool:
+    """
+    Does C{sent} (a record as read, with the partner lifetime proposed) say
+    already that the partner acked what it carries: its state (same start
+    time) and at least the partner lifetime proposed?  Then
+    C{acknowledged(sent, sent) == sent}: an ack of it changes nothing.
+    """
+    return sent.stateAcked and sent.partner_lifetime_acked >= sent.partner_lifetime_sent
 
 
 @define
@@ -639,6 +652,12 @@ class UpdateQueue:
                 continue
             self.acked += 1
             self.lastAckTime = now
+            if row.version is None and _ackKnown(row.sent):
+                # sendAll of a binding the partner had acked already (the
+                # usual resync): the ack tells nothing the record did not
+                # say, so no read and no write.
+                self._timeAck(key, row.tick, now)
+                continue
             current = self._store.get(*key)
             if current is not None:
                 record = acknowledged(current, row.sent)

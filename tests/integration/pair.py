@@ -724,6 +724,52 @@ async def waitAgree(
     return agreed
 
 
+# --- one link shared by several namespaces -------------------------------------------------
+
+
+@dataclass
+class SharedLink:
+    """
+    A bridge (C{br0}, multicast snooping off, so that ff02::1:2 reaches
+    every port) in a namespace of its own, and one namespace per member
+    joined to it by a veth pair: two servers and a client on one link
+    (TESTING-NOTES.md: loopback is not enough for real clients).
+
+    @ivar members: member name to (namespace, interface on the link).
+    """
+
+    bridge: Namespace
+    members: dict[str, tuple[Namespace, str]]
+
+    def __getitem__(self, name: str) -> tuple[Namespace, str]:
+        return self.members[name]
+
+
+async def sharedLink(
+    testCase: CleanupRegistry, members: Sequence[tuple[str, str, str | None]]
+) -> SharedLink:
+    """
+    Build a L{SharedLink}: for each (name, interface, MAC or C{None} for a
+    random one), a namespace C{name} whose C{interface} is a port of the
+    bridge.
+    """
+    from tests.integration.netns import veth
+
+    bridge = Namespace.create(testCase, "br")
+    bridge.run("ip", "link", "add", "br0", "type", "bridge")
+    bridge.run("ip", "link", "set", "dev", "br0", "type", "bridge", "mcast_snooping", "0",
+               "stp_state", "0")  # fmt: skip
+    bridge.run("ip", "link", "set", "br0", "up")
+    out: dict[str, tuple[Namespace, str]] = {}
+    for index, (name, iface, mac) in enumerate(members):
+        ns = Namespace.create(testCase, name)
+        port = f"b{index}"
+        await veth(bridge, port, ns, iface, macB=mac)
+        bridge.run("ip", "link", "set", port, "master", "br0")
+        out[name] = (ns, iface)
+    return SharedLink(bridge, out)
+
+
 # --- relayed clients: many at once ----------------------------------------------------------
 
 DECLINE = 9
@@ -937,6 +983,8 @@ __all__ = [
     "Relationship",
     "ReplicaDB",
     "Servers",
+    "SharedLink",
+    "sharedLink",
     "describeDifferences",
     "elapsed",
     "freeTCPPort",

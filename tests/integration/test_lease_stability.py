@@ -1,0 +1,341 @@
+"""
+Lease stability with real clients (RFC 7031 requirement 4, DESIGN.md
+invariant 2): a client bound by the primary keeps its address and its
+prefix when the primary dies, because the secondary renews them.
+
+Topology (TESTING-NOTES.md): four namespaces, a bridge in one, the primary
+(C{lan0}, L{LAN}::1), the secondary (C{lan0}, L{LAN}::2) and the client on
+it; the partners talk TLS over the same link.  Short T1/T2 and lifetimes,
+MCLT 30 s.  The client (ISC dhclient with C{-N -P}, then dhcpcd with an
+IA_NA and an IA_PD) binds with the primary; once the binding is on the
+secondary the primary is killed with SIGKILL; the secondary is in
+COMMUNICATIONS-INTERRUPTED at once (the TCP connection closes) and must
+answer the client's Renew, which still names the primary's Server
+Identifier (RFC 8156 section 8: in COMMUNICATIONS-INTERRUPTED a server
+renews any lease it knows of), with the same address and prefix.  What the
+client does with that Reply is recorded from the capture: its next Renew
+should name the secondary.
+
+Needs root (namespaces), tcpdump, isc-dhcp-client and dhcpcd-base; each
+test skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+from tests.integration import wire
+from tests.integration.clients import DHCLIENT, DHCPCD, ClientBase, DHClient, Dhcpcd, dhclientBytes
+from tests.integration.netns import CLIENT_MAC, Capture, skipReason, tempDir, waitFor
+from tests.integration.pair import (
+    COMMUNICATIONS_INTERRUPTED,
+    PKI,
+    Captured,
+    FailoverServer,
+    LeaseKey,
+    Relationship,
+    Servers,
+    SharedLink,
+    identityOf,
+    pcapMessages,
+    sharedLink,
+    shortDirectory,
+)
+from tests.integration.relayclient import leasesOf
+from tests.integration.serverproc import Subnet, poolOf, serverSkipReason
+from tests.integration.wire import duidLL
+
+LAN = IPv6Network("fd6a:5e1f:d::/64")
+LAN_PD = IPv6Network("fd6a:5e1f:d100::/48")
+PRIMARY = LAN.network_address + 1
+SECONDARY = LAN.network_address + 2
+RELATIONSHIP = "lan"
+MCLT = 30
+T1, T2, PREFERRED, VALID = 4, 7, 12, 20
+
+
+@dataclass
+class Topology:
+    directory: Path
+    link: SharedLink
+    servers: Servers
+    capture: Capture
+    clientIface: str
+
+    @property
+    def primary(self) -> FailoverServer:
+        return self.servers.primary
+
+    @property
+    def secondary(self) -> FailoverServer:
+        return self.servers.secondary
+
+    def details(self) -> str:
+        return self.servers.details() + "\n" + self.capture.text(60)
+
+
+@dataclass
+class Seen:
+    """One client message in the capture and the Reply to it, if any."""
+
+    request: Captured
+    reply: Captured | None
+
+    def describe(self, names: dict[bytes, str]) -> str:
+        kind = {wire.RENEW: "Renew", wire.REBIND: "Rebind", wire.SOLICIT: "Solicit",
+                wire.REQUEST: "Request"}.get(self.request.message.msgType,
+                                             str(self.request.message.msgType))  # fmt: skip
+        named = self.request.serverId
+        text = f"{kind} (Server ID {names.get(named, named.hex()) if named else 'none'})"
+        if self.reply is None:
+            return text + ": no Reply"
+        granted = sorted(
+            f"{x.address}/{x.prefixLength} (valid {x.valid}s)" for x in leasesOf(self.reply.message)
+        )
+        replier = self.reply.serverId
+        return text + f": Reply from {names.get(replier or b'', '?')} granting {granted}"
+
+
+def exchangesAfter(capture: Capture, after: float, types: set[int]) -> list[Seen]:
+    """Client messages of C{types} sent after C{after} (wall clock), each with its Reply."""
+    messages = pcapMessages(capture.path)
+    out = []
+    for i, m in enumerate(messages):
+        if m.time < after or m.sourcePort != 546 or m.message.msgType not in types:
+            continue
+        reply = next(
+            (
+                r
+                for r in messages[i + 1 :]
+                if r.sourcePort == 547
+                and r.message.msgType == wire.REPLY
+                and r.message.xid == m.message.xid
+            ),
+            None,
+        )
+        out.append(Seen(m, reply))
+    return out
+
+
+def grantedKeys(seen: Seen) -> set[LeaseKey]:
+    if seen.reply is None:
+        return set()
+    return {(x.address, x.prefixLength) for x in leasesOf(seen.reply.message)}
+
+
+class LeaseStabilityTests(TestCase):
+    timeout = 120
+    binary = DHCLIENT
+
+    def setUp(self) -> None:
+        reason = skipReason(self.binary, "tcpdump") or serverSkipReason()
+        if reason:
+            raise self.skipTest(reason)
+
+    async def topology(self, clientIface: str) -> Topology:
+        """The shared link, the pair on it (NORMAL), a capture on the client's side."""
+        directory = tempDir(self)
+        link = await sharedLink(
+            self, [("prim", "lan0", None), ("sec", "lan0", None), ("cli", clientIface, CLIENT_MAC)]
+        )
+        primNs, _ = link["prim"]
+        secNs, _ = link["sec"]
+        cliNs, _ = link["cli"]
+        primNs.addAddress("lan0", f"{PRIMARY}/64")
+        secNs.addAddress("lan0", f"{SECONDARY}/64")
+        pki = PKI(directory / "pki")
+        sockets = shortDirectory(self)
+        subnet = Subnet(
+            "lan",
+            LAN,
+            interface="lan0",
+            pools=[poolOf(LAN, 0x1000, 0x1FFF)],
+            pdPools=[(LAN_PD, 56)],
+            preferred=PREFERRED,
+            valid=VALID,
+            t1=T1,
+            t2=T2,
+        )
+        pCert, pKey = pki.server("primary", dns=[identityOf("primary")])
+        sCert, sKey = pki.server("secondary", dns=[identityOf("secondary")])
+        primary = FailoverServer(
+            self, "primary", directory / "primary", sockets, subnets=[subnet],
+            relationships=[Relationship(RELATIONSHIP, "primary", ["lan"], pCert, pKey, pki.caPath,
+                                        identityOf("secondary"), partnerAddress=str(SECONDARY),
+                                        partnerPort=647, mclt=MCLT)],
+            ns=primNs, address="::", port=547, interfaces=["lan0"],
+        )  # fmt: skip
+        secondary = FailoverServer(
+            self, "secondary", directory / "secondary", sockets, subnets=[subnet],
+            relationships=[Relationship(RELATIONSHIP, "secondary", ["lan"], sCert, sKey,
+                                        pki.caPath, identityOf("primary"),
+                                        partnerAddress=str(PRIMARY), listenAddress=str(SECONDARY),
+                                        listenPort=647, mclt=MCLT)],
+            ns=secNs, address="::", port=547, interfaces=["lan0"],
+        )  # fmt: skip
+        servers = Servers(directory, None, pki, {"primary": primary, "secondary": secondary})
+        capture = Capture(self, cliNs, clientIface, directory / "client.pcap")
+        await capture.started()
+        secondary.start()
+        primary.start()
+        await secondary.ready()
+        await primary.ready()
+        await servers.waitNormal(RELATIONSHIP, "primary", "secondary")
+        return Topology(directory, link, servers, capture, clientIface)
+
+    async def survive(
+        self,
+        topo: Topology,
+        client: ClientBase,
+        duid: bytes,
+        keys: set[LeaseKey],
+        boundIndex: int,
+    ) -> str:
+        """
+        The common part once the client is bound to C{keys}: replication,
+        SIGKILL of the primary, the client's next exchanges; return a
+        summary for the report.
+        """
+        primary, secondary = topo.primary, topo.secondary
+        primaryDuid, secondaryDuid = primary.serverDuid(), secondary.serverDuid()
+        names = {primaryDuid: "primary", secondaryDuid: "secondary"}
+
+        def replicated() -> bool:
+            have = secondary.db.bindings()
+            return all(
+                have.get(k, ("", "", "", 0))[1:3] == ("active", duid.hex()) for k in keys
+            ) and not (primary.db.pendingKeys(RELATIONSHIP) & keys)
+
+        await waitFor(replicated, 10, "the binding on the secondary", details=topo.details)
+        # The client bound with the primary.
+        [request] = [s for s in exchangesAfter(topo.capture, 0, {wire.REQUEST}) if s.reply][-1:]
+        assert request.reply is not None
+        self.assertEqual(request.reply.serverId, primaryDuid, topo.details())
+
+        primary.kill9()
+        killedAt = time.time()
+        killed = time.monotonic()
+        await secondary.waitState(
+            RELATIONSHIP, COMMUNICATIONS_INTERRUPTED, 5, connected=False, details=topo.details
+        )
+        interruptedAfter = time.monotonic() - killed
+
+        def answeredAfterKill() -> Seen | None:
+            for seen in exchangesAfter(topo.capture, killedAt, {wire.RENEW, wire.REBIND}):
+                if seen.reply is not None and grantedKeys(seen):
+                    return seen
+            return None
+
+        first = await waitFor(
+            answeredAfterKill, T2 + 15, "a Reply to the client after the kill", details=topo.details
+        )
+        assert first.reply is not None
+        tried = exchangesAfter(topo.capture, killedAt, {wire.RENEW, wire.REBIND})
+        unanswered = tried[: tried.index(first)]
+        self.assertEqual(first.reply.serverId, secondaryDuid, topo.details())
+        self.assertEqual(grantedKeys(first), keys, topo.details())
+        # RFC 8156 section 8 (DESIGN.md): in COMMUNICATIONS-INTERRUPTED the
+        # secondary answers a Renew naming its partner; the client need not
+        # wait for T2 and Rebind.
+        self.assertEqual(
+            (first.request.message.msgType, first.request.serverId, len(unanswered)),
+            (wire.RENEW, primaryDuid, 0),
+            "the first Renew after the kill was not answered by the secondary:\n"
+            + "\n".join(s.describe(names) for s in tried)
+            + "\n"
+            + topo.details(),
+        )
+        answeredAfter = first.reply.time - killedAt
+
+        def nextRenew() -> Seen | None:
+            assert first.reply is not None
+            for seen in exchangesAfter(topo.capture, first.reply.time + 0.001, {wire.RENEW,
+                                                                                  wire.REBIND}):  # fmt: skip
+                if seen.reply is not None:
+                    return seen
+            return None
+
+        second = await waitFor(nextRenew, T2 + 15, "the client's next Renew", details=topo.details)
+        self.assertEqual(
+            (second.request.message.msgType, second.request.serverId),
+            (wire.RENEW, secondaryDuid),
+            "the client's next message does not name the secondary: "
+            + second.describe(names)
+            + "\n"
+            + topo.details(),
+        )
+        self.assertEqual(grantedKeys(second), keys, topo.details())
+        after = secondary.db.bindings()
+        for key in keys:
+            self.assertEqual(after[key][1:3], ("active", duid.hex()), topo.details())
+        lease = {(x.address, x.prefix_length): x for x in secondary.db.leases()}
+        for key in keys:
+            self.assertGreater(lease[key].cltt, killedAt - 1, topo.details())
+        events = [e["reason"] for e in client.events()[boundIndex:]]
+        return (
+            f"secondary COMMUNICATIONS-INTERRUPTED {interruptedAfter:.2f}s after the kill;"
+            f" first exchange after the kill: {first.describe(names)}"
+            f" ({answeredAfter:.1f}s after the kill); next: {second.describe(names)};"
+            f" client hook reasons since binding: {events}"
+        )
+
+    async def test_dhclientRenewAnsweredBySecondary(self) -> None:
+        """
+        C{dhclient -6 -N -P} bound by the primary keeps its address and
+        prefix across the primary's SIGKILL: the secondary answers its
+        Renew (naming the primary) with both, and dhclient's next Renew
+        names the secondary.
+        """
+        topo = await self.topology("c0")
+        cliNs, iface = topo.link["cli"]
+        client = DHClient(cliNs, iface, topo.directory / "dhclient")
+        client.start(self, ("-N", "-P"))
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        _, bound2 = await client.waitEvent({"BOUND6"}, 10, after=index + 1)
+        both = {**bound, **bound2}
+        address = IPv6Address(both["new_ip6_address"])
+        prefix = IPv6Network(both["new_ip6_prefix"])
+        self.assertIn(address, LAN)
+        self.assertTrue(prefix.subnet_of(LAN_PD))
+
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
+        summary = await self.survive(topo, client, duid, keys, index)
+        events = client.events()
+        renewed = [e for e in events[index + 2 :] if e["reason"] in ("RENEW6", "REBIND6")]
+        self.assertTrue(renewed, client.diagnostics())
+        kept = {e.get("new_ip6_address") for e in renewed} | {
+            e.get("new_ip6_prefix") for e in renewed
+        }
+        self.assertTrue({str(address), str(prefix)} <= kept, kept)
+        print(f"\ndhclient -6 -N -P: {summary}")
+
+    async def test_dhcpcdRenewAnsweredBySecondary(self) -> None:
+        """
+        dhcpcd (IA_NA 1 and IA_PD 2) in the same scenario: what it sends
+        after the kill, whether the secondary's Reply keeps both leases,
+        and whom its next Renew names.
+        """
+        reason = skipReason(DHCPCD)
+        if reason:
+            raise self.skipTest(reason)
+        iface = f"d6l{os.getpid() % 100000}"
+        topo = await self.topology(iface)
+        cliNs, _ = topo.link["cli"]
+        duid = duidLL(0x5E1F5)
+        client = Dhcpcd(cliNs, iface, topo.directory / "dhcpcd", duid)
+        client.start(self, iaNA=1, iaPD=2)
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        address = IPv6Address(bound["new_dhcp6_ia_na1_ia_addr1"])
+        prefix = IPv6Network(
+            f"{bound['new_dhcp6_ia_pd1_prefix1']}/{bound['new_dhcp6_ia_pd1_prefix1_length']}"
+        )
+        keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
+        summary = await self.survive(topo, client, duid, keys, index)
+        print(f"\ndhcpcd: {summary}")

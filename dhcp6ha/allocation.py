@@ -35,6 +35,15 @@ Choices made here (documented, on purpose):
     prefixes) is taken only when no own candidate is found in any of the
     subnet's pools.  A client's reservation and its own binding come first
     as always.  A candidate is checked once: the probe does not grow.
+  - Renewals (C{probe=False}, the engine's Renew and Rebind): the lease the
+    client lists (the hint; for a prefix, exactly the listed prefix and
+    length) comes right after the client's reservations, before its other
+    bindings, so that a client keeps the lease it holds when this server's
+    records of it are older (a lost binding update: the partner renewed or
+    moved the IA).  When the subnet's policy provides L{IRenewalPolicy}, it
+    is asked C{mayRenew} for that listed lease instead of C{mayAllocate}
+    (failover: a lease the partner granted, which this server may renew but
+    never allocate).
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ from attrs import frozen
 from zope.interface import implementer
 
 from dhcp6ha.config import AddressPool, PrefixPool, ServerConfig, SubnetConfig
-from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, ILeaseStore
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, ILeaseStore, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 __all__ = ["MAX_PROBES", "Allocator", "StandalonePolicy", "SubnetPolicies"]
@@ -362,8 +371,14 @@ class Allocator:
         duid: bytes,
         iaid: int,
         now: float,
+        renewal: bool = False,
     ) -> _Avail:
-        """L{available}, and whether the candidate is in the partner's pool."""
+        """
+        L{available}, and whether the candidate is in the partner's pool.
+
+        @param renewal: the client lists this lease in a Renew or Rebind:
+            ask the policy's C{mayRenew} when it provides L{IRenewalPolicy}.
+        """
         index = self._index(subnet)
         if prefix_length == 128:
             owner = index.address_owner.get(address)
@@ -378,7 +393,16 @@ class Allocator:
             if existing.state not in _REUSABLE:
                 return _Avail.NO
         policy = self.policies.policyFor(subnet)
-        if not policy.mayAllocate(lease_type, address, prefix_length, existing, duid, iaid, now):
+        renewals = IRenewalPolicy(policy, None) if renewal else None
+        if renewals is not None:
+            allowed = renewals.mayRenew(
+                lease_type, address, prefix_length, existing, duid, iaid, now
+            )
+        else:
+            allowed = policy.mayAllocate(
+                lease_type, address, prefix_length, existing, duid, iaid, now
+            )
+        if not allowed:
             return _Avail.NO
         failover = IFailoverPolicy(policy, None)
         if (
@@ -420,7 +444,9 @@ class Allocator:
         still appropriate, the hint if it is a free pool address, then the
         hash probe of each pool.  With a failover policy, a hint or probed
         address from the partner's pool comes only after all of these
-        (module docstring: own pool first).
+        (module docstring: own pool first).  Renewals (C{probe=False}): the
+        hint, the address the client lists, comes before the IA's own
+        bindings, and is put to C{mayRenew} (module docstring).
 
         @param exclude: (address, 128) keys already given out in this
             exchange (not yet in the store).
@@ -433,6 +459,21 @@ class Allocator:
                 subnet, LeaseType.NA, address, 128, duid, iaid, now
             ):
                 return address
+        hintUsable = (
+            hint is not None
+            and hint != index.anycast
+            and (hint, 128) not in exclude
+            and any(hint in pool for pool in subnet.pools)
+        )
+        if not probe:
+            if hintUsable:
+                assert hint is not None
+                got = self._availability(
+                    subnet, LeaseType.NA, hint, 128, duid, iaid, now, renewal=True
+                )
+                if got is not _Avail.NO:
+                    return hint
+            hintUsable = False  # tried
         for lease in self._ownBindings(duid, iaid, LeaseType.NA):
             if (
                 lease.key not in exclude
@@ -442,14 +483,10 @@ class Allocator:
             ):
                 return lease.address
         fallback: IPv6Address | None = None
-        if (
-            hint is not None
-            and hint != index.anycast
-            and (hint, 128) not in exclude
-            and any(hint in pool for pool in subnet.pools)
-        ):
+        if hintUsable:
+            assert hint is not None
             got = self._availability(subnet, LeaseType.NA, hint, 128, duid, iaid, now)
-            if got is _Avail.OWN or (got is _Avail.PARTNER and not probe):
+            if got is _Avail.OWN:
                 return hint
             if got is _Avail.PARTNER:
                 fallback = hint
@@ -517,13 +554,33 @@ class Allocator:
         C{/len} first), then the hash probe of each pool: slot C{i} of a pool
         is C{base + (i << (128 - delegated_length))}.  With a failover
         policy, a hinted or probed prefix from the partner's pool comes only
-        after all of these (module docstring: own pool first).
+        after all of these (module docstring: own pool first).  Renewals
+        (C{probe=False}): the hint, when it is exactly a prefix of a pool's
+        delegated length (the prefix the client lists), comes before the
+        IA's own bindings and is put to C{mayRenew} (module docstring).
         """
         for key in self._index(subnet).prefixes_of.get(duid, ()):
             if key not in exclude and self.available(
                 subnet, LeaseType.PD, key[0], key[1], duid, iaid, now
             ):
                 return key
+        tried: tuple[IPv6Address, int] | None = None
+        if (
+            not probe
+            and hint is not None
+            and hint not in exclude
+            and any(
+                hint[1] == pool.delegated_length and hint[0] in pool.prefix
+                for pool in subnet.pd_pools
+            )
+            and _aligned(hint[0], hint[1]) == hint[0]
+        ):
+            tried = hint
+            got = self._availability(
+                subnet, LeaseType.PD, hint[0], hint[1], duid, iaid, now, renewal=True
+            )
+            if got is not _Avail.NO:
+                return hint
         for lease in self._ownBindings(duid, iaid, LeaseType.PD):
             if (
                 lease.key not in exclude
@@ -538,7 +595,7 @@ class Allocator:
             for pool in subnet.pd_pools:
                 if hint[0] in pool.prefix:
                     key = (_aligned(hint[0], pool.delegated_length), pool.delegated_length)
-                    if key in exclude:
+                    if key in exclude or key == tried:
                         continue
                     got = self._availability(subnet, LeaseType.PD, key[0], key[1], duid, iaid, now)
                     if got is _Avail.OWN or (got is _Avail.PARTNER and not probe):

@@ -298,7 +298,39 @@ class IFailoverPolicy(IAllocationPolicy):
         """
 
 
-__all__ += ["IFailoverPeer", "IFailoverPolicy", "IUpdateQueue"]
+class IRenewalPolicy(IAllocationPolicy):
+    """
+    What a policy may add to L{IAllocationPolicy} for renewals: a separate
+    answer for a lease a client says it holds, in a Renew or Rebind, that
+    this server has no ACTIVE record of for that client (lease stability
+    after a lost binding update, RFC 7031 requirement 4, RFC 8156 section
+    8.9.1).  The allocator asks it, instead of C{mayAllocate}, only for the
+    address or prefix the client lists in a Renew or Rebind (its
+    C{probe=False} path); every other candidate is put to C{mayAllocate}.
+    A policy that does not provide this interface is asked C{mayAllocate}
+    for those too.
+    """
+
+    def mayRenew(
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        May this server (re-)create the binding of this address or prefix,
+        of a pool of this policy's, for this client, which lists it as its
+        own in a Renew or Rebind?  C{existing} is the stored binding, if
+        any; never another client's ACTIVE binding nor one in a state the
+        allocator does not reuse (ABANDONED, RESET, PENDING-FREE): those
+        are refused without asking.
+        """
+
+
+__all__ += ["IFailoverPeer", "IFailoverPolicy", "IRenewalPolicy", "IUpdateQueue"]
 
 
 # --- operator control (dhcp6ha-ctl) ------------------------------------------------

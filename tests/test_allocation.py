@@ -31,7 +31,7 @@ from dhcp6ha.config import (
     ServerSection,
     SubnetConfig,
 )
-from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import MessageType
 from dhcp6ha.testing import MemoryLeaseStore
@@ -918,3 +918,148 @@ class OwnPoolFirstTests(SynchronousTestCase):
         subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::1f"),))
         self.assertIsNotNone(allocator.addressFor(subnet, clientDuid(1), 1, None, NOW))
         self.assertEqual(self.policy.ownAsked, [])
+
+
+@implementer(IRenewalPolicy)
+class RenewingPolicy(EvenOnlyPolicy):
+    """
+    Allocates only even addresses (and every prefix), renews whatever it is
+    asked to; records the C{mayRenew} calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewAsked: list[tuple[IPv6Address, int]] = []
+
+    def mayRenew(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        self.renewAsked.append((address, prefix_length))
+        return True
+
+
+class RenewalTests(SynchronousTestCase):
+    """
+    Renewals (C{probe=False}): the lease the client lists comes before its
+    other bindings and is put to L{IRenewalPolicy.mayRenew} when the policy
+    provides it.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryLeaseStore()
+        self.policy = RenewingPolicy()
+        self.allocator = Allocator(self.store, self.policy)
+        self.subnet = makeSubnet()
+
+    def test_interface(self) -> None:
+        """The test policy provides L{IRenewalPolicy}; the standalone one does not."""
+        self.assertTrue(verifyObject(IRenewalPolicy, self.policy))
+        self.assertFalse(IRenewalPolicy.providedBy(StandalonePolicy()))
+
+    def test_listedAddress(self) -> None:
+        """
+        An address the allocation rules refuse but the client lists in a
+        renewal: C{mayRenew} decides.  Never asked outside renewals.
+        """
+        listed = IPv6Address("2001:db8:1::123")
+        self.assertEqual(
+            self.allocator.addressFor(self.subnet, clientDuid(1), 1, listed, NOW, probe=False),
+            listed,
+        )
+        self.assertEqual(self.policy.renewAsked, [(listed, 128)])
+        got = self.allocator.addressFor(self.subnet, clientDuid(1), 1, listed, NOW)
+        assert got is not None
+        self.assertNotEqual(got, listed)
+        self.assertEqual(self.policy.renewAsked, [(listed, 128)])
+
+    def test_unlistedBindingNotRenewed(self) -> None:
+        """
+        The client's own ended binding that it does not list is put to
+        C{mayAllocate}, not C{mayRenew}: the client does not claim it.
+        """
+        ended = evolve(
+            activeLease(IPv6Address("2001:db8:1::123"), clientDuid(1)), state=BindingState.EXPIRED
+        )
+        self.store.commit([ended])
+        self.assertIsNone(
+            self.allocator.addressFor(self.subnet, clientDuid(1), 1, None, NOW, probe=False)
+        )
+        self.assertEqual(self.policy.renewAsked, [])
+
+    def test_listedBeforeOwnBindings(self) -> None:
+        """
+        Renewal: the listed address wins over the IA's other binding (ours
+        may be older than the client's lease); otherwise the binding first.
+        """
+        older = activeLease(IPv6Address("2001:db8:1::124"), clientDuid(1))
+        listed = IPv6Address("2001:db8:1::131")
+        for record in (evolve(older, state=BindingState.EXPIRED), older):
+            self.store.commit([record])
+            self.assertEqual(
+                self.allocator.addressFor(self.subnet, clientDuid(1), 1, listed, NOW, probe=False),
+                listed,
+            )
+            self.assertEqual(
+                self.allocator.addressFor(self.subnet, clientDuid(1), 1, listed, NOW),
+                older.address,
+            )
+
+    def test_heldOrReservedNotAsked(self) -> None:
+        """Another client's ACTIVE binding or reservation: refused without asking."""
+        held = IPv6Address("2001:db8:1::133")
+        self.store.commit([activeLease(held, clientDuid(2))])
+        reserved = IPv6Address("2001:db8:1::135")
+        subnet = makeSubnet(reservations=(Reservation("other", clientDuid(3), (reserved,), ()),))
+        for listed in (held, reserved):
+            self.assertIsNone(
+                self.allocator.addressFor(subnet, clientDuid(1), 1, listed, NOW, probe=False)
+            )
+        self.assertEqual(self.policy.renewAsked, [])
+
+    def test_listedPrefixExactly(self) -> None:
+        """
+        A prefix: only the exact listed prefix of a pool's delegated length
+        is put to C{mayRenew}; a hint of another length is not a lease held.
+        """
+        listed = (IPv6Address("2001:db8:100:1200::"), 56)
+        self.assertEqual(
+            self.allocator.prefixFor(self.subnet, clientDuid(1), 1, listed, NOW, probe=False),
+            listed,
+        )
+        self.assertEqual(self.policy.renewAsked, [listed])
+        wider = (IPv6Address("2001:db8:100::"), 48)
+        self.assertEqual(
+            self.allocator.prefixFor(self.subnet, clientDuid(1), 1, wider, NOW, probe=False),
+            (IPv6Address("2001:db8:100::"), 56),
+        )
+        odd = (IPv6Address("2001:db8:100:1200::"), 200)
+        self.allocator.prefixFor(self.subnet, clientDuid(1), 1, odd, NOW, probe=False)
+        self.assertEqual(self.policy.renewAsked, [listed])
+
+    def test_standalone(self) -> None:
+        """
+        Without L{IRenewalPolicy} the listed lease is put to C{mayAllocate},
+        still before the IA's other binding.
+        """
+        allocator = Allocator(self.store, EvenOnlyPolicy())
+        older = activeLease(IPv6Address("2001:db8:1::124"), clientDuid(1))
+        self.store.commit([older])
+        self.assertEqual(
+            allocator.addressFor(
+                self.subnet, clientDuid(1), 1, IPv6Address("2001:db8:1::126"), NOW, probe=False
+            ),
+            IPv6Address("2001:db8:1::126"),
+        )
+        self.assertEqual(
+            allocator.addressFor(
+                self.subnet, clientDuid(1), 1, IPv6Address("2001:db8:1::127"), NOW, probe=False
+            ),
+            older.address,
+        )

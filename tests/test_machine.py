@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -25,6 +25,7 @@ from dhcp6ha.failover.machine import (
     FailoverEndpoint,
     FailoverInputs,
     FailoverRecord,
+    PartnerTraffic,
     Role,
     Service,
     StateMessage,
@@ -1411,3 +1412,227 @@ class StopTests(SynchronousTestCase):
         self.assertEqual(h.take(), [])
         h.ep.start()
         self.assertIs(h.ep.state, S.PAUSED)
+
+
+WINDOW = 30.0
+
+
+class PartnerTrafficTests(SynchronousTestCase):
+    """L{PartnerTraffic}: the partial communication loss detector, with times passed in."""
+
+    def test_takeover(self) -> None:
+        """Enough missed messages, the first a window ago, the count flat: serving."""
+        t = PartnerTraffic(WINDOW, threshold=3)
+        self.assertIsNone(t.reported(10, T0))
+        for dt in (1, 2, 3):
+            t.missed(T0 + dt)
+        self.assertIsNone(t.reported(10, T0 + 1 + WINDOW - 0.5))
+        self.assertFalse(t.serving)
+        self.assertIs(t.reported(10, T0 + 1 + WINDOW), True)
+        self.assertEqual((t.serving, t.since), (True, T0 + 1 + WINDOW))
+        # More flat reports change nothing; a grown count ends it.
+        self.assertIsNone(t.reported(10, T0 + 100))
+        self.assertIs(t.reported(11, T0 + 110), False)
+        self.assertEqual((t.serving, t.since, t.missedCount, t.firstMissed), (False, None, 0, None))
+
+    def test_threshold(self) -> None:
+        """Fewer missed messages than the threshold: no takeover, however long."""
+        t = PartnerTraffic(WINDOW, threshold=3)
+        t.reported(0, T0)
+        t.missed(T0 + 1)
+        t.missed(T0 + 2)
+        self.assertIsNone(t.reported(0, T0 + 10 * WINDOW))
+        self.assertFalse(t.serving)
+
+    def test_growingCount(self) -> None:
+        """A count that grows forgets what was missed."""
+        t = PartnerTraffic(WINDOW, threshold=1)
+        t.reported(0, T0)
+        t.missed(T0 + 1)
+        self.assertIsNone(t.reported(1, T0 + 5))
+        self.assertEqual((t.missedCount, t.firstMissed), (0, None))
+        self.assertIsNone(t.reported(1, T0 + 5 + WINDOW))
+        self.assertFalse(t.serving)
+
+    def test_baseline(self) -> None:
+        """
+        Messages missed before the first report are not counted (the report
+        may already include them); a lower count is a new baseline.
+        """
+        t = PartnerTraffic(WINDOW, threshold=1)
+        t.missed(T0)
+        self.assertIsNone(t.reported(5, T0 + WINDOW))
+        self.assertIsNone(t.reported(5, T0 + 2 * WINDOW))
+        self.assertFalse(t.serving)
+        t.missed(T0 + 2 * WINDOW)
+        self.assertIsNone(t.reported(2, T0 + 4 * WINDOW))
+        self.assertEqual((t.count, t.missedCount), (2, 0))
+
+    def test_notEligible(self) -> None:
+        """Not eligible (not NORMAL): no takeover, the evidence kept."""
+        t = PartnerTraffic(WINDOW, threshold=1)
+        t.reported(0, T0)
+        t.missed(T0)
+        self.assertIsNone(t.reported(0, T0 + WINDOW, eligible=False))
+        self.assertIs(t.reported(0, T0 + WINDOW + 1), True)
+
+    def test_reset(self) -> None:
+        """L{PartnerTraffic.reset} forgets everything and says whether it was serving."""
+        t = PartnerTraffic(WINDOW, threshold=1)
+        self.assertFalse(t.reset())
+        t.reported(0, T0)
+        t.missed(T0)
+        t.reported(0, T0 + WINDOW)
+        self.assertTrue(t.reset())
+        self.assertEqual((t.count, t.serving, t.since, t.missedCount), (None, False, None, 0))
+
+    def test_invalid(self) -> None:
+        """A window or threshold that is not positive is an error."""
+        self.assertRaises(ValueError, PartnerTraffic, 0.0)
+        self.assertRaises(ValueError, PartnerTraffic, 10.0, 0)
+
+
+class ServingForPartnerTests(SynchronousTestCase):
+    """
+    RFC 7031 section 4.7 on the endpoint: CONTACT's client count against the
+    messages the policy refused for the partner.
+    """
+
+    def normal(self, role: Role = Role.SECONDARY) -> Harness:
+        return inState(S.NORMAL, role, takeoverAfter=WINDOW, takeoverMessages=3)
+
+    def contacts(self, h: Harness, count: int, seconds: float, every: float = 5.0) -> None:
+        """The partner reports C{count} every C{every} seconds for C{seconds}."""
+        elapsed = 0.0
+        while elapsed < seconds:
+            h.clock.advance(every)
+            elapsed += every
+            h.ep.clientsSeenReceived(count)
+
+    def takeover(self, h: Harness) -> None:
+        """Baseline, three missed messages, a flat count for the window."""
+        h.ep.clientsSeenReceived(100)
+        for _ in range(3):
+            h.clock.advance(1)
+            h.ep.clientMessageForPartner()
+        self.contacts(h, 100, WINDOW)
+
+    def test_takeoverAfterWindow(self) -> None:
+        """
+        Messages for the partner keep arriving while its count stays flat:
+        after the window, serving for the partner, logged at warning, shown
+        in the status; nothing is stored or sent.
+        """
+        h = self.normal()
+        h.ep.clientsSeenReceived(100)
+        for _ in range(3):
+            h.clock.advance(1)
+            h.ep.clientMessageForPartner()
+        self.contacts(h, 100, WINDOW - 5)
+        self.assertFalse(h.ep.servingForPartner)
+        self.assertIs(h.ep.service, Service.RENEW_RESPONSIVE)
+        with capturedLogs() as events:
+            self.contacts(h, 100, 5)
+        self.assertTrue(h.ep.servingForPartner)
+        self.assertIs(h.ep.service, Service.RESPONSIVE_FOR_PARTNER)
+        status = h.ep.status()
+        self.assertTrue(status.serving_for_partner)
+        self.assertEqual(status.serving_for_partner_since, h.clock.seconds())
+        self.assertIs(status.service, Service.RESPONSIVE_FOR_PARTNER)
+        self.assertIs(status.state, S.NORMAL)
+        warnings = [e for e in events if e.get("failoverEvent") == "servingForPartner"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["log_level"].name, "warn")
+        self.assertEqual(warnings[0]["missed"], 3)
+        self.assertIn("no client message for 32 s while 3 ", formatEvent(warnings[0]))
+        self.assertEqual(h.take(), [])
+
+    def test_primaryToo(self) -> None:
+        """The primary serves for a secondary that does not reach its clients."""
+        h = self.normal(Role.PRIMARY)
+        self.takeover(h)
+        self.assertTrue(h.ep.servingForPartner)
+        self.assertIs(h.ep.service, Service.RESPONSIVE_FOR_PARTNER)
+
+    def test_noTakeoverWhilePartnerCounts(self) -> None:
+        """The partner's count grows: it receives its clients' messages; no takeover."""
+        h = self.normal()
+        h.ep.clientsSeenReceived(100)
+        count = 100
+        for _ in range(20):
+            h.clock.advance(5)
+            h.ep.clientMessageForPartner()
+            count += 1
+            h.ep.clientsSeenReceived(count)
+        self.assertFalse(h.ep.servingForPartner)
+        self.assertFalse(h.ep.status().serving_for_partner)
+
+    def test_noTakeoverWithoutTraffic(self) -> None:
+        """No message for the partner reaches us either: a quiet network, no takeover."""
+        h = self.normal()
+        h.ep.clientsSeenReceived(100)
+        self.contacts(h, 100, 10 * WINDOW)
+        self.assertFalse(h.ep.servingForPartner)
+
+    def test_leaveWhenPartnerCountsAgain(self) -> None:
+        """Serving ends at the first report whose count grew, logged."""
+        h = self.normal()
+        self.takeover(h)
+        self.assertTrue(h.ep.servingForPartner)
+        with capturedLogs() as events:
+            self.contacts(h, 101, 5)
+        self.assertFalse(h.ep.servingForPartner)
+        self.assertIs(h.ep.service, Service.RENEW_RESPONSIVE)
+        self.assertIsNone(h.ep.status().serving_for_partner_since)
+        self.assertEqual(
+            [e["log_level"].name for e in events if e.get("failoverEvent")],
+            ["warn"],
+        )
+        # And it can start again.
+        for _ in range(3):
+            h.ep.clientMessageForPartner()
+        self.contacts(h, 101, WINDOW)
+        self.assertTrue(h.ep.servingForPartner)
+
+    def test_connectionLost(self) -> None:
+        """
+        A lost connection ends it (COMMUNICATIONS-INTERRUPTED serves
+        everything anyway); a new connection starts from a new baseline.
+        """
+        h = self.normal()
+        self.takeover(h)
+        h.ep.communicationsLost()
+        self.assertIs(h.ep.state, S.COMMUNICATIONS_INTERRUPTED)
+        self.assertFalse(h.ep.servingForPartner)
+        self.assertIsNone(h.ep.partnerTraffic.count)
+        # Not counted without a connection.
+        h.ep.clientMessageForPartner()
+        h.ep.clientsSeenReceived(5)
+        self.assertEqual((h.ep.partnerTraffic.count, h.ep.partnerTraffic.missedCount), (None, 0))
+
+    def test_onlyInNormal(self) -> None:
+        """Outside NORMAL nothing is counted, and the mode never starts."""
+        for state in (S.COMMUNICATIONS_INTERRUPTED, S.POTENTIAL_CONFLICT, S.RECOVER_DONE):
+            h = inState(state, Role.SECONDARY, takeoverAfter=WINDOW, takeoverMessages=1)
+            if not h.ep.communicating:
+                h.connect()
+            h.ep.clientsSeenReceived(0)
+            h.ep.clientMessageForPartner()
+            self.contacts(h, 0, 2 * WINDOW)
+            self.assertFalse(h.ep.servingForPartner, state)
+            self.assertEqual(h.ep.partnerTraffic.missedCount, 0, state)
+
+    def test_stateChangeEnds(self) -> None:
+        """Leaving NORMAL (here for POTENTIAL-CONFLICT) ends it."""
+        h = self.normal()
+        self.takeover(h)
+        h.partner(S.PARTNER_DOWN)
+        self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+        self.assertFalse(h.ep.servingForPartner)
+        self.assertFalse(h.ep.partnerTraffic.serving)
+
+    def test_defaultWindow(self) -> None:
+        """The window defaults to the keepalive time (unreachable-after)."""
+        h = Harness(Role.SECONDARY, keepaliveTime=60.0)
+        self.assertEqual(h.ep.partnerTraffic.window, 60.0)
+        self.assertEqual(h.ep.partnerTraffic.threshold, 3)

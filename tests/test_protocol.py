@@ -499,6 +499,48 @@ class ReplicationTests(SynchronousTestCase):
         self.assertEqual(self.primary.session.partnerClientsSeen, 42)
         self.assertEqual(self.primary.session.lastContact, self.clock.seconds())
 
+    def test_clientsSeenReachesEndpoint(self) -> None:
+        """
+        RFC 7031 section 4.7 over the wire: the primary's client count in
+        its Contacts reaches the secondary's endpoint; while the count stays
+        flat and client messages for the primary keep reaching the
+        secondary, the secondary serves for it after the window (the
+        keepalive time), and stops once the count grows.
+        """
+        seen = [500]
+        self.primary.session.clientsSeen = lambda: seen[0]
+        self.client.sendContact()
+        self.pump.flush()
+        endpoint = self.secondary.endpoint
+        self.assertEqual(endpoint.partnerTraffic.count, 500)
+        self.assertEqual(self.secondary.session.partnerClientsSeen, 500)
+        for _ in range(3):
+            endpoint.clientMessageForPartner()
+        for _ in range(int(KEEPALIVE // 5)):
+            self.clock.advance(5)
+            self.pump.flush()
+        self.assertTrue(endpoint.servingForPartner)
+        self.assertEqual(self.secondary.endpoint.state, S.NORMAL)
+        seen[0] += 1
+        for _ in range(int(KEEPALIVE // 5)):
+            self.clock.advance(5)
+            self.pump.flush()
+        self.assertFalse(endpoint.servingForPartner)
+        self.assertEqual(endpoint.partnerTraffic.count, 501)
+
+    def test_noClientsSeen(self) -> None:
+        """A partner that sends no client count never makes us serve for it."""
+        self.primary.session.clientsSeen = None
+        endpoint = self.secondary.endpoint
+        for _ in range(3):
+            endpoint.clientMessageForPartner()
+        for _ in range(int(3 * KEEPALIVE // 5)):
+            self.clock.advance(5)
+            self.pump.flush()
+        self.assertIsNone(endpoint.partnerTraffic.count)
+        self.assertIsNone(self.secondary.session.partnerClientsSeen)
+        self.assertFalse(endpoint.servingForPartner)
+
     def test_contactSkewWarned(self) -> None:
         """
         A partner whose clock drifts beyond the bound after Connect is

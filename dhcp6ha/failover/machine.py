@@ -82,6 +82,14 @@ Choices stricter than, or not spelled out by, RFC 8156 (DESIGN.md wins):
     C{previous_state}, which a restart resumes.
   - The partner's state is stored with our own at every transition, not at
     every STATE received.
+  - Partial communication loss (RFC 7031 section 4.7, which RFC 8156 does
+    not address): in NORMAL, a server whose partner, still connected,
+    reports in its CONTACTs a client message count that stays flat while
+    client messages for the partner keep reaching this server, serves the
+    partner's clients (L{PartnerTraffic}, L{FailoverEndpoint.servingForPartner},
+    L{Service.RESPONSIVE_FOR_PARTNER}) until the partner's count grows.  It
+    is not a state: nothing is stored or sent, and it ends with NORMAL or
+    with the connection.
 """
 
 from __future__ import annotations
@@ -112,6 +120,7 @@ __all__ = [
     "FailoverEndpoint",
     "FailoverInputs",
     "FailoverRecord",
+    "PartnerTraffic",
     "Role",
     "Service",
     "StateMessage",
@@ -155,6 +164,10 @@ class Service(enum.Enum):
     RESPONSIVE = "responsive"  # every client message
     RENEW_RESPONSIVE = "renew-responsive"  # only messages naming our Server Identifier
     UNRESPONSIVE = "unresponsive"
+    #: NORMAL, serving the partner's clients too: the partner is connected
+    #: but does not reach its clients (RFC 7031 section 4.7,
+    #: L{PartnerTraffic}).
+    RESPONSIVE_FOR_PARTNER = "responsive-for-partner"
 
 
 S = EndpointState
@@ -458,6 +471,9 @@ class EndpointStatus:
     @ivar recover_wait_until: when RECOVER-WAIT ends, in that state.
     @ivar auto_partner_down_at: when the auto-partner-down timer fires, if
         it runs.
+    @ivar serving_for_partner: in NORMAL, answering the partner's clients
+        because the partner does not reach them (L{PartnerTraffic}).
+    @ivar serving_for_partner_since: when that began.
     """
 
     relationship: str
@@ -477,6 +493,123 @@ class EndpointStatus:
     last_operation: float | None
     recover_wait_until: float | None
     auto_partner_down_at: float | None
+    serving_for_partner: bool = False
+    serving_for_partner_since: float | None = None
+
+
+class PartnerTraffic:
+    """
+    Partial communication loss (RFC 7031 section 4.7): is the partner, still
+    connected over the failover link, receiving its clients' messages?
+
+    Sans-IO, times passed in.  Two inputs:
+
+      - L{missed}: a client message reached this server that the partner
+        should answer (the policy refused it: the secondary in NORMAL
+        refusing a Solicit, Rebind, Confirm or Information-request, either
+        server refusing a message naming the partner's Server Identifier);
+      - L{reported}: the partner's CONTACT carried its count of client
+        messages received (C{clients_seen}).
+
+    Decision, taken at each report (so at the partner's CONTACT pace, with
+    no timer of its own): when at least C{threshold} missed messages have
+    reached us since the partner's count last grew, the first of them at
+    least C{window} ago, and the partner's count still has not grown, the
+    partner does not receive them: L{serving} becomes true.  It becomes
+    false again at the first report whose count grew (the partner receives
+    client messages again).  A client message the partner receives reaches
+    its count, and the count reaches us within one CONTACT interval, so a
+    C{window} of several intervals (the keepalive time) leaves no race.
+    The first report of a connection is a baseline: what was missed before
+    it is forgotten (it may already be counted).  A report lower than the
+    previous one (the partner restarted its count) is a new baseline.
+
+    What this cannot see: a partner that still receives some client
+    messages (another link, a relay) has a growing count, so it is not
+    taken over even if it lost the link of this relationship's clients;
+    and a partner that receives but cannot send has a growing count too.
+    C{threshold} keeps one lost datagram from switching the mode: an
+    unanswered client retransmits (RFC 8415 section 15), so a client that
+    really goes unanswered sends several.
+
+    @ivar window: seconds the partner's count must stay flat after the
+        first missed message.
+    @ivar threshold: missed messages needed.
+    @ivar count: the partner's last reported count (C{None}: none yet).
+    @ivar missedCount: messages missed since the count last grew.
+    @ivar firstMissed: when the first of them arrived.
+    @ivar serving: serving the partner's clients now.
+    @ivar since: when L{serving} became true.
+    """
+
+    def __init__(self, window: float, threshold: int = 3) -> None:
+        if window <= 0 or threshold < 1:
+            raise ValueError("the partner traffic window and threshold must be positive")
+        self.window = window
+        self.threshold = threshold
+        self.count: int | None = None
+        self.missedCount = 0
+        self.firstMissed: float | None = None
+        self.serving = False
+        self.since: float | None = None
+
+    def missed(self, now: float) -> None:
+        """A client message the partner should answer reached us."""
+        if self.count is None:
+            return  # no baseline yet: nothing to compare with
+        if self.missedCount == 0:
+            self.firstMissed = now
+        self.missedCount += 1
+
+    def reported(self, count: int, now: float, eligible: bool = True) -> bool | None:
+        """
+        The partner reported C{count} client messages received.
+
+        @param eligible: whether L{serving} may become true now (the
+            endpoint is in NORMAL); it may always become false.
+        @return: C{True} if L{serving} just became true, C{False} if it
+            just became false, C{None} if it did not change.
+        """
+        previous = self.count
+        self.count = count
+        if previous is None or count < previous:
+            self._forget()
+            return None
+        if count > previous:
+            self._forget()
+            if self.serving:
+                self.serving = False
+                self.since = None
+                return False
+            return None
+        if (
+            eligible
+            and not self.serving
+            and self.firstMissed is not None
+            and self.missedCount >= self.threshold
+            and now - self.firstMissed >= self.window
+        ):
+            self.serving = True
+            self.since = now
+            return True
+        return None
+
+    def reset(self) -> bool:
+        """
+        Forget everything (a new connection, or a state change).
+
+        @return: whether L{serving} was true.
+        """
+        was = self.serving
+        self.count = None
+        self.serving = False
+        self.since = None
+        self._forget()
+        return was
+
+    def _forget(self) -> None:
+        self.missedCount = 0
+        self.firstMissed = None
 
 
 class FailoverInputs(Protocol):
@@ -533,6 +666,12 @@ class FailoverInputs(Protocol):
     def contactDue(self) -> None:
         """Timer: time to send CONTACT (6.6)."""
 
+    def clientsSeenReceived(self, count: int) -> None:
+        """The partner's CONTACT says it has received C{count} client messages."""
+
+    def clientMessageForPartner(self) -> None:
+        """A client message the partner should answer reached us (the policy refused it)."""
+
 
 class _Wait:
     """Whether a queued effect's Deferred has fired yet."""
@@ -568,6 +707,8 @@ class FailoverEndpoint:
         contactsPerKeepalive: int = 4,
         recordInterval: float = 60.0,
         maxSkew: float = 5.0,
+        takeoverAfter: float | None = None,
+        takeoverMessages: int = 3,
     ) -> None:
         """
         @param relationship: the relationship name (also names the metadata key).
@@ -584,6 +725,12 @@ class FailoverEndpoint:
         @param recordInterval: how often the time of operation is stored
             while serving.
         @param maxSkew: the clock skew bound between the partners (7.1).
+        @param takeoverAfter: how long the partner's client message count
+            must stay flat while client messages for it reach us before we
+            serve its clients (L{PartnerTraffic} C{window}); default: the
+            keepalive time.
+        @param takeoverMessages: how many such messages it takes
+            (L{PartnerTraffic} C{threshold}).
         """
         if mclt <= 0 or startupTime < 0 or keepaliveTime <= 0 or recordInterval <= 0:
             raise ValueError("failover times must be positive")
@@ -619,6 +766,10 @@ class FailoverEndpoint:
         self._contactInterval = keepaliveTime / self._contactsPerKeepalive
         self._requested = False  # an update request went out on this connection
         self._outstanding: bool | None = None  # None, or "was it UPDREQALL?"
+
+        self._traffic = PartnerTraffic(
+            keepaliveTime if takeoverAfter is None else takeoverAfter, takeoverMessages
+        )
 
         self._timers: dict[str, IDelayedCall] = {}
         self._effects: deque[Callable[[], Deferred[None] | None]] = deque()
@@ -664,9 +815,25 @@ class FailoverEndpoint:
         return self._synced
 
     @property
+    def servingForPartner(self) -> bool:
+        """
+        In NORMAL, answering the partner's clients as in
+        COMMUNICATIONS-INTERRUPTED because the partner, connected, does not
+        receive their messages (RFC 7031 section 4.7, L{PartnerTraffic}).
+        """
+        return self._traffic.serving and self._state is S.NORMAL and self._peer is not None
+
+    @property
+    def partnerTraffic(self) -> PartnerTraffic:
+        """The partial communication loss detector (read it, do not feed it)."""
+        return self._traffic
+
+    @property
     def service(self) -> Service:
         """What this server may answer now (RFC 8156 Figure 5)."""
         if self._state is S.NORMAL:
+            if self.servingForPartner:
+                return Service.RESPONSIVE_FOR_PARTNER
             if self.role is Role.PRIMARY:
                 return Service.RESPONSIVE
             return Service.RENEW_RESPONSIVE
@@ -698,6 +865,8 @@ class FailoverEndpoint:
             last_operation=self._lastOperation,
             recover_wait_until=self._recoverWaitUntil,
             auto_partner_down_at=None if timer is None else timer.getTime(),
+            serving_for_partner=self.servingForPartner,
+            serving_for_partner_since=self._traffic.since if self.servingForPartner else None,
         )
 
     def whenIdle(self) -> Deferred[None]:
@@ -774,6 +943,7 @@ class FailoverEndpoint:
             return
         if self._peer is not None:
             self._dropConnection()
+        self._resetTraffic("new connection")
         self._peer = peer
         keepalive = self._keepaliveTime if partnerKeepalive is None else partnerKeepalive
         self._contactInterval = max(keepalive / self._contactsPerKeepalive, 0.001)
@@ -970,6 +1140,58 @@ class FailoverEndpoint:
         self._startTimer("contact", self._contactInterval, self.contactDue)
         maybeDeferred(peer.sendContact).addErrback(self._sendFailed, "sendContact")
 
+    # --- partial communication loss (RFC 7031 section 4.7) --------------------------
+
+    def clientsSeenReceived(self, count: int) -> None:
+        """
+        The partner's CONTACT carried its count of client messages received:
+        start or stop serving its clients (L{PartnerTraffic}).  Ignored when
+        not connected.
+        """
+        if self._peer is None or self._state in (S.INIT, S.PAUSED, S.SHUTDOWN):
+            return
+        traffic = self._traffic
+        missed, first = traffic.missedCount, traffic.firstMissed
+        now = self._clock.seconds()
+        change = traffic.reported(count, now, eligible=self._state is S.NORMAL)
+        if change is True:
+            self.log.warn(
+                "Failover {relationship}: the partner has received no client message for"
+                " {seconds:.0f} s while {missed} that it should answer reached us; serving"
+                " its clients until it receives theirs again (RFC 7031 section 4.7)",
+                relationship=self.relationship,
+                seconds=0.0 if first is None else now - first,
+                missed=missed,
+                failoverEvent="servingForPartner",
+            )
+        elif change is False:
+            self.log.warn(
+                "Failover {relationship}: the partner receives client messages again;"
+                " no longer serving its clients",
+                relationship=self.relationship,
+                failoverEvent="servingForPartnerEnded",
+            )
+
+    def clientMessageForPartner(self) -> None:
+        """
+        A client message that the partner should answer reached us and was
+        not answered here (the policy counts its own refusals).  Counted in
+        NORMAL while connected only: elsewhere either both serve everything
+        or the partner is not expected to answer.
+        """
+        if self._peer is None or self._state is not S.NORMAL:
+            return
+        self._traffic.missed(self._clock.seconds())
+
+    def _resetTraffic(self, why: str) -> None:
+        if self._traffic.reset():
+            self.log.info(
+                "Failover {relationship}: no longer serving the partner's clients ({why})",
+                relationship=self.relationship,
+                why=why,
+                failoverEvent="servingForPartnerEnded",
+            )
+
     # --- the machine -------------------------------------------------------------
 
     def _leaveStartup(self, message: StateMessage) -> None:
@@ -1040,6 +1262,7 @@ class FailoverEndpoint:
         now = self._clock.seconds()
         for name in _STATE_TIMERS:
             self._cancelTimer(name)
+        self._resetTraffic("leaving " + old.value)
         if old is S.STARTUP:
             self._previous = self._resume
             self._previousStart = now if self._resumeStart is None else self._resumeStart
@@ -1125,6 +1348,7 @@ class FailoverEndpoint:
         self._peer = None
         for name in _CONNECTION_TIMERS:
             self._cancelTimer(name)
+        self._resetTraffic("connection lost")
         self._requested = False
         self._outstanding = None
         failed = COMMUNICATIONS_LOST.get(self._state)

@@ -40,25 +40,120 @@ starts again at MCLT).  In PARTNER-DOWN there is no cap.  The update sent to
 the partner proposes C{cltt + t1Fraction * valid + desired} as partner
 lifetime (section 4.4.1's example), so the next renewal can get the desired
 lifetime once the partner acks it.
+
+Renewing what the partner granted
+=================================
+Lease stability (RFC 7031 requirement 4, DESIGN.md invariant 2): with lazy
+updates the partner may grant or extend a lease and die (or be cut off)
+before its binding update reaches us.  We then hold no record of that lease,
+or an older one (EXPIRED by our own reclamation, RELEASED, FREE...).  When
+the client Renews (naming the partner) or Rebinds to us, L{mayAllocate}
+would refuse an address of the partner's half or a prefix that is not ours,
+the client would get NoBinding and lose its lease.  Sections 8.9.1 and
+8.11.1 ("continued renewal of a DHCP client's current lease regardless of
+whether that lease was given out by the receiving server or not") and 8.4.1
+("renewal of all outstanding leases") say to renew it.  L{mayRenew}, which
+the allocator asks (L{IRenewalPolicy}) only for the lease a client lists in
+a Renew or Rebind, allows what L{mayAllocate} allows and, in addition, a
+lease we hold no ACTIVE record of for this client when:
+
+  - (A) no other client may hold it by our records: another client's ACTIVE
+    binding is refused (the allocator refuses it before asking, and
+    ABANDONED, RESET and PENDING-FREE ones too); another client's EXPIRED or
+    RELEASED binding only once that state is acknowledged between the
+    partners (L{Lease.stateAcked}); no record, FREE, FREE-BACKUP: yes;
+  - (B) it is in a pool of this relationship: the allocator asks only for a
+    listed lease inside one of the subnet's pools (a prefix of a pool's
+    delegated length, exactly as listed), and this policy only decides for
+    its relationship's subnets;
+  - (C) we serve the partner's clients (L{servesPartnersClients}):
+    COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, PARTNER-DOWN,
+    CONFLICT-DONE (the primary, while the secondary in POTENTIAL-CONFLICT
+    answers nobody), or NORMAL while serving for a partner that does not
+    reach its clients (below).
+
+Why this cannot give one lease to two clients.  A lease of the partner's
+pool that we hold no ACTIVE record of was given out, if at all, by the
+partner: outside PARTNER-DOWN we never allocate from its pool, and what we
+do allocate or renew there we hold an ACTIVE record of.  The partner's own
+database has at most one client for it.  A client renews only a lease it
+holds, while its valid lifetime runs (RFC 8415 section 18.2), so the client
+asking is that one client, and the partner gives the lease to nobody else
+while it does (section 4.2.2.1: not before the end of the binding is
+acknowledged by us).  Our records can contradict this only in the cases
+(A) refuses: another client's ACTIVE binding means we never acknowledged
+its end, so the partner cannot have reused the lease; another client's
+unacknowledged EXPIRED or RELEASED binding may be our own reclamation of a
+lease the partner extended in the lazy window, and the partner has not
+reused it either, so the requester cannot hold it; once acknowledged, the
+partner may have given it to the requester.  Our own pool is unchanged:
+only we allocate it, so L{mayAllocate}'s rules stand there.  What this
+trusts is the client's claim: a client listing a lease it does not hold
+could be given one the partner granted to someone else in the lazy window.
+A standalone server places the same trust in a Renew of a free address; the
+lifetime is capped at MCLT (below); the binding is replicated like any
+other, and conflict resolution at reintegration settles a clash
+(L{dhcp6ha.failover.conflict}).
+
+Lifetime: L{maxValidLifetime} gives a re-created binding at most MCLT
+outside PARTNER-DOWN (nothing about it is acknowledged: no ACTIVE acked
+record), section 8.9.1; no cap in PARTNER-DOWN (section 8.4.1).
+
+In NORMAL, unless serving for the partner, it is refused: the partner is
+connected and reaches its clients, answers the Renews naming it itself, and
+its binding updates reach us within the lazy window.  The secondary sees no
+Rebind there (it answers only messages naming it); the primary does answer
+Rebinds, and one for a lease the secondary granted whose update has not
+arrived gets NoBinding.  But a client rebinds only after its Renews to the
+secondary went unanswered from T1 to T2, which is what serving for the
+partner detects, well before.
+
+Solicit and Request hints are not honoured from the partner's pool (own
+pool first, L{mayAllocate} decides, as before).  A hint is a wish, not a
+lease held (RFC 8415 section 18.2.1): nothing says the partner has not given
+it to another client, and during a partition the partner keeps allocating
+from its pool where we cannot see it.  A client that still holds a lease
+renews or rebinds it, which takes the path above.
+
+Serving for a partner that does not reach its clients
+=====================================================
+RFC 7031 section 4.7: a server whose client-facing link fails while the
+failover link stays up would leave its clients unserved, its partner none
+the wiser.  The partners send their count of client messages received in
+every CONTACT; the endpoint (L{dhcp6ha.failover.machine.PartnerTraffic})
+compares the partner's count with the client messages we refused because
+the partner answers them, which this policy reports
+(C{endpoint.clientMessageForPartner()}) from L{respondsTo} (the secondary in
+NORMAL refusing a message naming no server) and L{respondsToServer} (either
+server in NORMAL refusing one naming the partner).  When such messages keep
+reaching us while the partner's count stays flat, the endpoint serves for
+the partner (C{servingForPartner}, logged at warning level, its status
+C{responsive-for-partner}) until the partner's count grows again.  Meanwhile
+we answer as in COMMUNICATIONS-INTERRUPTED: every message, the partner's
+Server Identifier included; new leases only from our own pool (the
+partner, alive, allocates from its own); renewals of the leases the partner
+granted (L{mayRenew}); lifetimes capped by MCLT (NORMAL).  Replication goes
+on as usual: the link is up, so the partner learns at once of every lease we
+give or renew for its clients.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from attrs import evolve
 from zope.interface import implementer
 
 from dhcp6ha.failover.machine import EndpointState, Role
-from dhcp6ha.interfaces import IFailoverPolicy
+from dhcp6ha.interfaces import IFailoverPolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 if TYPE_CHECKING:
     from dhcp6ha.interfaces import IUpdateQueue
 
-__all__ = ["EndpointView", "FailoverPolicy", "partnerLifetime"]
+__all__ = ["EndpointView", "FailoverPolicy", "PartnerTrafficView", "partnerLifetime"]
 
 S = EndpointState
 
@@ -100,6 +195,10 @@ _NEEDS_ACK = frozenset({BindingState.EXPIRED, BindingState.RELEASED, BindingStat
 #: proportional allocation, Figure 2).
 _AVAILABLE = frozenset({BindingState.FREE, BindingState.FREE_BACKUP, BindingState.PENDING_FREE})
 
+#: Ended bindings a client may renew while we serve the partner's clients:
+#: its own, or another client's once the partner knows the state.
+_RENEWABLE = frozenset({BindingState.EXPIRED, BindingState.RELEASED})
+
 
 class EndpointView(Protocol):
     """What the policy reads from the endpoint (a L{FailoverEndpoint} is one)."""
@@ -121,6 +220,26 @@ class EndpointView(Protocol):
         """When it was entered."""
 
 
+@runtime_checkable
+class PartnerTrafficView(Protocol):
+    """
+    What the policy reads from, and reports to, an endpoint that detects a
+    partner not reaching its clients (RFC 7031 section 4.7; a
+    L{FailoverEndpoint} is one).  Optional: with an endpoint that is only an
+    L{EndpointView}, the policy never serves for the partner in NORMAL.
+    """
+
+    @property
+    def servingForPartner(self) -> bool:
+        """
+        In NORMAL, serving the partner's clients: the partner is connected
+        but does not receive their messages.
+        """
+
+    def clientMessageForPartner(self) -> None:
+        """A client message the partner should answer was refused here."""
+
+
 def partnerLifetime(cltt: float, valid: int, desired: int, t1Fraction: float = 0.5) -> float:
     """
     The partner lifetime to propose in a binding update (RFC 8156 section
@@ -134,12 +253,14 @@ def partnerLifetime(cltt: float, valid: int, desired: int, t1Fraction: float = 0
     return cltt + t1Fraction * valid + desired
 
 
-@implementer(IFailoverPolicy)
+@implementer(IFailoverPolicy, IRenewalPolicy)
 class FailoverPolicy:
     """
     L{IFailoverPolicy} for one failover relationship.
 
-    @ivar endpoint: the endpoint whose state decides.
+    @ivar endpoint: the endpoint whose state decides; when it is also a
+        L{PartnerTrafficView}, refusals are reported to it and it may serve
+        for the partner.
     @ivar queue: where changed bindings go (lazy updates).
     @ivar partnerDuid: the partner's server DUID, when known: only messages
         naming it are taken over.  C{None}: any other server's.
@@ -164,6 +285,7 @@ class FailoverPolicy:
         @param t1Fraction: the T1 fraction of L{partnerLifetime}.
         """
         self.endpoint = endpoint
+        self._traffic = endpoint if isinstance(endpoint, PartnerTrafficView) else None
         self.queue = queue
         self.partnerDuid = partnerDuid
         self._desired = desiredLifetime
@@ -171,30 +293,68 @@ class FailoverPolicy:
 
     # --- who answers what ------------------------------------------------------
 
+    @property
+    def servesPartnersClients(self) -> bool:
+        """
+        Does this server answer the partner's clients now, renewing the
+        leases the partner granted?  In COMMUNICATIONS-INTERRUPTED,
+        RESOLUTION-INTERRUPTED, PARTNER-DOWN and CONFLICT-DONE, and in
+        NORMAL while the endpoint serves for a partner that does not reach
+        its clients (RFC 7031 section 4.7, see the module docstring).
+        """
+        state = self.endpoint.state
+        if state in _TAKEOVER:
+            return True
+        traffic = self._traffic
+        return state is S.NORMAL and traffic is not None and traffic.servingForPartner
+
     def respondsTo(self, msg_type: int, addressed_to_us: bool) -> bool:
         """
         NORMAL: the primary answers everything but messages naming another
         server, the secondary only messages naming it (renew responsive).
         COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, PARTNER-DOWN,
-        CONFLICT-DONE: everything, messages naming the partner included.
-        RECOVER-DONE: Renew naming us.  Other states: nothing.
+        CONFLICT-DONE, and NORMAL while serving for the partner: everything,
+        messages naming the partner included.  RECOVER-DONE: Renew naming
+        us.  Other states: nothing.
+
+        A message the secondary refuses in NORMAL because the primary
+        answers it (one naming no server) is reported to the endpoint
+        (C{clientMessageForPartner}, RFC 7031 section 4.7).
         """
         state = self.endpoint.state
-        if state in _TAKEOVER:
+        if self.servesPartnersClients:
             return True
         if state is S.NORMAL:
             if self.endpoint.role is Role.PRIMARY:
                 return addressed_to_us or msg_type not in _ADDRESSED
+            if not addressed_to_us and msg_type not in _ADDRESSED:
+                self._missed()
             return addressed_to_us
         if state is S.RECOVER_DONE:
             return addressed_to_us and msg_type == _RENEW
         return False
 
     def respondsToServer(self, msg_type: int, server_id: bytes) -> bool:
-        """A message naming another server: the partner's, in takeover states."""
-        if self.endpoint.state not in _TAKEOVER:
-            return False
-        return self.partnerDuid is None or server_id == self.partnerDuid
+        """
+        A message naming another server: the partner's, while serving the
+        partner's clients (L{servesPartnersClients}).  In NORMAL, one naming
+        the partner (its DUID known) is the partner's to answer and is
+        reported to the endpoint (C{clientMessageForPartner}).
+        """
+        if self.servesPartnersClients:
+            return self.partnerDuid is None or server_id == self.partnerDuid
+        if (
+            self.endpoint.state is S.NORMAL
+            and self.partnerDuid is not None
+            and server_id == self.partnerDuid
+        ):
+            self._missed()
+        return False
+
+    def _missed(self) -> None:
+        """Report a client message refused because the partner answers it."""
+        if self._traffic is not None:
+            self._traffic.clientMessageForPartner()
 
     # --- who allocates what -----------------------------------------------------
 
@@ -240,6 +400,36 @@ class FailoverPolicy:
             return True
         # The partner's free prefix: PARTNER-DOWN, MCLT after entering it.
         return lease_type is LeaseType.PD and self._partnerDownFor(now)
+
+    def mayRenew(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        A lease the client lists in a Renew or Rebind that we hold no
+        ACTIVE record of for it: whatever L{mayAllocate} allows, and, while
+        serving the partner's clients (L{servesPartnersClients}), also a
+        lease of the partner's pool unless our record says another client
+        may hold it.  See "Renewing what the partner granted" in the module
+        docstring for why this is safe.
+        """
+        if self.mayAllocate(lease_type, address, prefix_length, existing, duid, iaid, now):
+            return True
+        if not self.servesPartnersClients:
+            return False
+        if existing is None or existing.state in _AVAILABLE:
+            return True
+        if existing.state is BindingState.ACTIVE:
+            return existing.heldBy(duid, iaid)
+        if existing.state in _RENEWABLE:
+            return existing.heldBy(duid, iaid) or existing.stateAcked
+        return False  # ABANDONED, RESET
 
     def _mayReuse(
         self,

@@ -1209,8 +1209,10 @@ class PartnerProtocol(amp.AMP):
         if clients_seen is not None and clients_seen < 0:
             raise ProtocolViolation("Contact with a negative client count")
         self.session.noteSkew(sender_time - self.session.clock.seconds())
-        if clients_seen is not None:
+        if clients_seen is not None and self.session.current is self:
             self.session.partnerClientsSeen = clients_seen
+            # RFC 7031 section 4.7: is the partner still reaching its clients?
+            self.session.endpoint.clientsSeenReceived(clients_seen)
         return {}
 
     def _disconnectReceived(self, status: int, reason: str) -> None:

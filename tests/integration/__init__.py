@@ -11,6 +11,19 @@ Integration tests on real sockets and real processes.
     a real dhclient behind a Python relay agent).
   - C{test_durability}: SIGKILL under load; every lease in a Reply is on
     disk and comes back after the restart.
+  - C{test_failover}: a failover pair of processes over real TLS on
+    loopback (harness: C{pair}): every lease change on the primary reaches
+    the secondary's database; SIGKILL and restart of either side loses no
+    update.
+  - C{test_tls_refusal}: a secondary process refuses primaries with a
+    certificate from another CA, another identity, an expired certificate,
+    and plaintext AMP, with the reason in its log.
+  - C{test_m_to_1}: three processes, one of them in two relationships
+    (secondary of one, primary of the other); each subnet replicated to its
+    own partner only.
+  - C{test_lease_stability}: dhclient and dhcpcd on a bridge shared with
+    the pair; the primary killed, the secondary answers the Renew naming it
+    with the same address and prefix.
 
 They need root (network namespaces), iproute2, isc-dhcp-client,
 dhcpcd-base and tcpdump (optional: captures for diagnosis); each test skips

@@ -119,6 +119,10 @@ MAX_MAX_UNACKED = 100000
 DEFAULT_MAX_CLOCK_SKEW = 5.0
 DEFAULT_AUTO_PARTNER_DOWN = 0
 DEFAULT_PREFIX_SHARE = 0.5
+#: The secondary's FREE-BACKUP reserve per pd-pool is at most this many
+#: prefixes (a working reserve, not a share of the space in records).
+DEFAULT_MAX_BACKUP_PREFIXES = 1024
+MAX_MAX_BACKUP_PREFIXES = 1_000_000
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
@@ -308,6 +312,13 @@ class FailoverConfig:
         command does).
     @ivar prefix_share: fraction (0 to 1) of the free delegable prefixes the
         primary hands to the secondary as FREE-BACKUP.
+    @ivar max_backup_prefixes: the most FREE-BACKUP prefixes the secondary
+        holds per pd-pool: its reserve is C{min(floor(free * prefix_share),
+        max_backup_prefixes)}, where C{free} counts the pool's available
+        prefixes (no record, FREE, PENDING-FREE, FREE-BACKUP; reserved ones
+        excluded).  Each is a record the primary writes and replicates, so
+        this bounds the work of the first connection and of every top-up.
+        Read by the primary only.
     @ivar handshake_timeout: seconds from TCP connection to an authenticated
         partner before the connection is dropped.
     @ivar idle_timeout: seconds without a received byte on an authenticated
@@ -337,6 +348,7 @@ class FailoverConfig:
     handshake_timeout: float
     idle_timeout: float
     subnets: tuple[str, ...]
+    max_backup_prefixes: int = DEFAULT_MAX_BACKUP_PREFIXES
 
 
 @frozen
@@ -494,6 +506,7 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
                 "max-clock-skew",
                 "auto-partner-down",
                 "prefix-share",
+                "max-backup-prefixes",
                 "handshake-timeout",
                 "idle-timeout",
                 "subnets",
@@ -1250,6 +1263,11 @@ def _buildFailover(section: _Section, checkFiles: bool) -> FailoverConfig:
         ),
         idle_timeout=idle,
         subnets=subnets,
+        max_backup_prefixes=section.get(
+            "max-backup-prefixes",
+            _integer(1, MAX_MAX_BACKUP_PREFIXES),
+            DEFAULT_MAX_BACKUP_PREFIXES,
+        ),
     )
 
 

@@ -1653,6 +1653,7 @@ class FailoverSectionTests(_FailoverTestMixin):
                 handshake_timeout=10.0,
                 idle_timeout=60.0,
                 subnets=("lan",),
+                max_backup_prefixes=1024,
             ),
         )
 
@@ -1671,6 +1672,7 @@ class FailoverSectionTests(_FailoverTestMixin):
                 prefix_share="0.25",
                 handshake_timeout="3",
                 idle_timeout="7.5",
+                max_backup_prefixes="64",
             )
         )
         self.assertEqual(relationship.partner_address, IPv4Address("192.0.2.2"))
@@ -1684,6 +1686,7 @@ class FailoverSectionTests(_FailoverTestMixin):
         self.assertEqual(relationship.prefix_share, 0.25)
         self.assertEqual(relationship.handshake_timeout, 3.0)
         self.assertEqual(relationship.idle_timeout, 7.5)
+        self.assertEqual(relationship.max_backup_prefixes, 64)
 
     def test_noFailover(self) -> None:
         """Without [failover:NAME] sections the server runs alone."""
@@ -2166,6 +2169,21 @@ class FailoverSectionTests(_FailoverTestMixin):
                 self.primary(prefix_share=value),
                 "prefix-share",
                 "expected a fraction from 0 to 1",
+            )
+
+    def test_maxBackupPrefixes(self) -> None:
+        """max-backup-prefixes is a whole number from 1 to 1000000 (default 1024)."""
+        self.assertEqual(self.relationship(self.primary()).max_backup_prefixes, 1024)
+        for value, expected in (("1", 1), ("4096", 4096), ("1000000", 1_000_000)):
+            self.assertEqual(
+                self.relationship(self.primary(max_backup_prefixes=value)).max_backup_prefixes,
+                expected,
+            )
+        for value in ("0", "-1", "1000001", "1k", "0.5", ""):
+            self.assertPairError(
+                self.primary(max_backup_prefixes=value),
+                "max-backup-prefixes",
+                "expected a whole number from 1 to 1000000",
             )
 
     # subnets

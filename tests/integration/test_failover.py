@@ -14,6 +14,7 @@ else on C{::1} in the current one.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from ipaddress import IPv6Address, IPv6Network
 
 from twisted.trial.unittest import TestCase
@@ -24,7 +25,9 @@ from tests.integration.pair import (
     COMMUNICATIONS_INTERRUPTED,
     DECLINE,
     NORMAL,
+    Binding,
     Grant,
+    LeaseKey,
     bindMany,
     clientMessage,
     concurrently,
@@ -73,7 +76,13 @@ class FailoverTestCase(TestCase):
         if reason:
             raise self.skipTest(reason)
 
-    def assertHolds(self, bindings: dict, expected: dict, where: str, details: str) -> None:  # type: ignore[type-arg]
+    def assertHolds(
+        self,
+        bindings: Mapping[LeaseKey, Binding],
+        expected: Mapping[LeaseKey, Binding],
+        where: str,
+        details: str,
+    ) -> None:
         """Every expected record is in C{bindings} exactly."""
         wrong = [
             f"{k[0]}/{k[1]}: want {v}, got {bindings.get(k)}"

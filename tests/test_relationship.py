@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
+from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -32,13 +33,30 @@ from dhcp6ha.config import (
     FailoverRole,
     IdentityKind,
     PrefixPool,
+    Reservation,
+    ServerConfig,
+    ServerSection,
+    SubnetConfig,
 )
 from dhcp6ha.control import ControlError, RelationshipStatus
+from dhcp6ha.engine import Engine, Received
 from dhcp6ha.failover.machine import EndpointState
-from dhcp6ha.failover.relationship import Coverage, FailoverRelationship
+from dhcp6ha.failover.protocol import PartnerFactory
+from dhcp6ha.failover.relationship import Coverage, DesiredLifetimes, FailoverRelationship
 from dhcp6ha.failover.tls import TLSMaterial
 from dhcp6ha.interfaces import IRelationshipControl
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.message import (
+    IANA,
+    IAPD,
+    ClientId,
+    ElapsedTime,
+    IAAddress,
+    IAPrefix,
+    Message,
+    MessageType,
+    ServerId,
+)
 from dhcp6ha.service import StartupError
 from dhcp6ha.testing import FakePeer, MemoryLeaseStore
 from tests.certs import CertificateAuthority, Issued
@@ -140,6 +158,304 @@ class CoverageTests(SynchronousTestCase):
         self.assertTrue(coverage.covers(lease("2001:db8:200::", LeaseType.PD, 56)))
         self.assertFalse(coverage.covers(lease("2001:db8:300::", LeaseType.PD, 56)))
         self.assertTrue(Coverage(everything=True).covers(lease("2001:db8::6")))
+
+
+DAY = 86400
+T0 = 1_700_000_000.0
+PRIMARY_DUID = b"\x00\x04" + b"\x01" * 16
+SECONDARY_DUID = b"\x00\x04" + b"\x02" * 16
+DIRECT = Received(IPv6Address("fe80::1:2:3:4"), 546, "eth0", True)
+
+
+def subnet(name: str = "lan", **changes: Any) -> SubnetConfig:
+    """
+    A subnet 2001:db8:1::/64 on eth0: addresses ::100 to ::1ff, /56s of
+    2001:db8:100::/52, valid lifetime 3 days (section 4.4.1's example),
+    PD valid lifetime 2 days.
+    """
+    values: dict[str, Any] = {
+        "name": name,
+        "prefix": IPv6Network("2001:db8:1::/64"),
+        "interface": "eth0",
+        "pools": (AddressPool(IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:1::1ff")),),
+        "pd_pools": (PrefixPool(IPv6Network("2001:db8:100::/52"), 56),),
+        "reservations": (),
+        "preferred_lifetime": 2 * DAY,
+        "valid_lifetime": 3 * DAY,
+        "t1": 0,
+        "t2": 0,
+        "pd_preferred_lifetime": DAY,
+        "pd_valid_lifetime": 2 * DAY,
+        "rapid_commit": False,
+        "preference": 0,
+        "dns_servers": (),
+        "domain_search": (),
+        "sol_max_rt": None,
+        "information_refresh_time": None,
+    }
+    values.update(changes)
+    return SubnetConfig(**values)
+
+
+def serverConfig(*subnets: SubnetConfig, failover: tuple[FailoverConfig, ...] = ()) -> ServerConfig:
+    return ServerConfig(
+        path="test.ini",
+        server=ServerSection(
+            interfaces=("eth0",),
+            address=IPv6Address("::"),
+            port=547,
+            database=":memory:",
+            duid=None,
+            decline_quarantine=600,
+            reclaim_interval=10.0,
+            commit_delay=0.0,
+        ),
+        subnets=subnets or (subnet(),),
+        failover=failover,
+    )
+
+
+@implementer(IStreamServerEndpoint)
+class NeverListens:
+    """A server endpoint whose listening never completes."""
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return Deferred()
+
+
+class MemoryPair:
+    """
+    A primary and a secondary L{FailoverRelationship} on one L{Clock},
+    their sessions connected through iosim (no TLS, no sockets), and an
+    L{Engine} deciding for the primary's clients with the relationship's
+    policy, committing and notifying like the DHCPv6 adapter.
+    """
+
+    def __init__(self, config: ServerConfig, **changes: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        ca = CertificateAuthority()
+        changes.setdefault("heartbeat_interval", 30.0)
+        changes.setdefault("unreachable_after", 300.0)
+        changes.setdefault("idle_timeout", 600.0)
+        changes.setdefault("subnets", tuple(s.name for s in config.subnets))
+        self.config = config
+        self.primaryStore = MemoryLeaseStore(replicate=lambda lease: NAME)
+        self.secondaryStore = MemoryLeaseStore(replicate=lambda lease: NAME)
+        self.primary = FailoverRelationship(
+            failoverConfig(FailoverRole.PRIMARY, **changes),
+            self.clock,
+            lambda: self.primaryStore,
+            serverConfig=config,
+            serverDuid=lambda: PRIMARY_DUID,
+            material=material(ca.issue(dns=[PRIMARY]), ca),
+            tcpEndpoint=NeverConnects(),
+        )
+        self.secondary = FailoverRelationship(
+            failoverConfig(FailoverRole.SECONDARY, **changes),
+            self.clock,
+            lambda: self.secondaryStore,
+            serverConfig=config,
+            serverDuid=lambda: SECONDARY_DUID,
+            material=material(ca.issue(ips=["::1"]), ca),
+            tcpEndpoint=NeverListens(),
+        )
+        self.pump: IOPump | None = None
+        self.engine: Engine | None = None
+
+    def start(self) -> None:
+        """Start both, connect them, and let them reach NORMAL."""
+        self.secondary.startService()
+        self.primary.startService()
+        assert self.primary.session is not None and self.secondary.session is not None
+        client = PartnerFactory(self.primary.session, initiator=True).buildProtocol(None)
+        server = PartnerFactory(self.secondary.session, initiator=False).buildProtocol(None)
+        self.pump = connect(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            greet=False,
+            clock=self.clock,
+        )
+        client.startConnect()
+        self.flush()
+        assert self.primary.policy is not None
+        self.engine = Engine(self.config, self.primaryStore, self.primary.policy, PRIMARY_DUID)
+
+    def flush(self) -> None:
+        assert self.pump is not None
+        self.pump.flush()
+
+    def advance(self, seconds: float, step: float = 10.0) -> None:
+        """Let C{seconds} pass, the connection carrying CONTACTs meanwhile."""
+        while seconds > 0:
+            self.clock.advance(min(step, seconds))
+            seconds -= step
+            self.flush()
+
+    def stop(self) -> None:
+        self.primary.stopService()
+        self.flush()
+        self.secondary.stopService()
+        self.flush()
+
+    def decide(self, message: Message) -> Message:
+        """The primary's reply to C{message}, its changes committed and notified."""
+        engine = self.engine
+        assert engine is not None
+        decision = engine.handle(message, DIRECT, self.clock.seconds())
+        assert decision is not None, engine.counters
+        if decision.changes:
+            self.successResultOf(self.primaryStore.commit(decision.changes))
+        assert self.primary.policy is not None
+        for lease, policy in decision.notifications(self.primary.policy):
+            policy.bindingChanged(lease)
+        assert isinstance(decision.reply, Message)
+        return decision.reply
+
+    @staticmethod
+    def successResultOf(d: Deferred[Any]) -> Any:
+        result: list[Any] = []
+        d.addBoth(result.append)
+        assert result, "not fired"
+        return result[0]
+
+
+def clientMessage(msg_type: MessageType, *options: Any, server: bytes | None = None) -> Message:
+    head: list[Any] = [ClientId(CLIENT)]
+    if server is not None:
+        head.append(ServerId(server))
+    head.append(ElapsedTime(0))
+    return Message(msg_type, 0x123456, tuple(head) + options)
+
+
+def granted(reply: Message) -> tuple[IAAddress, IAPrefix]:
+    """The address and prefix a reply grants (one IA_NA, one IA_PD)."""
+    [na] = [o for o in reply.options if isinstance(o, IANA)]
+    [pd] = [o for o in reply.options if isinstance(o, IAPD)]
+    [address] = [o for o in na.options if isinstance(o, IAAddress)]
+    [prefix] = [o for o in pd.options if isinstance(o, IAPrefix)]
+    return address, prefix
+
+
+class DesiredLifetimeTests(SynchronousTestCase):
+    """
+    RFC 8156 section 4.4: the partner lifetime proposed is built from the
+    configured (desired) lifetime, so that the first lease gets MCLT and,
+    once the partner acked the proposal, the next renewal the configured
+    lifetime.
+    """
+
+    def test_lookup(self) -> None:
+        """
+        The subnet holding the binding decides: valid-lifetime for an
+        address (pool, reservation, on-link), pd-valid-lifetime for a
+        prefix (pool, reservation); never less than what the binding got;
+        a binding of no subnet keeps its own.
+        """
+        other = subnet(
+            "other",
+            prefix=IPv6Network("2001:db8:2::/64"),
+            interface="eth1",
+            pools=(AddressPool(IPv6Address("2001:db8:2::100"), IPv6Address("2001:db8:2::1ff")),),
+            pd_pools=(),
+            reservations=(
+                Reservation(
+                    "r",
+                    CLIENT,
+                    (IPv6Address("2001:db8:2::5"),),
+                    (IPv6Network("2001:db8:300::/56"),),
+                ),
+            ),
+            valid_lifetime=1000,
+            pd_valid_lifetime=2000,
+        )
+        desired = DesiredLifetimes((subnet(), other))
+        self.assertEqual(desired(lease("2001:db8:1::150")), 3 * DAY)
+        self.assertEqual(desired(lease("2001:db8:1::5")), 3 * DAY)  # on-link
+        self.assertEqual(desired(lease("2001:db8:2::150")), 1000)
+        self.assertEqual(desired(lease("2001:db8:2::5")), 1000)
+        self.assertEqual(desired(lease("2001:db8:100:300::", LeaseType.PD, 56)), 2 * DAY)
+        self.assertEqual(desired(lease("2001:db8:300::", LeaseType.PD, 56)), 2000)
+        # A /60 is not a /56 of the pool; a prefix of no subnet: its own lifetime.
+        self.assertEqual(desired(lease("2001:db8:100:300::", LeaseType.PD, 60)), 600)
+        self.assertEqual(desired(lease("2001:db8:77::1")), 600)
+        # Longer than configured (the configuration shortened it): kept.
+        self.assertEqual(desired(evolve(lease("2001:db8:2::150"), valid_lifetime=5000)), 5000)
+        config = serverConfig(subnet(), other)
+        self.assertEqual(
+            DesiredLifetimes.of(config, failoverConfig(FailoverRole.PRIMARY, subnets=("other",))),
+            DesiredLifetimes((other,)),
+        )
+
+    def test_policyProposesDesired(self) -> None:
+        """A started relationship's policy proposes from the subnet's lifetimes."""
+        pair = MemoryPair(serverConfig())
+        pair.primary.startService()
+        self.addCleanup(pair.primary.stopService)
+        policy = pair.primary.policy
+        assert policy is not None
+        first = evolve(lease("2001:db8:1::150"), valid_lifetime=3600, cltt=T0)
+        self.assertEqual(policy.partnerLifetime(first), T0 + 1800 + 3 * DAY)
+        prefix = evolve(lease("2001:db8:100:300::", LeaseType.PD, 56), valid_lifetime=3600, cltt=T0)
+        self.assertEqual(policy.partnerLifetime(prefix), T0 + 1800 + 2 * DAY)
+        assert pair.primary.queue is not None
+        self.assertEqual(pair.primary.queue.partnerLifetime, policy.partnerLifetime)
+
+    def test_mcltExample(self) -> None:
+        """
+        Section 4.4.1 with MCLT 1 hour and a desired lifetime of 3 days
+        (2 for prefixes), between a primary and a secondary in NORMAL: the
+        first Reply grants MCLT; the binding update proposes 1/2 hour + 3
+        days and the secondary acks it; the Renew at T1 (1/2 hour later)
+        gets the full 3 days, within acked + MCLT; the next update proposes
+        1.5 + 3 days.  Every lifetime sent stays within max(acked, now) +
+        MCLT.
+        """
+        pair = MemoryPair(serverConfig(), prefix_share=0.0, mclt=3600)
+        pair.start()
+        self.addCleanup(pair.stop)
+        self.assertEqual(pair.primary.status().state, "normal")
+        self.assertEqual(pair.secondary.status().state, "normal")
+
+        reply = pair.decide(
+            clientMessage(MessageType.REQUEST, IANA(1, 0, 0), IAPD(2, 0, 0), server=PRIMARY_DUID)
+        )
+        address, prefix = granted(reply)
+        self.assertEqual((address.valid_lifetime, prefix.valid_lifetime), (3600, 3600))
+        pair.flush()
+        na = pair.primaryStore.get(address.address, 128)
+        pd = pair.primaryStore.get(prefix.prefix, prefix.prefix_length)
+        assert na is not None and pd is not None
+        self.assertEqual(pair.primaryStore.pendingCount(NAME), 0)
+        self.assertEqual(na.partner_lifetime_acked, T0 + 1800 + 3 * DAY)
+        self.assertEqual(pd.partner_lifetime_acked, T0 + 1800 + 2 * DAY)
+        mirror = pair.secondaryStore.get(address.address, 128)
+        assert mirror is not None
+        self.assertEqual((mirror.state, mirror.expires), (BindingState.ACTIVE, T0 + 3600))
+
+        pair.advance(1800)
+        now = pair.clock.seconds()
+        renewal = pair.decide(
+            clientMessage(
+                MessageType.RENEW,
+                IANA(1, 0, 0, (IAAddress(address.address, 0, 0),)),
+                IAPD(2, 0, 0, (IAPrefix(0, 0, prefix.prefix_length, prefix.prefix),)),
+                server=PRIMARY_DUID,
+            )
+        )
+        address2, prefix2 = granted(renewal)
+        self.assertEqual(address2.address, address.address)
+        self.assertEqual((address2.valid_lifetime, prefix2.valid_lifetime), (3 * DAY, 2 * DAY))
+        self.assertLessEqual(now + address2.valid_lifetime, na.partner_lifetime_acked + 3600)
+        self.assertLessEqual(now + prefix2.valid_lifetime, pd.partner_lifetime_acked + 3600)
+        pair.flush()
+        na = pair.primaryStore.get(address.address, 128)
+        pd = pair.primaryStore.get(prefix.prefix, prefix.prefix_length)
+        assert na is not None and pd is not None
+        self.assertEqual(na.partner_lifetime_acked, now + 1.5 * DAY + 3 * DAY)
+        self.assertEqual(pd.partner_lifetime_acked, now + 1 * DAY + 2 * DAY)
 
 
 class ControlTests(SynchronousTestCase):

@@ -22,7 +22,11 @@ C{startService}, which needs the open lease store):
     C{heartbeat-interval}), auto-partner-down and skew bound;
   - the update queue (L{dhcp6ha.failover.queue.UpdateQueue}, bounded by the
     smaller of both sides' C{max-unacked}, proposing the policy's partner
-    lifetimes) and a L{FailoverPolicy} over both, whose C{partnerDuid} is
+    lifetimes: C{cltt + T1 fraction * valid + desired}, the desired lifetime
+    being the subnet's configured one, L{DesiredLifetimes}, so that the
+    first grant gets MCLT and, once the partner acked that proposal, the
+    next renewal the configured lifetime, section 4.4.1) and a
+    L{FailoverPolicy} over both, whose C{partnerDuid} is
     learnt at Connect (and kept in the store's metadata, so a restarted
     server that cannot reach its partner still recognises the partner's
     Server Identifier).  Received binding updates go through
@@ -101,7 +105,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dhcp6ha.config import AddressPool, FailoverConfig, FailoverRole, PrefixPool, ServerConfig
+from dhcp6ha.config import (
+    AddressPool,
+    FailoverConfig,
+    FailoverRole,
+    PrefixPool,
+    ServerConfig,
+    SubnetConfig,
+)
 from dhcp6ha.control import ControlError, RelationshipStatus
 from dhcp6ha.failover.commands import FailoverStatus
 from dhcp6ha.failover.machine import FailoverEndpoint, Role
@@ -127,7 +138,7 @@ from dhcp6ha.leases.lease import Lease, LeaseType
 if TYPE_CHECKING:
     from dhcp6ha.interfaces import ILeaseStore
 
-__all__ = ["ConnectExchangeEndpoint", "Coverage", "FailoverRelationship"]
+__all__ = ["ConnectExchangeEndpoint", "Coverage", "DesiredLifetimes", "FailoverRelationship"]
 
 # Typed views of the untyped Twisted service API used here (mypy --strict).
 _multiServiceInit = cast(Callable[[MultiService], None], MultiService.__init__)
@@ -192,6 +203,60 @@ class Coverage:
         if lease.prefix_length != 128:
             return False
         return lease.address in self.addresses or any(lease.address in pool for pool in self.pools)
+
+
+@frozen
+class DesiredLifetimes:
+    """
+    The desired lifetime of RFC 8156 section 4.4 for each binding of one
+    relationship: the valid lifetime the configuration wants for it, that of
+    the subnet whose pools or reservations hold it (C{valid-lifetime} for an
+    address, C{pd-valid-lifetime} for a delegated prefix), as the engine
+    asks for it before the MCLT cap.  The policy proposes partner lifetimes
+    from it (L{FailoverPolicy.partnerLifetime}, the only place they are
+    computed; the update queue calls it), so that once the partner acks one,
+    the client's next renewal gets the configured lifetime.
+
+    Never less than the lifetime the binding holds: a binding granted before
+    the configuration shortened its lifetime keeps a partner lifetime beyond
+    its expiry.  A binding of no subnet (the configuration changed) gets the
+    lifetime it holds.
+
+    @ivar subnets: the relationship's subnets.
+    """
+
+    subnets: tuple[SubnetConfig, ...]
+
+    @classmethod
+    def of(cls, config: ServerConfig, failover: FailoverConfig) -> DesiredLifetimes:
+        """The desired lifetimes of C{failover}'s subnets in C{config}."""
+        return cls(tuple(config.subnetByName(name) for name in failover.subnets))
+
+    def subnetOf(self, lease: Lease) -> SubnetConfig | None:
+        """The subnet whose pools or reservations hold C{lease}, if any."""
+        for subnet in self.subnets:
+            if lease.lease_type is LeaseType.PD:
+                if any(lease.prefix in r.prefixes for r in subnet.reservations) or any(
+                    lease.prefix_length == pool.delegated_length and lease.address in pool.prefix
+                    for pool in subnet.pd_pools
+                ):
+                    return subnet
+            elif lease.prefix_length == 128 and (
+                lease.address in subnet.prefix
+                or any(lease.address in pool for pool in subnet.pools)
+                or any(lease.address in r.addresses for r in subnet.reservations)
+            ):
+                return subnet
+        return None
+
+    def __call__(self, lease: Lease) -> int:
+        """The desired valid lifetime for C{lease}."""
+        subnet = self.subnetOf(lease)
+        if subnet is None:
+            return lease.valid_lifetime
+        if lease.lease_type is LeaseType.PD:
+            return max(subnet.pd_valid_lifetime, lease.valid_lifetime)
+        return max(subnet.valid_lifetime, lease.valid_lifetime)
 
 
 # --- the primary's connection: Connect inside the endpoint ------------------------------
@@ -273,6 +338,9 @@ class FailoverRelationship(MultiService):
     @ivar config: the relationship's configuration.
     @ivar role: this server's role.
     @ivar coverage: the addresses and prefixes of the relationship.
+    @ivar desiredLifetimes: the configured lifetimes the policy proposes
+        partner lifetimes from (C{None} without a server configuration: the
+        lifetime each binding got).
     @ivar material: our TLS certificate, key and CA.
     @ivar identity: the partner identity its certificate must prove.
     @ivar store: the lease store, once started.
@@ -334,6 +402,9 @@ class FailoverRelationship(MultiService):
             Coverage(everything=True) if serverConfig is None else Coverage.of(serverConfig, config)
         )
         self._reserved: frozenset[IPv6Network] = self.coverage.prefixes
+        self.desiredLifetimes = (
+            None if serverConfig is None else DesiredLifetimes.of(serverConfig, config)
+        )
         self.material = (
             material
             if material is not None
@@ -400,7 +471,13 @@ class FailoverRelationship(MultiService):
             maxSkew=config.max_clock_skew,
         )
         queue = UpdateQueue(config.name, store, reactor, maxUnacked=config.max_unacked)
-        policy = FailoverPolicy(endpoint, queue, partnerDuid=self._storedPartnerDuid(store))
+        policy = FailoverPolicy(
+            endpoint,
+            queue,
+            partnerDuid=self._storedPartnerDuid(store),
+            desiredLifetime=self.desiredLifetimes,
+        )
+        # The partner lifetime is proposed here only (section 4.4.1).
         queue.partnerLifetime = policy.partnerLifetime
         share: PrefixShare | None = None
         if self.role is Role.PRIMARY and self.coverage.pdPools and config.prefix_share > 0:

@@ -608,9 +608,11 @@ class PoolRequestTests(SynchronousTestCase):
 
     def test_share(self) -> None:
         """
-        On reaching NORMAL the secondary asks; the primary makes a quarter
-        of a 16-prefix pool FREE-BACKUP (skipping a leased prefix and a
-        reserved one) and the bindings reach the secondary.
+        On reaching NORMAL the secondary asks; the primary hands a quarter
+        of the 14 available prefixes of a 16-prefix pool (one leased, one
+        reserved): floor(14 / 4) = 3, made FREE-BACKUP as the count of
+        available prefixes read from the top allows, and the bindings reach
+        the secondary.
         """
         clock = Clock()
         clock.advance(T0)
@@ -619,47 +621,21 @@ class PoolRequestTests(SynchronousTestCase):
         reserved = IPv6Network("2001:db8:100:e00::/56")
         share = PrefixShare([pool], 0.25, clock, reserved=[reserved], chunk=3)
         primary = Side(Role.PRIMARY, clock, prefixShare=share)
-        leased = Lease(
-            lease_type=LeaseType.PD,
-            address=top,
-            prefix_length=56,
-            state=BindingState.ACTIVE,
-            duid=CLIENT,
-            iaid=9,
-            start_time_of_state=T0,
-            cltt=T0,
-            preferred_lifetime=300,
-            valid_lifetime=600,
-            expires=T0 + 600,
-        )
-        primary.store.commit([leased])
+        primary.store.commit([prefixLease(top)])
         secondary = Side(Role.SECONDARY, clock)
         primary.endpoint.start()
         secondary.endpoint.start()
         client, server, pump, outcome = Pair(self, primary, secondary).connect()
         self.assertEqual(outcome, [client])
         pump.flush()
-        backups = sorted(
-            lease.address
-            for lease in secondary.store.iterLeases(100)
-            if lease.state is BindingState.FREE_BACKUP
-        )
+        backups = sorted(backupsOf(secondary.store))
         self.assertEqual(
             [str(a) for a in backups],
-            [
-                "2001:db8:100:a00::",
-                "2001:db8:100:b00::",
-                "2001:db8:100:c00::",
-                "2001:db8:100:d00::",
-            ],
+            ["2001:db8:100:200::", "2001:db8:100:600::", "2001:db8:100:a00::"],
         )
-        mine = [
-            lease.address
-            for lease in primary.store.iterLeases(100)
-            if lease.state is BindingState.FREE_BACKUP
-        ]
-        self.assertEqual(sorted(mine), backups)
+        self.assertEqual(sorted(backupsOf(primary.store)), backups)
         self.assertEqual(primary.unacked, 0)
+        self.assertEqual((share.held, share.targets), ({pool: 3}, {pool: 3}))
         # Asked again: the share is complete, nothing more.
         again = primary.session.handPrefixes()
         pump.flush()
@@ -679,6 +655,221 @@ class PoolRequestTests(SynchronousTestCase):
             pump.flush()
         self.assertTrue(any("hands no prefixes" in e["log_format"] for e in events))
         self.assertTrue(client.established)
+
+
+def prefixLease(
+    address: IPv6Address, state: BindingState = BindingState.ACTIVE, length: int = 56
+) -> Lease:
+    """A delegated prefix held by CLIENT (or in C{state})."""
+    held = state is not BindingState.FREE and state is not BindingState.FREE_BACKUP
+    return Lease(
+        lease_type=LeaseType.PD,
+        address=address,
+        prefix_length=length,
+        state=state,
+        duid=CLIENT if held else b"",
+        iaid=9 if held else 0,
+        start_time_of_state=T0,
+        cltt=T0 if held else 0.0,
+        preferred_lifetime=300 if held else 0,
+        valid_lifetime=600 if held else 0,
+        expires=T0 + 600 if held else 0.0,
+    )
+
+
+def backupsOf(store: MemoryLeaseStore) -> list[IPv6Address]:
+    return [
+        lease.address for lease in store.iterLeases(1000) if lease.state is BindingState.FREE_BACKUP
+    ]
+
+
+class CountingStore(MemoryLeaseStore):
+    """A L{MemoryLeaseStore} counting its point reads."""
+
+    def __init__(self) -> None:
+        super().__init__(replicate=lambda lease: NAME)
+        self.gets = 0
+
+    def get(self, address: IPv6Address, prefix_length: int) -> Lease | None:
+        self.gets += 1
+        return super().get(address, prefix_length)
+
+
+class PrefixShareTests(SynchronousTestCase):
+    """
+    L{PrefixShare} passes on their own: the secondary's reserve is
+    min(floor(free x share), maxBackup) per pool, read and written only as
+    far as that needs, counted whole across passes and restarts.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.store = CountingStore()
+        # 2001:db8:100::/40 delegating /56s: 65,536 prefixes.
+        self.pool = PrefixPool(IPv6Network("2001:db8:100::/40"), 56)
+
+    def share(self, **kwargs: Any) -> PrefixShare:
+        kwargs.setdefault("metadataKey", "failover.lan.backup-reach")
+        return PrefixShare([self.pool], kwargs.pop("share", 0.5), self.clock, **kwargs)
+
+    def hand(self, share: PrefixShare) -> list[Lease]:
+        d = share.hand(self.store)
+        while not d.called:
+            self.clock.advance(0)
+        records: list[Lease] = self.successResultOf(d)
+        return records
+
+    def prefix(self, depth: int) -> IPv6Address:
+        """The prefix C{depth} from the top of the pool (1: the top one)."""
+        return IPv6Address(
+            int(self.pool.prefix.network_address) + (self.pool.size - depth) * (1 << 72)
+        )
+
+    def lease(self, depth: int, state: BindingState = BindingState.ACTIVE) -> None:
+        self.store.commit([prefixLease(self.prefix(depth), state)])
+
+    def test_cap(self) -> None:
+        """
+        A /40 of /56s with share 0.5 and a cap of 16: 16 FREE-BACKUP records,
+        not 32,768, and only the top of the pool read.
+        """
+        share = self.share(maxBackup=16)
+        records = self.hand(share)
+        self.assertEqual(len(records), 16)
+        self.assertEqual(len(backupsOf(self.store)), 16)
+        self.assertLessEqual(self.store.gets, 40)
+        self.assertEqual((share.held, share.targets), ({self.pool: 16}, {self.pool: 16}))
+        self.assertEqual(self.store.getMetadata(share.reachKey(self.pool) or ""), "32")
+        # Full: a second pass reads the reach and hands nothing.
+        self.store.gets = 0
+        self.assertEqual(self.hand(share), [])
+        self.assertLessEqual(self.store.gets, 32)
+
+    def test_defaultCap(self) -> None:
+        """The default cap is max-backup-prefixes' default, 1024."""
+        self.assertEqual(len(self.hand(self.share(chunk=256))), 1024)
+
+    def test_fractionOfFree(self) -> None:
+        """
+        A nearly exhausted pool: the reserve is the share of what is free,
+        not of the pool (16 prefixes, 12 leased, share 0.5: 2).
+        """
+        self.pool = PrefixPool(IPv6Network("2001:db8:100::/52"), 56)
+        for depth in (1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15):
+            self.lease(depth)
+        share = self.share()
+        self.assertEqual(len(self.hand(share)), 2)
+        self.assertEqual(share.targets, {self.pool: 2})
+        self.assertEqual(sorted(backupsOf(self.store)), sorted([self.prefix(8), self.prefix(16)]))
+        # The primary leases its last two: 2 available, the secondary's 2
+        # are above its target of 1 and stay (nothing is taken back).
+        self.lease(4)
+        self.lease(12)
+        self.assertEqual(self.hand(share), [])
+        self.assertEqual(share.targets, {self.pool: 1})
+        self.assertEqual(len(backupsOf(self.store)), 2)
+
+    def test_topUp(self) -> None:
+        """
+        The secondary leases some of its reserve: the next pass tops it up
+        to the cap again, with prefixes it did not hold, and the reserve is
+        never above the cap.
+        """
+        share = self.share(maxBackup=8)
+        first = self.hand(share)
+        for record in first[:5]:
+            self.store.commit([evolve(prefixLease(record.address), duid=CLIENT)])
+            share.backupEnded(record.address, 56)
+        self.assertEqual(share.held, {self.pool: 3})
+        self.assertTrue(share.wantsTopUp())
+        second = self.hand(share)
+        self.assertEqual(len(second), 5)
+        self.assertFalse({r.address for r in second} & {r.address for r in first})
+        self.assertEqual(len(backupsOf(self.store)), 8)
+        self.assertFalse(share.wantsTopUp())
+
+    def test_noDrift(self) -> None:
+        """
+        Prefixes of the reserve leased, then freed: a top-up fills the freed
+        ones near the top and still counts the reserve further down, so the
+        secondary never holds more than the cap (FREE-BACKUP records below
+        the point where a pass stops converting are counted).
+        """
+        share = self.share(maxBackup=8)
+        first = self.hand(share)
+        for record in first[:4]:
+            self.store.commit([evolve(prefixLease(record.address), duid=CLIENT)])
+        self.hand(share)
+        self.assertEqual(len(backupsOf(self.store)), 8)
+        for record in first[:4]:
+            self.store.commit([prefixLease(record.address, BindingState.FREE)])
+        for _ in range(3):
+            self.assertEqual(self.hand(share), [])
+        self.assertEqual(len(backupsOf(self.store)), 8)
+
+    def test_restart(self) -> None:
+        """
+        A restarted primary (a new PrefixShare on the same store) reads the
+        reach from the store's metadata and counts the whole reserve.
+        """
+        share = self.share(maxBackup=8)
+        first = self.hand(share)
+        for record in first[:4]:
+            self.store.commit([evolve(prefixLease(record.address), duid=CLIENT)])
+        self.hand(share)
+        for record in first[:4]:
+            self.store.commit([prefixLease(record.address, BindingState.FREE)])
+        restarted = self.share(maxBackup=8)
+        self.assertEqual(self.hand(restarted), [])
+        self.assertEqual(len(backupsOf(self.store)), 8)
+
+    def test_backupSeen(self) -> None:
+        """
+        A FREE-BACKUP record received from the partner (after the primary
+        lost its database) below the reach is counted from then on.
+        """
+        share = self.share(maxBackup=4, metadataKey=None)
+        self.lease(100, BindingState.FREE_BACKUP)
+        share.backupSeen(self.prefix(100), 56)
+        share.backupSeen(IPv6Address("2001:db8:77::"), 56)  # no pool: ignored
+        self.assertEqual(len(self.hand(share)), 3)
+        self.assertEqual(share.held, {self.pool: 4})
+
+    def test_reservedAndTaken(self) -> None:
+        """Reserved prefixes and taken ones are never handed, nor counted as free."""
+        self.pool = PrefixPool(IPv6Network("2001:db8:100::/54"), 56)
+        self.lease(1, BindingState.EXPIRED)
+        self.lease(2, BindingState.ABANDONED)
+        reserved = IPv6Network((self.prefix(3), 56))
+        share = self.share(share=1.0, reserved=[reserved])
+        self.assertEqual([r.address for r in self.hand(share)], [self.prefix(4)])
+        self.assertEqual(share.targets, {self.pool: 1})
+
+    def test_limit(self) -> None:
+        """One pass creates at most C{limit} records; the next goes on."""
+        share = self.share(maxBackup=10, limit=4)
+        self.assertEqual(len(self.hand(share)), 4)
+        self.assertEqual(len(self.hand(share)), 4)
+        self.assertEqual(len(self.hand(share)), 2)
+        self.assertEqual(self.hand(share), [])
+
+    def test_turns(self) -> None:
+        """At most C{chunk} reads per reactor turn, each turn's records committed in it."""
+        share = self.share(maxBackup=8, chunk=4)
+        d = share.hand(self.store)
+        self.assertFalse(d.called)
+        self.assertEqual(self.store.gets, 4)
+        self.assertEqual(len(backupsOf(self.store)), 2)
+        while not d.called:
+            self.clock.advance(0)
+        self.assertEqual(len(self.successResultOf(d)), 8)
+
+    def test_arguments(self) -> None:
+        """A share outside [0, 1] or a limit, chunk or cap below 1 is refused."""
+        for bad in ({"share": 1.5}, {"limit": 0}, {"chunk": 0}, {"maxBackup": 0}):
+            with self.assertRaises(ValueError):
+                self.share(**bad)
 
 
 # --- hostile input --------------------------------------------------------------------------

@@ -458,6 +458,77 @@ class DesiredLifetimeTests(SynchronousTestCase):
         self.assertEqual(pd.partner_lifetime_acked, now + 1 * DAY + 2 * DAY)
 
 
+class PrefixReserveTests(SynchronousTestCase):
+    """
+    The secondary's reserve of delegable prefixes between two relationships
+    in NORMAL: capped by max-backup-prefixes, topped up by a later
+    PoolRequest, and by the primary itself once half of it is used.
+    """
+
+    def backups(self, store: MemoryLeaseStore) -> list[IPv6Address]:
+        return [
+            found.address
+            for found in store.iterLeases(100)
+            if found.state is BindingState.FREE_BACKUP
+        ]
+
+    def secondaryLeases(self, pair: MemoryPair, address: IPv6Address) -> None:
+        """The secondary leases one of its FREE-BACKUP prefixes (and tells the primary)."""
+        pair.advance(10)
+        now = pair.clock.seconds()
+        leased = evolve(
+            lease(str(address), LeaseType.PD, 56),
+            start_time_of_state=now,
+            cltt=now,
+            expires=now + 600,
+        )
+        pair.successResultOf(pair.secondaryStore.commit([leased]))
+        assert pair.secondary.policy is not None
+        pair.secondary.policy.bindingChanged(leased)
+        pair.flush()
+
+    def test_reserve(self) -> None:
+        """
+        16 prefixes, share 0.5, max-backup-prefixes 4: the secondary holds
+        4 (not 8).  It leases one: 3 left, above half, the primary waits;
+        the secondary's next PoolRequest tops it up to 4.  It leases three
+        more: 1 left, below half: the primary tops it up to 4 at once.  The
+        reserve is never above the cap.
+        """
+        pair = MemoryPair(serverConfig(), prefix_share=0.5, max_backup_prefixes=4)
+        pair.start()
+        self.addCleanup(pair.stop)
+        share = pair.primary.prefixShare
+        assert share is not None
+        self.assertEqual(share.maxBackup, 4)
+        held = self.backups(pair.secondaryStore)
+        self.assertEqual(len(held), 4)
+        self.assertEqual(sorted(self.backups(pair.primaryStore)), sorted(held))
+        self.assertIsNotNone(pair.primaryStore.getMetadata(share.reachKey(share.pools[0]) or ""))
+
+        self.secondaryLeases(pair, held[0])
+        self.assertEqual(len(self.backups(pair.secondaryStore)), 3)
+        self.assertEqual(list(share.held.values()), [3])
+        assert pair.secondary.session is not None
+        protocol = pair.secondary.session.current
+        assert protocol is not None
+        protocol.sendPoolRequest()
+        pair.flush()
+        refilled = self.backups(pair.secondaryStore)
+        self.assertEqual(len(refilled), 4)
+        self.assertNotIn(held[0], refilled)
+
+        for address in refilled[:3]:
+            self.secondaryLeases(pair, address)
+        pair.flush()
+        final = self.backups(pair.secondaryStore)
+        self.assertEqual(len(final), 4)
+        self.assertEqual(sorted(self.backups(pair.primaryStore)), sorted(final))
+        self.assertEqual(list(share.held.values()), [4])
+        self.assertEqual(pair.primaryStore.pendingCount(NAME), 0)
+        self.assertEqual(pair.secondaryStore.pendingCount(NAME), 0)
+
+
 class ControlTests(SynchronousTestCase):
     """The operator's view of a relationship whose partner is not there."""
 

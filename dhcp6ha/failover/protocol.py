@@ -61,7 +61,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dhcp6ha.config import PrefixPool
+from dhcp6ha.config import DEFAULT_MAX_BACKUP_PREFIXES, PrefixPool
 from dhcp6ha.failover.commands import (
     PROTOCOL_VERSION,
     BindingUpdate,
@@ -206,22 +206,57 @@ class PrefixShare:
     """
     The primary's half of proportional allocation (RFC 8156 section 4.2.2,
     DESIGN.md "Who may allocate what"): every prefix with no record, FREE or
-    PENDING-FREE belongs to the primary; on a PoolRequest the primary makes
-    C{share} of each delegable prefix pool FREE-BACKUP, the secondary's.
+    PENDING-FREE belongs to the primary; FREE-BACKUP ones are the
+    secondary's reserve, which the primary keeps at
 
-    Pools are not materialised: the scan runs from the top of each pool
-    downwards, counts the FREE-BACKUP prefixes it meets, and turns free ones
-    (no record, FREE, PENDING-FREE) into FREE-BACKUP records until the pool's
-    share (C{floor(size * share)}) is reached; prefixes held or cooling down
-    (ACTIVE, EXPIRED, RELEASED, RESET, ABANDONED) and reserved prefixes are
-    skipped.  One request creates at most C{limit} records (the secondary
-    asks again while the answer is not 0), reads at most C{chunk} prefixes
-    per reactor turn, and commits each turn's records in that same turn, so
-    that no allocation can slip in between a read and its commit.
+        C{min(floor(free * share), maxBackup)} per delegable prefix pool,
+
+    where C{free} counts the pool's available prefixes (no record, FREE,
+    PENDING-FREE, FREE-BACKUP; reserved prefixes excluded) and C{maxBackup}
+    is C{[failover:NAME] max-backup-prefixes}: a working reserve, not the
+    share of the whole space in records (a /40 delegating /56s with share
+    0.5 would otherwise be 32,768 records and binding updates at the first
+    connection).
+
+    Pools are not materialised, and nothing is read beyond what the reserve
+    needs.  The reserve is taken from the top of each pool downwards; the
+    I{reach} of a pool is how deep (in prefixes from the top) FREE-BACKUP
+    records may lie.  It is kept in the store's metadata (C{metadataKey}),
+    written before the records that extend it, so that a restarted primary
+    still counts the whole reserve.  One pass (L{hand}), per pool:
+
+      1. reads the reach, counting its FREE-BACKUP and available prefixes;
+      2. reads from the top again, turning free prefixes (no record, FREE,
+         PENDING-FREE) into FREE-BACKUP records while the reserve is below
+         C{min(floor(available * share), maxBackup)}, and goes on below the
+         reach while the reserve is below C{maxBackup}, counting the
+         available prefixes it meets (so the bound grows as it reads).  The
+         reserve ends at the formula above; the pool is read to its end only
+         when it is small or nearly exhausted.
+
+    Prefixes held or cooling down (ACTIVE, EXPIRED, RELEASED, RESET,
+    ABANDONED) and reserved prefixes are skipped.  A pass creates at most
+    C{limit} records (the secondary asks again while the answer is not 0),
+    reads at most C{chunk} prefixes per reactor turn, and commits each
+    turn's records in that same turn, so that no allocation can slip in
+    between a read and its commit.
+
+    Replenishing: the secondary asks (PoolRequest) when it enters NORMAL,
+    after a period in which it may have used its reserve; in NORMAL, the
+    primary learns from the secondary's binding updates that a FREE-BACKUP
+    prefix was leased (L{backupEnded}) and tops the reserve up itself once
+    a pool's reserve has fallen below half its target (L{wantsTopUp};
+    section 4.2.2: "The primary server can, at any time, send an available
+    delegable prefix to the secondary").
 
     Taking FREE-BACKUP prefixes back from the secondary is not implemented:
-    the share only grows to its target, and shrinks as the secondary leases
-    prefixes (they come back to the primary when freed).
+    a reserve above its target (the pool filled up, or the configuration
+    lowered the share or the cap) shrinks as the secondary leases prefixes
+    (they come back to the primary when freed).
+
+    @ivar held: per pool, the FREE-BACKUP prefixes the secondary holds, as
+        of the last pass less the ends reported since (absent: no pass yet).
+    @ivar targets: per pool, the reserve the last pass aimed at.
     """
 
     log = Logger()
@@ -233,75 +268,188 @@ class PrefixShare:
         clock: IReactorTime,
         *,
         reserved: Collection[IPv6Network] = (),
+        maxBackup: int = DEFAULT_MAX_BACKUP_PREFIXES,
+        metadataKey: str | None = None,
         limit: int = 4096,
         chunk: int = 1024,
     ) -> None:
+        """
+        @param pools: the relationship's delegable prefix pools.
+        @param share: the fraction of the available prefixes for the secondary.
+        @param clock: time (start time of state) and reactor turns.
+        @param reserved: prefixes reserved for clients: never handed.
+        @param maxBackup: the most FREE-BACKUP prefixes per pool.
+        @param metadataKey: where the pools' reach is kept in the store's
+            metadata (one key per pool, below this one); C{None}: in memory.
+        @param limit: the most records one pass creates.
+        @param chunk: the most prefixes read per reactor turn.
+        """
         if not 0.0 <= share <= 1.0:
             raise ValueError("share must be between 0 and 1")
-        if limit < 1 or chunk < 1:
-            raise ValueError("limit and chunk must be positive")
+        if limit < 1 or chunk < 1 or maxBackup < 1:
+            raise ValueError("limit, chunk and maxBackup must be positive")
         self.pools = tuple(pools)
         self.share = share
+        self.maxBackup = maxBackup
         self.limit = limit
         self.chunk = chunk
         self._clock = clock
         self._reserved = frozenset(reserved)
+        self._metadataKey = metadataKey
+        self._reach: dict[PrefixPool, int] = {}
+        self._seen: dict[PrefixPool, int] = {}
+        self.held: dict[PrefixPool, int] = {}
+        self.targets: dict[PrefixPool, int] = {}
 
-    def target(self, pool: PrefixPool) -> int:
-        """How many prefixes of C{pool} the secondary should hold as FREE-BACKUP."""
-        return math.floor(pool.size * self.share)
+    def bound(self, available: int) -> int:
+        """The reserve of a pool with C{available} available prefixes."""
+        return min(self.maxBackup, math.floor(available * self.share))
+
+    def reachKey(self, pool: PrefixPool) -> str | None:
+        """The metadata key of C{pool}'s reach (C{None}: not kept)."""
+        if self._metadataKey is None:
+            return None
+        return self._metadataKey + "." + str(pool.prefix) + "." + str(pool.delegated_length)
+
+    def reach(self, store: ILeaseStore, pool: PrefixPool) -> int:
+        """How deep from the top of C{pool} FREE-BACKUP records may lie."""
+        reach = self._reach.get(pool)
+        if reach is None:
+            reach = 0
+            key = self.reachKey(pool)
+            text = None if key is None else store.getMetadata(key)
+            if text:
+                try:
+                    reach = max(0, min(pool.size, int(text)))
+                except ValueError:
+                    self.log.warn(
+                        "Unreadable FREE-BACKUP reach {text!r} of pool {pool}: taken as 0",
+                        text=text,
+                        pool=str(pool.prefix),
+                    )
+            self._reach[pool] = reach
+        return max(reach, self._seen.get(pool, 0))
+
+    # --- what the primary learns of the secondary's reserve ----------------------------
+
+    def poolOf(self, address: IPv6Address, length: int) -> PrefixPool | None:
+        """The pool whose delegable prefix C{address}/C{length} is, if any."""
+        for pool in self.pools:
+            if length == pool.delegated_length and address in pool.prefix:
+                return pool
+        return None
+
+    @staticmethod
+    def _depth(pool: PrefixPool, address: IPv6Address) -> int:
+        """How deep from the top of C{pool} C{address} lies (1: the top prefix)."""
+        shift = 128 - pool.delegated_length
+        return pool.size - ((int(address) - int(pool.prefix.network_address)) >> shift)
+
+    def backupSeen(self, address: IPv6Address, length: int) -> None:
+        """
+        A FREE-BACKUP record reached us from the partner (sent everything
+        after we lost our database, say): passes count down to it.
+        """
+        pool = self.poolOf(address, length)
+        if pool is not None:
+            self._seen[pool] = max(self._seen.get(pool, 0), self._depth(pool, address))
+
+    def backupEnded(self, address: IPv6Address, length: int) -> None:
+        """A FREE-BACKUP prefix left the reserve (the secondary leased it)."""
+        pool = self.poolOf(address, length)
+        if pool is not None and pool in self.held:
+            self.held[pool] = max(0, self.held[pool] - 1)
+
+    def wantsTopUp(self) -> bool:
+        """Has some pool's reserve fallen below half its target since the last pass?"""
+        return any(self.held.get(pool, 0) * 2 < target for pool, target in self.targets.items())
+
+    # --- one pass ------------------------------------------------------------------------
 
     def hand(self, store: ILeaseStore) -> Deferred[list[Lease]]:
         """
-        Create (and commit) the FREE-BACKUP records one request hands over.
+        Create (and commit) the FREE-BACKUP records one pass hands over.
 
         @return: fires with the new records once they are all durable.
         """
         return Deferred.fromCoroutine(self._hand(store))
 
     async def _hand(self, store: ILeaseStore) -> list[Lease]:
+        work = _ShareWork(store, self._clock, self.chunk)
         created: list[Lease] = []
-        commits: list[Deferred[None]] = []
-        batch: list[Lease] = []
-        read = 0
-        for pool in self.pools:
-            target = self.target(pool)
-            if target <= 0:
-                continue
-            have = 0
-            step = 1 << (128 - pool.delegated_length)
-            base = int(pool.prefix.network_address)
-            index = pool.size - 1
-            while index >= 0 and have < target and len(created) < self.limit:
-                if read >= self.chunk:
-                    if batch:
-                        commits.append(store.commit(batch))
-                        batch = []
-                    read = 0
-                    await deferLater(self._clock, 0, lambda: None)
-                address = IPv6Address(base + index * step)
-                index -= 1
-                read += 1
-                if IPv6Network((address, pool.delegated_length)) in self._reserved:
-                    continue
-                existing = store.get(address, pool.delegated_length)
-                if existing is not None and existing.state is BindingState.FREE_BACKUP:
-                    have += 1
-                    continue
-                if existing is not None and existing.state not in (
-                    BindingState.FREE,
-                    BindingState.PENDING_FREE,
-                ):
-                    continue
-                record = self._backup(address, pool.delegated_length, existing)
-                batch.append(record)
-                created.append(record)
-                have += 1
-        if batch:
-            commits.append(store.commit(batch))
-        for d in commits:
-            await d
+        if self.share > 0:
+            for pool in self.pools:
+                if len(created) >= self.limit:
+                    break
+                await self._handPool(store, pool, work, created)
+        await work.finish()
         return created
+
+    async def _handPool(
+        self, store: ILeaseStore, pool: PrefixPool, work: _ShareWork, created: list[Lease]
+    ) -> None:
+        length = pool.delegated_length
+        step = 1 << (128 - length)
+        top = int(pool.prefix.network_address) + (pool.size - 1) * step
+        reach = self.reach(store, pool)
+
+        def at(depth: int) -> IPv6Address:
+            return IPv6Address(top - (depth - 1) * step)
+
+        have = available = 0
+        for depth in range(1, reach + 1):
+            await work.next()
+            address = at(depth)
+            if IPv6Network((address, length)) in self._reserved:
+                continue
+            kind = _kindOf(store.get(address, length))
+            if kind is not None:
+                available += 1
+                have += kind
+        deepest = reach
+        depth = 0
+        while depth < pool.size and len(created) < self.limit:
+            if depth < reach and have >= self.bound(available):
+                depth = reach  # nothing more to hand within the reach
+            if depth >= reach and have >= self.maxBackup:
+                break
+            if depth >= pool.size:
+                break
+            await work.next()
+            depth += 1
+            address = at(depth)
+            if IPv6Network((address, length)) in self._reserved:
+                continue
+            existing = store.get(address, length)
+            kind = _kindOf(existing)
+            if kind is None:
+                continue
+            if depth > reach:
+                # Below the reach there is no FREE-BACKUP record but one
+                # received from the partner since: count it all the same.
+                available += 1
+                have += kind
+                if kind:
+                    deepest = max(deepest, depth)
+                    continue
+            elif kind:
+                continue
+            if have >= self.bound(available):
+                continue
+            record = self._backup(address, length, existing)
+            work.add(record)
+            created.append(record)
+            have += 1
+            if depth > deepest:
+                deepest = depth
+                self._reach[pool] = deepest
+                key = self.reachKey(pool)
+                if key is not None:
+                    # Written before this turn's records: never a record
+                    # beyond the reach stored.
+                    work.metadata[key] = str(deepest)
+        self.held[pool] = have
+        self.targets[pool] = self.bound(available)
 
     def _backup(self, address: IPv6Address, length: int, existing: Lease | None) -> Lease:
         now = self._clock.seconds()
@@ -320,6 +468,60 @@ class PrefixShare:
             valid_lifetime=0,
             expires=0.0,
         )
+
+
+def _kindOf(existing: Lease | None) -> int | None:
+    """
+    For a pass: C{None} if the prefix is taken (held, cooling down,
+    abandoned), C{1} if it is FREE-BACKUP, C{0} if it is free.
+    """
+    if existing is None or existing.state in (BindingState.FREE, BindingState.PENDING_FREE):
+        return 0
+    if existing.state is BindingState.FREE_BACKUP:
+        return 1
+    return None
+
+
+class _ShareWork:
+    """
+    The reads and writes of one L{PrefixShare} pass: at most C{chunk}
+    reads per reactor turn, each turn's records (and the reach before them)
+    written in that turn.
+    """
+
+    def __init__(self, store: ILeaseStore, clock: IReactorTime, chunk: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.chunk = chunk
+        self.read = 0
+        self.batch: list[Lease] = []
+        self.metadata: dict[str, str] = {}
+        self.writes: list[Deferred[None]] = []
+
+    async def next(self) -> None:
+        """Before a read: after C{chunk} reads, write this turn's work and yield."""
+        if self.read >= self.chunk:
+            self.flush()
+            self.read = 0
+            await deferLater(self.clock, 0, lambda: None)
+        self.read += 1
+
+    def add(self, record: Lease) -> None:
+        self.batch.append(record)
+
+    def flush(self) -> None:
+        for key, value in self.metadata.items():
+            self.writes.append(self.store.setMetadata(key, value))
+        self.metadata.clear()
+        if self.batch:
+            self.writes.append(self.store.commit(self.batch))
+            self.batch = []
+
+    async def finish(self) -> None:
+        """Write what is left; fires once every write of the pass is durable."""
+        self.flush()
+        for d in self.writes:
+            await d
 
 
 # --- what one relationship's connections share ----------------------------------------

@@ -32,6 +32,11 @@ C{startService}, which needs the open lease store):
     Server Identifier).  Received binding updates go through
     L{dhcp6ha.failover.queue.receiveBindings}; bindings outside the
     relationship's pools are refused (ConfigurationConflict);
+  - on the primary, the secondary's reserve of delegable prefixes
+    (L{PrefixShare}: C{min(floor(free * prefix-share), max-backup-prefixes)}
+    FREE-BACKUP prefixes per pd-pool), handed on the secondary's PoolRequest
+    and topped up by the primary in NORMAL once the secondary's binding
+    updates show that half of a pool's reserve has been leased;
   - the partner connection, mutual TLS with the partner identity checked
     (L{dhcp6ha.failover.tls}), AMP inside (L{dhcp6ha.failover.protocol}):
       - the primary connects to C{partner-address}:C{partner-port} with a
@@ -115,7 +120,7 @@ from dhcp6ha.config import (
 )
 from dhcp6ha.control import ControlError, RelationshipStatus
 from dhcp6ha.failover.commands import FailoverStatus
-from dhcp6ha.failover.machine import FailoverEndpoint, Role
+from dhcp6ha.failover.machine import EndpointState, FailoverEndpoint, Role
 from dhcp6ha.failover.policy import FailoverPolicy
 from dhcp6ha.failover.protocol import (
     LocalParameters,
@@ -133,7 +138,7 @@ from dhcp6ha.failover.tls import (
     partnerServerEndpoint,
 )
 from dhcp6ha.interfaces import IRelationshipControl
-from dhcp6ha.leases.lease import Lease, LeaseType
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 if TYPE_CHECKING:
     from dhcp6ha.interfaces import ILeaseStore
@@ -151,6 +156,7 @@ _tcp6Server = cast(Callable[..., IStreamServerEndpoint], TCP6ServerEndpoint)
 _tcp4Server = cast(Callable[..., IStreamServerEndpoint], TCP4ServerEndpoint)
 
 _PARTNER_DUID_KEY = "failover.{name}.partner-duid"
+_BACKUP_REACH_KEY = "failover.{name}.backup-reach"
 
 
 @frozen
@@ -348,6 +354,8 @@ class FailoverRelationship(MultiService):
     @ivar queue: the update queue, once started.
     @ivar policy: the L{FailoverPolicy} for the engine, once started.
     @ivar session: the L{PartnerSession}, once started.
+    @ivar prefixShare: the primary's L{PrefixShare} (the secondary's reserve
+        of delegable prefixes), once started, if it hands any.
     @ivar stats: TLS counters of the partner connections.
     @ivar port: the secondary's listening port, while listening.
     @ivar connectionService: the primary's C{ClientService}, while running.
@@ -424,6 +432,7 @@ class FailoverRelationship(MultiService):
         self.queue: UpdateQueue | None = None
         self.policy: FailoverPolicy | None = None
         self.session: PartnerSession | None = None
+        self.prefixShare: PrefixShare | None = None
         self.stats = PartnerConnectionStats()
         self.port: IListeningPort | None = None
         self.connectionService: ClientService | None = None
@@ -482,14 +491,27 @@ class FailoverRelationship(MultiService):
         share: PrefixShare | None = None
         if self.role is Role.PRIMARY and self.coverage.pdPools and config.prefix_share > 0:
             share = PrefixShare(
-                self.coverage.pdPools, config.prefix_share, reactor, reserved=self._reserved
+                self.coverage.pdPools,
+                config.prefix_share,
+                reactor,
+                reserved=self._reserved,
+                maxBackup=config.max_backup_prefixes,
+                metadataKey=_BACKUP_REACH_KEY.format(name=config.name),
             )
+        self.prefixShare = share
         coverage = self.coverage
 
         def receive(
             store: ILeaseStore, role: Role, boxes: list[dict[str, Any]], now: float
         ) -> Deferred[list[dict[str, Any]]]:
-            return receiveBindings(store, role, boxes, now, configured=coverage.covers, queue=queue)
+            if share is None:
+                return receiveBindings(
+                    store, role, boxes, now, configured=coverage.covers, queue=queue
+                )
+            # Read before the bindings are applied.
+            ends = self._watchReserve(share, store, boxes)
+            d = receiveBindings(store, role, boxes, now, configured=coverage.covers, queue=queue)
+            return d.addCallback(self._topUpReserve, share, ends)
 
         session = PartnerSession(
             self.parameters,
@@ -514,6 +536,65 @@ class FailoverRelationship(MultiService):
         _multiServiceStart(self)
         if self.role is Role.PRIMARY:
             self._startConnecting(session)
+
+    # --- the secondary's reserve of prefixes (the primary's side) ---------------------
+
+    @staticmethod
+    def _watchReserve(
+        share: PrefixShare, store: ILeaseStore, boxes: list[dict[str, Any]]
+    ) -> list[bool]:
+        """
+        Before received bindings are applied: note FREE-BACKUP records the
+        partner sends us (after we lost our database), and tell, per
+        binding, whether it ends a FREE-BACKUP prefix (the secondary leased
+        it), which counts once it is accepted.
+        """
+        ends: list[bool] = []
+        for box in boxes:
+            ended = False
+            try:
+                if box["lease_type"] is LeaseType.PD:
+                    address, length = box["address"], box["prefix_length"]
+                    if box["state"] is BindingState.FREE_BACKUP:
+                        share.backupSeen(address, length)
+                    else:
+                        existing = store.get(address, length)
+                        ended = existing is not None and existing.state is BindingState.FREE_BACKUP
+            except Exception:
+                pass  # receiveBindings reports what it cannot read
+            ends.append(ended)
+        return ends
+
+    def _topUpReserve(
+        self, results: list[dict[str, Any]], share: PrefixShare, ends: list[bool]
+    ) -> list[dict[str, Any]]:
+        """
+        After received bindings are stored: count the FREE-BACKUP prefixes
+        that left the reserve and, in NORMAL, top the reserve up once a
+        pool's has fallen below half its target (section 4.2.2: the primary
+        may send FREE-BACKUP prefixes at any time).
+        """
+        for ended, result in zip(ends, results, strict=False):
+            if ended and result.get("status") == int(FailoverStatus.SUCCESS):
+                share.backupEnded(result["address"], result["prefix_length"])
+        endpoint, session = self.endpoint, self.session
+        if (
+            share.wantsTopUp()
+            and endpoint is not None
+            and endpoint.state is EndpointState.NORMAL
+            and session is not None
+            and session.current is not None
+        ):
+
+            def failed(failure: Failure) -> None:
+                self.log.failure(
+                    "Failover {relationship}: topping up the secondary's prefixes failed",
+                    failure,
+                    relationship=self.config.name,
+                )
+
+            session.handPrefixes().addErrback(failed)
+        return results
 
     def _connected(self, protocol: PartnerProtocol) -> None:
         """Bound what we send by what the partner accepts unacked (section 6.1.3)."""

@@ -353,7 +353,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (pair)")
     parser.add_argument("--report", type=float, default=5.0, help="progress every (pair)")
     parser.add_argument("--transport", choices=("amp", "direct"), default="amp")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="both",
+        default=None,
+        choices=("primary", "secondary", "both"),
+        help="print the top of a cProfile (inprocess: this process; pair: that server's"
+        " main thread, under twistd --profiler=cprofile)",
+    )
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-resync-", dir=args.dir)
     try:
@@ -448,13 +456,15 @@ class Server:
         self.database = directory / (role + ".sqlite")
         self.control = directory / (role + ".ctl")
         self.logPath = directory / (role + ".log")
+        self.profilePath = directory / (role + ".pstats")
         self.process: subprocess.Popen[bytes] | None = None
         self._logOffset = 0
         self._logTail = b""
         self.transitions: list[tuple[float, str]] = []
         self.maxRSS = 0
 
-    def start(self) -> None:
+    def start(self, profile: bool = False) -> None:
+        """Start C{twistd -n dhcp6ha} (under cProfile if C{profile})."""
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
@@ -462,7 +472,13 @@ class Server:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
-                [twistd, "-n", "--pidfile=", "dhcp6ha", "--config", str(self.config)],
+                [twistd, "-n", "--pidfile="]
+                + (
+                    ["--profiler=cprofile", "--savestats", f"--profile={self.profilePath}"]
+                    if profile
+                    else []
+                )
+                + ["dhcp6ha", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -638,6 +654,15 @@ def runPair(args: argparse.Namespace, workdir: str) -> int:
     finally:
         for server in servers.values():
             server.stop()
+        if args.profile:
+            import pstats
+
+            for server in servers.values():
+                if server.profilePath.exists():
+                    print(f"--- profile of the {server.role} (main thread) ---")
+                    pstats.Stats(str(server.profilePath)).sort_stats(
+                        os.environ.get("SORT", "tottime")
+                    ).print_stats(int(os.environ.get("TOP", "35")))
 
 
 def _watch(
@@ -645,8 +670,8 @@ def _watch(
 ) -> int:
     # The secondary listens, the primary connects: secondary first.
     started = time.monotonic()
-    servers["secondary"].start()
-    servers["primary"].start()
+    servers["secondary"].start(profile=args.profile in ("secondary", "both"))
+    servers["primary"].start(profile=args.profile in ("primary", "both"))
     deadline = started + args.timeout
     lastReport = started
     left: float | None = None

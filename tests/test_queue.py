@@ -28,6 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from dhcp6ha.failover import commands
+from dhcp6ha.failover import queue as queuemodule
 from dhcp6ha.failover.commands import FailoverStatus, bindingToBox
 from dhcp6ha.failover.conflict import acknowledged
 from dhcp6ha.failover.machine import Role
@@ -972,6 +973,41 @@ class ReceiveBindingsTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(store.pendingCount(REL), 0)
+
+    def test_incomingAsBindingFromBox(self) -> None:
+        """
+        The received binding is L{commands.bindingFromBox}'s, with the
+        proposed partner lifetime as its C{partner_lifetime_sent}, with an
+        FQDN or without.
+        """
+        for one in (lease(1), lease(2, fqdn="host.example.com", fqdn_flags=1)):
+            box = bindingToBox(one, T0 + 900)
+            self.assertEqual(
+                queuemodule._incoming(box),
+                evolve(commands.bindingFromBox(box), partner_lifetime_sent=T0 + 900),
+            )
+
+    def test_readsOnce(self) -> None:
+        """
+        A store that reads many keys at once (C{getMany}) is read once per
+        batch; another one key at a time; both give the same results.
+        """
+        calls: list[int] = []
+
+        class Bulk(MemoryLeaseStore):
+            def getMany(self, keys: Any) -> dict[Any, Lease]:
+                keys = list(keys)
+                calls.append(len(keys))
+                return {key: found for key in keys if (found := self.get(*key)) is not None}
+
+        stores = [Bulk(replicate=replicate), MemoryLeaseStore(replicate=replicate)]
+        answers = []
+        for store in stores:
+            store.commit([evolve(lease(1), cltt=T0 + 100), lease(2)], pending=False)
+            answers.append(self.receive(store, lease(1), lease(2), lease(3)))
+        self.assertEqual(calls, [3])
+        self.assertEqual(answers[0], answers[1])
+        self.assertEqual([r["status"] for r in answers[0]], [19, 0, 0])
 
     def test_durableBeforeAnswer(self) -> None:
         """The answer waits until the accepted changes are durable."""

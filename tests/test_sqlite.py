@@ -458,6 +458,29 @@ class ReadYourWritesTests(StoreFixture):
         self.assertEqual(raw.execute("SELECT count(*) FROM leases").fetchone(), (1,))
         self.assertEqual(store.get(lease.address, 128), lease)
 
+    async def test_getMany(self) -> None:
+        """
+        C{getMany} finds what C{get} finds for each key, stored or pending,
+        however many keys (several queries), and leaves out keys with no
+        binding, including another prefix length at a stored address.
+        """
+        store = self.openStore()
+        stored = [makeLease(n) for n in range(1, 1201)]
+        await store.commit(stored)
+        changed = evolve(stored[0], iaid=7)
+        pending = makeLease(5000)
+        store.commit([changed, pending])
+        keys = [one.key for one in stored] + [
+            pending.key,
+            makeLease(9999).key,
+            (stored[1].address, 64),
+        ]
+        found = store.getMany(keys)
+        self.assertEqual(found, {key: store.get(*key) for key in keys if store.get(*key)})
+        self.assertEqual(len(found), 1201)
+        self.assertEqual(found[changed.key], changed)
+        self.assertEqual(store.getMany([]), {})
+
     async def test_laterChangeSurvivesEarlierCommit(self) -> None:
         """
         When a transaction commits, a later change to the same key that is

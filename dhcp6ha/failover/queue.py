@@ -87,9 +87,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
@@ -99,7 +99,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dhcp6ha.failover import commands
-from dhcp6ha.failover.commands import FailoverStatus, bindingFromBox, bindingToBox
+from dhcp6ha.failover.commands import FailoverStatus, bindingToBox
 from dhcp6ha.failover.conflict import DEFAULT_TOLERANCE, acknowledged, resolve
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.interfaces import ILeaseStore, IUpdateQueue
@@ -644,6 +644,7 @@ class UpdateQueue:
         acks: list[tuple[Lease, int]] = []
         amends: list[Lease] = []
         refused: list[tuple[_Row, dict[str, Any] | None]] = []
+        toRead: list[_Row] = []
         for row in batch.rows:
             key = row.sent.key
             result = byKey.get(key)
@@ -658,14 +659,19 @@ class UpdateQueue:
                 # say, so no read and no write.
                 self._timeAck(key, row.tick, now)
                 continue
-            current = self._store.get(*key)
-            if current is not None:
-                record = acknowledged(current, row.sent)
-                if row.version is not None:
-                    acks.append((record, row.version))
-                elif record != current:
-                    amends.append(record)
-            self._timeAck(key, row.tick, now)
+            toRead.append(row)
+        if toRead:
+            get = _reader(self._store, [row.sent.key for row in toRead])
+            for row in toRead:
+                key = row.sent.key
+                current = get(key)
+                if current is not None:
+                    record = acknowledged(current, row.sent)
+                    if row.version is not None:
+                        acks.append((record, row.version))
+                    elif record != current:
+                        amends.append(record)
+                self._timeAck(key, row.tick, now)
         if refused:
             self._refused(refused, len(batch.rows))
         writes: list[Deferred[None]] = []
@@ -817,15 +823,68 @@ class UpdateQueue:
 _log = Logger(namespace="dhcp6ha.failover.queue.receiveBindings")
 
 
+_UNSPECIFIED = IPv6Address("::")
+
+
 def _result(box: dict[str, Any], status: int, message: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "address": box.get("address", IPv6Address("::")),
+        "address": box.get("address", _UNSPECIFIED),
         "prefix_length": box.get("prefix_length", 128),
         "status": status,
     }
     if message is not None:
         result["message"] = message
     return result
+
+
+def _incoming(box: dict[str, Any]) -> Lease:
+    """
+    L{bindingFromBox} with the partner lifetime the sender proposes as its
+    C{partner_lifetime_sent}, built at once (no C{evolve}: this runs for
+    every binding of a resync).
+    """
+    return Lease(
+        lease_type=box["lease_type"],
+        address=box["address"],
+        prefix_length=box["prefix_length"],
+        state=box["state"],
+        duid=box["duid"],
+        iaid=box["iaid"],
+        start_time_of_state=box["start_time_of_state"],
+        cltt=box["cltt"],
+        preferred_lifetime=box["preferred_lifetime"],
+        valid_lifetime=box["valid_lifetime"],
+        expires=box["expires"],
+        partner_lifetime_sent=float(box["partner_lifetime"]),
+        fqdn=box.get("fqdn"),
+        fqdn_flags=box.get("fqdn_flags") or 0,
+    )
+
+
+@runtime_checkable
+class _ReadsMany(Protocol):
+    """A store that reads many keys at once (L{SQLiteLeaseStore.getMany})."""
+
+    def getMany(self, keys: Iterable[_Key]) -> dict[_Key, Lease]: ...
+
+
+def _reader(store: ILeaseStore, keys: Iterable[_Key]) -> Callable[[_Key], Lease | None]:
+    """
+    A C{get} for these keys, in this reactor turn: one read for all of them
+    when the store can (L{_ReadsMany}), else C{store.get} per key.  A bulk
+    read that fails falls back to C{store.get}, whose errors are the
+    caller's as before.
+    """
+    if isinstance(store, _ReadsMany):
+        try:
+            return store.getMany(keys).get
+        except Exception:
+            _log.failure("Failover: reading a batch of bindings failed; reading them one by one")
+
+    def one(key: _Key) -> Lease | None:
+        return store.get(*key)
+
+    return one
 
 
 def receiveBindings(
@@ -862,15 +921,22 @@ def receiveBindings(
     results: list[dict[str, Any]] = []
     accepted: dict[_Key, Lease] = {}
     sendLocal: dict[_Key, None] = {}
+    get = _reader(
+        store,
+        [
+            (box["address"], box["prefix_length"])
+            for box in boxes
+            if isinstance(box.get("address"), IPv6Address)
+            and isinstance(box.get("prefix_length"), int)
+        ],
+    )
     for box in boxes:
         try:
-            incoming = evolve(
-                bindingFromBox(box), partner_lifetime_sent=float(box["partner_lifetime"])
-            )
+            incoming = _incoming(box)
             key = incoming.key
             local = accepted.get(key)
             if local is None:
-                local = store.get(*key)
+                local = get(key)
             resolution = resolve(
                 local,
                 incoming,

@@ -79,7 +79,7 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import Any, TypeVar
 
@@ -178,6 +178,10 @@ SQL_PENDING_COUNT = "SELECT count(*) FROM leases WHERE pending_for = ?"
 SQL_GET_PENDING_FOR = "SELECT pending_for FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leases"
 SQL_GET = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
+# Bindings of up to _MANY addresses (every prefix length): "{}" is one "?"
+# per address.  The IN list is a search of the primary key per address.
+SQL_GET_MANY = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address IN ({{}})"
+_MANY = 500
 SQL_GET_STATE = "SELECT state FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_BY_CLIENT = (
     f"SELECT {_LEASE_COLUMNS} FROM leases WHERE duid = ? AND iaid = ? AND lease_type = ?"
@@ -551,6 +555,31 @@ class SQLiteLeaseStore:
             return pending.lease
         rows = self._read(SQL_GET, (address.packed, prefix_length))
         return _fromRow(rows[0]) if rows else None
+
+    def getMany(self, keys: Iterable[_Key]) -> dict[_Key, Lease]:
+        """
+        The bindings of these keys that exist, as L{get} sees them, read
+        with one query per C{_MANY} addresses instead of one per key (a
+        failover batch: see L{dhcp6ha.failover.queue}).
+        """
+        self._checkOpen()
+        found: dict[_Key, Lease] = {}
+        wanted: dict[bytes, list[int]] = {}
+        for key in keys:
+            change = self._overlay.get(key)
+            if change is not None:
+                found[key] = change.lease
+            else:
+                wanted.setdefault(key[0].packed, []).append(key[1])
+        addresses = list(wanted)
+        for start in range(0, len(addresses), _MANY):
+            chunk = addresses[start : start + _MANY]
+            sql = SQL_GET_MANY.format(", ".join("?" * len(chunk)))
+            for row in self._read(sql, chunk):
+                if row[1] in wanted[row[0]]:
+                    lease = _fromRow(row)
+                    found[lease.key] = lease
+        return found
 
     def byClient(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
         rows = self._read(SQL_BY_CLIENT, (duid, iaid, lease_type.value))

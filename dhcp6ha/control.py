@@ -13,6 +13,7 @@ A request names a C{command} and its arguments::
     {"command": "leases", "prefix": "2001:db8:100::/56"}
     {"command": "leases", "duid": "00:03:00:01:02:00:00:00:00:09", "limit": 100}
     {"command": "leases"}                       (every binding, up to limit)
+    {"command": "leases", "state": ["active", "expired"]}   (only these states)
     {"command": "partner-down", "relationship": "lab-pair"}
     {"command": "sync", "relationship": "lab-pair"}
 
@@ -45,7 +46,7 @@ import socket
 import stat
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Protocol
 
@@ -66,7 +67,7 @@ from zope.interface import implementer
 from dhcp6ha import __version__
 from dhcp6ha.config import ServerConfig
 from dhcp6ha.interfaces import IControlTarget, ILeaseStore, IRelationshipControl
-from dhcp6ha.leases.lease import Lease
+from dhcp6ha.leases.lease import BindingState, Lease
 from dhcp6ha.message import describeDuid, duidFromText, duidToText
 
 __all__ = [
@@ -129,7 +130,7 @@ server has nothing to say to, is not one of them).
 #: Every command and the arguments it accepts (besides "command" and "id").
 COMMANDS: Mapping[str, tuple[str, ...]] = {
     "status": (),
-    "leases": ("address", "prefix", "duid", "limit"),
+    "leases": ("address", "prefix", "duid", "limit", "state"),
     "partner-down": ("relationship",),
     "sync": ("relationship",),
 }
@@ -435,23 +436,34 @@ class ControlTarget:
         prefix: IPv6Network | None,
         duid: bytes | None,
         limit: int,
+        states: Collection[BindingState] | None = None,
     ) -> Deferred[list[Lease]]:
         store = self._leases.store
         if store is None:
             return fail(ControlError("the lease database is not open (the server is stopping?)"))
-        if address is not None:
-            lease = store.get(address, 128)
-            return succeed([] if lease is None else [lease])
-        if prefix is not None:
-            lease = store.get(prefix.network_address, prefix.prefixlen)
-            return succeed([] if lease is None else [lease])
-        return Deferred.fromCoroutine(self._scan(store, duid, limit))
+        wanted = None if states is None else frozenset(states)
+        if address is not None or prefix is not None:
+            if address is not None:
+                lease = store.get(address, 128)
+            else:
+                assert prefix is not None
+                lease = store.get(prefix.network_address, prefix.prefixlen)
+            if lease is None or (wanted is not None and lease.state not in wanted):
+                return succeed([])
+            return succeed([lease])
+        return Deferred.fromCoroutine(self._scan(store, duid, limit, wanted))
 
-    async def _scan(self, store: ILeaseStore, duid: bytes | None, limit: int) -> list[Lease]:
+    async def _scan(
+        self,
+        store: ILeaseStore,
+        duid: bytes | None,
+        limit: int,
+        states: frozenset[BindingState] | None,
+    ) -> list[Lease]:
         found: list[Lease] = []
         read = 0
         for lease in store.iterLeases(self._scanBatch):
-            if duid is None or lease.duid == duid:
+            if (duid is None or lease.duid == duid) and (states is None or lease.state in states):
                 found.append(lease)
                 if len(found) >= limit:
                     break
@@ -512,6 +524,29 @@ def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise _BadRequest("bad-arguments", f"{name!r} must be a string, got {_kind(value)}")
     return value
+
+
+def _states(value: object) -> frozenset[BindingState] | None:
+    """
+    The C{state} argument of C{leases}: a state name or a list of them
+    (C{None}: every state).
+    """
+    if value is None:
+        return None
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        raise _BadRequest("bad-arguments", "'state' must name at least one binding state")
+    known = ", ".join(state.value for state in BindingState)
+    states: set[BindingState] = set()
+    for name in names:
+        text = _text(name, "state")
+        try:
+            states.add(BindingState(text))
+        except ValueError:
+            raise _BadRequest(
+                "bad-arguments", f"unknown binding state {text!r} (the states: {known})"
+            ) from None
+    return frozenset(states)
 
 
 def _kind(value: object) -> str:
@@ -671,8 +706,8 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
             status["control"] = dict(self.factory.counters)
             return status
         if command == "leases":
-            address, prefix, duid, limit = self._leaseArguments(request)
-            found = await target.leases(address, prefix, duid, limit + 1)
+            address, prefix, duid, limit, states = self._leaseArguments(request)
+            found = await target.leases(address, prefix, duid, limit + 1, states)
             return {
                 "now": self.factory.clock.seconds(),
                 "leases": [leaseToJSON(lease) for lease in found[:limit]],
@@ -711,7 +746,9 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
 
     def _leaseArguments(
         self, request: Mapping[str, object]
-    ) -> tuple[IPv6Address | None, IPv6Network | None, bytes | None, int]:
+    ) -> tuple[
+        IPv6Address | None, IPv6Network | None, bytes | None, int, frozenset[BindingState] | None
+    ]:
         given = [key for key in ("address", "prefix", "duid") if request.get(key) is not None]
         if len(given) > 1:
             raise _BadRequest(
@@ -756,7 +793,7 @@ class ControlProtocol(LineReceiver, TimeoutMixin):
                 f"'limit' must be a whole number from 1 to {self.factory.maxLeaseLimit},"
                 f" got {json.dumps(value)}",
             )
-        return address, prefix, duid, value
+        return address, prefix, duid, value, _states(request.get("state"))
 
     # --- responses ------------------------------------------------------------
 

@@ -6,11 +6,19 @@ L{dhcp6ha.control} for the protocol)::
 
     dhcp6ha-ctl --config etc/primary.ini status
     dhcp6ha-ctl --socket var/primary.ctl leases --duid 00:03:00:01:02:00:00:00:00:09
+    dhcp6ha-ctl --config etc/primary.ini leases --state expired,released
     dhcp6ha-ctl --config etc/primary.ini partner-down lab-pair
     dhcp6ha-ctl --config etc/primary.ini --json status | jq .relationships
 
+C{leases} with no address, prefix or DUID lists the bindings held by
+clients: bindings without a client (C{free}, C{free-backup}: the
+secondary's reserve of delegable prefixes, which can be thousands of
+records) are left out unless C{--state} asks for them (C{--state all}: every
+binding).  Such bindings show C{-} for DUID, IAID and expiry.
+
 It uses plain blocking sockets and imports neither Twisted nor the server
-(only L{dhcp6ha.config}, for C{--config}): it starts fast.
+(only L{dhcp6ha.config}, for C{--config}, and the binding states): it
+starts fast.
 
 Exit status: 0 done; 1 the server answered with an error (the command was
 refused or failed); 2 nothing was done: a usage error, the server cannot be
@@ -26,6 +34,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any, NoReturn
+
+from dhcp6ha.leases.lease import BindingState
 
 __all__ = [
     "EXIT_OK",
@@ -49,6 +59,12 @@ DEFAULT_TIMEOUT = 30.0
 
 MAX_RESPONSE = 256 * 1024 * 1024
 """Largest response read (a long lease list is big, but not unbounded)."""
+
+UNHELD_STATES = (BindingState.FREE.value, BindingState.FREE_BACKUP.value)
+"""States of bindings without a client: left out of a plain C{leases} listing."""
+
+HELD_STATES = tuple(state.value for state in BindingState if state.value not in UNHELD_STATES)
+"""What C{leases} lists when nothing selects the bindings."""
 
 
 class ConnectionProblem(Exception):
@@ -291,26 +307,42 @@ def formatStatus(status: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def formatLeases(result: Mapping[str, Any]) -> str:
-    """The result of C{leases} for people: one line per binding."""
+def formatLeases(result: Mapping[str, Any], hidden: Sequence[str] = ()) -> str:
+    """
+    The result of C{leases} for people: one line per binding.  A binding
+    without a client (C{free}, C{free-backup}, or no DUID) has no client,
+    IAID or expiry to show: C{-}.
+
+    @param hidden: the states the request left out, to say so.
+    """
     now = float(result.get("now", 0.0))
     leases = result.get("leases") or []
+    note = (
+        f"({' and '.join(hidden)} bindings, without a client, not shown:"
+        " --state all shows every binding)"
+        if hidden
+        else None
+    )
     if not leases:
-        return "No lease found.\n"
+        return "No lease found.\n" + ("" if note is None else note + "\n")
     rows = []
     for lease in leases:
         where = str(lease.get("address"))
         if lease.get("prefix_length") != 128:
             where = str(lease.get("prefix"))
         expires = lease.get("expires")
+        if lease.get("state") in UNHELD_STATES or not lease.get("duid"):
+            held = False
+        else:
+            held = isinstance(expires, int | float) and not isinstance(expires, bool)
         rows.append(
             [
                 where,
                 str(lease.get("lease_type", "?")),
                 str(lease.get("state", "?")),
-                str(lease.get("duid") or "-"),
-                str(lease.get("iaid", "-")),
-                _until(expires, now) if isinstance(expires, int | float) else "-",
+                str(lease.get("duid") or "-") if held else "-",
+                str(lease.get("iaid", "-")) if held else "-",
+                _until(float(expires), now) if held else "-",
             ]
         )
     lines = _table(["ADDRESS/PREFIX", "TYPE", "STATE", "DUID", "IAID", "EXPIRES"], rows)
@@ -319,6 +351,8 @@ def formatLeases(result: Mapping[str, Any]) -> str:
         lines.append(f"(the first {count} shown; more match: use --limit to see more)")
     else:
         lines.append(f"{count} lease{'' if count == 1 else 's'}")
+    if note is not None:
+        lines.append(note)
     return "\n".join(lines) + "\n"
 
 
@@ -407,6 +441,18 @@ def _build(out: IO[str], err: IO[str]) -> _Parser:
     leases.add_argument(
         "--limit", type=int, default=None, metavar="N", help="show at most N bindings"
     )
+    leases.add_argument(
+        "--state",
+        "-S",
+        action="append",
+        type=_stateList,
+        metavar="STATE",
+        help="only bindings in these states (comma-separated or repeated: "
+        + ", ".join(state.value for state in BindingState)
+        + "; 'all' for every binding).  Default: every binding of an address,"
+        " prefix or DUID asked for; otherwise the bindings held by clients"
+        " (not free, not free-backup)",
+    )
     down = subparser(
         "partner-down",
         help="declare a relationship's partner down (asks for confirmation)",
@@ -484,6 +530,35 @@ def _confirm(args: argparse.Namespace, path: str, stdin: IO[str], err: IO[str]) 
     return True
 
 
+def _stateList(text: str) -> list[str]:
+    """One C{--state} value: state names separated by commas, or C{all}."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    known = [state.value for state in BindingState]
+    for name in names:
+        if name != "all" and name not in known:
+            raise argparse.ArgumentTypeError(
+                f"unknown binding state {name!r} (the states: {', '.join(known)}; or all)"
+            )
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one binding state")
+    return names
+
+
+def _leaseStates(args: argparse.Namespace) -> tuple[list[str] | None, tuple[str, ...]]:
+    """
+    The states to ask for (C{None}: every state) and those left out by
+    default, from C{--state} and the selection.
+    """
+    if args.state is None:
+        if args.address is None and args.prefix is None and args.duid is None:
+            return list(HELD_STATES), UNHELD_STATES
+        return None, ()
+    names = [name for group in args.state for name in group]
+    if "all" in names:
+        return None, ()
+    return sorted(set(names), key=names.index), ()
+
+
 def _show(command: str, result: Any, args: argparse.Namespace, out: IO[str]) -> None:
     if args.json:
         out.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -491,7 +566,7 @@ def _show(command: str, result: Any, args: argparse.Namespace, out: IO[str]) -> 
     if command == "status":
         out.write(formatStatus(result))
     elif command == "leases":
-        out.write(formatLeases(result))
+        out.write(formatLeases(result, _leaseStates(args)[1]))
     elif isinstance(result, dict) and result:
         details = ", ".join(f"{key} {value}" for key, value in result.items())
         out.write(f"{command} {args.relationship}: done ({details})\n")
@@ -533,6 +608,9 @@ def main(
             value = getattr(args, key)
             if value is not None:
                 message[key] = value
+        states = _leaseStates(args)[0]
+        if states is not None:
+            message["state"] = states
     elif command in ("partner-down", "sync"):
         message["relationship"] = args.relationship
     try:

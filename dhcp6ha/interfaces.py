@@ -8,7 +8,7 @@ C{verifyObject} in the tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from dhcp6ha.leases.lease import Lease, LeaseType
+    from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 
 class ILeaseStore(Interface):
@@ -400,12 +400,13 @@ class IControlTarget(Interface):
         prefix: IPv6Network | None,
         duid: bytes | None,
         limit: int,
+        states: Collection[BindingState] | None = None,
     ) -> Deferred[list[Lease]]:
         """
         The bindings of this address (C{prefix_length} 128), of this
         delegated prefix, or held by this client DUID (every IAID and IA
-        type); with none of the three, every binding.  At most C{limit}
-        bindings, in key order.
+        type); with none of the three, every binding.  Only those in
+        C{states}, when given.  At most C{limit} bindings, in key order.
         """
 
     def partnerDown(relationship: str) -> Deferred[object]:

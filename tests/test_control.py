@@ -11,10 +11,11 @@ import os
 import socket
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
+from attrs import evolve
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -132,6 +133,7 @@ class RecordingTarget(ControlTarget):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits: list[int] = []
+        self.states: list[frozenset[BindingState] | None] = []
 
     def leases(
         self,
@@ -139,9 +141,11 @@ class RecordingTarget(ControlTarget):
         prefix: IPv6Network | None,
         duid: bytes | None,
         limit: int,
+        states: Collection[BindingState] | None = None,
     ) -> Deferred[list[Lease]]:
         self.limits.append(limit)
-        return super().leases(address, prefix, duid, limit)
+        self.states.append(None if states is None else frozenset(states))
+        return super().leases(address, prefix, duid, limit, states)
 
     def status(self) -> dict[str, object]:
         if self.statusError is not None:
@@ -461,6 +465,46 @@ class ControlTargetTests(SynchronousTestCase):
             ["2001:db8:1::1000", "2001:db8:1::1001", "2001:db8:1::1002"],
         )
 
+    def test_leasesByState(self) -> None:
+        """
+        Only the bindings in the states asked for: in a scan (the limit
+        counting matches only), by DUID, by address and by prefix.
+        """
+        store = filledStore()
+        backup = evolve(
+            lease("2001:db8:1::1", duid=b"", iaid=0),
+            state=BindingState.FREE_BACKUP,
+            expires=0.0,
+        )
+        store.commit([backup])
+        target, _, _, _ = makeTarget(store, scanBatch=100)
+        active = {BindingState.ACTIVE}
+        found = self.successResultOf(target.leases(None, None, None, 10, active))
+        self.assertEqual(len(found), 5)
+        self.assertEqual({x.state for x in found}, active)
+        found = self.successResultOf(
+            target.leases(None, None, None, 10, [BindingState.FREE_BACKUP, BindingState.EXPIRED])
+        )
+        self.assertEqual([str(x.address) for x in found], ["2001:db8:1::1", "2001:db8:1::1003"])
+        found = self.successResultOf(target.leases(None, None, None, 1, active))
+        self.assertEqual([str(x.address) for x in found], ["2001:db8:1::1000"])
+        found = self.successResultOf(target.leases(None, None, OTHER, 10, active))
+        self.assertEqual([str(x.address) for x in found], ["2001:db8:1::1001"])
+        address = IPv6Address("2001:db8:1::1")
+        self.assertEqual(self.successResultOf(target.leases(address, None, None, 10, active)), [])
+        self.assertEqual(
+            self.successResultOf(
+                target.leases(address, None, None, 10, {BindingState.FREE_BACKUP})
+            ),
+            [backup],
+        )
+        prefix = IPv6Network("2001:db8:100::/56")
+        self.assertEqual(
+            self.successResultOf(target.leases(None, prefix, None, 10, {BindingState.FREE})), []
+        )
+        self.assertEqual(len(self.successResultOf(target.leases(None, prefix, None, 10, ()))), 0)
+        self.assertEqual(len(self.successResultOf(target.leases(None, prefix, None, 10))), 1)
+
     def test_leasesStoreClosedDuringScan(self) -> None:
         """The store closes while scanning: an error, not a read of a closed store."""
         target, clock, holder, _ = makeTarget(filledStore(), scanBatch=1)
@@ -675,6 +719,29 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(self.peer.response()["result"]["leases"], [])
         self.assertEqual(self.target.limits, [DEFAULT_LEASE_LIMIT + 1])
 
+    def test_leasesState(self) -> None:
+        """
+        "state": a state name or a list of them; the target is asked for
+        those states only (no "state": every state).
+        """
+        self.peer.ask({"command": "leases", "state": "expired"})
+        self.clock.advance(0)
+        result = self.peer.response()["result"]
+        self.assertEqual([x["address"] for x in result["leases"]], ["2001:db8:1::1003"])
+        self.peer.ask({"command": "leases", "state": ["active", "expired"], "limit": 100})
+        self.clock.advance(0)
+        self.assertEqual(len(self.peer.response()["result"]["leases"]), 6)
+        self.peer.ask({"command": "leases", "address": "2001:db8:1::1001"})
+        self.peer.response()
+        self.assertEqual(
+            self.target.states,
+            [
+                frozenset({BindingState.EXPIRED}),
+                frozenset({BindingState.ACTIVE, BindingState.EXPIRED}),
+                None,
+            ],
+        )
+
     def test_leasesBadArguments(self) -> None:
         """Bad leases arguments: each an error with the reason."""
         cases: list[tuple[dict[str, object], str]] = [
@@ -691,6 +758,11 @@ class ProtocolTests(SynchronousTestCase):
             ({"limit": "5"}, 'got "5"'),
             ({"limit": 1.5}, "got 1.5"),
             ({"mac": "x"}, "unknown argument 'mac' for leases (its arguments: address,"),
+            ({"state": "bogus"}, "unknown binding state 'bogus' (the states: active, expired,"),
+            ({"state": ["active", "Active"]}, "unknown binding state 'Active'"),
+            ({"state": []}, "'state' must name at least one binding state"),
+            ({"state": [5]}, "'state' must be a string, got a number"),
+            ({"state": {"a": 1}}, "'state' must be a string, got an object"),
         ]
         for arguments, fragment in cases:
             self.peer.ask({"command": "leases", **arguments})

@@ -35,6 +35,7 @@ from dhcp6ha.ctl import (
     main,
     request,
 )
+from dhcp6ha.leases.lease import BindingState
 from dhcp6ha.service import makeService
 from tests.test_control import (
     CLIENT,
@@ -233,9 +234,60 @@ class FormatTests(SynchronousTestCase):
             "expires": NOW,
         }
         text = formatLeases({"now": NOW, "leases": [one], "truncated": True})
-        self.assertIn("2001:db8:1::1   na    free   -     0     in 0s\n", text)
+        self.assertIn("2001:db8:1::1   na    free   -     -     -\n", text)
         self.assertTrue(text.endswith("(the first 1 shown; more match: use --limit to see more)\n"))
         self.assertTrue(formatLeases({"now": NOW, "leases": [one]}).endswith("\n1 lease\n"))
+
+    def test_leasesWithoutClient(self) -> None:
+        """
+        FREE-BACKUP and FREE bindings (expiry 0, no client) show "-" for
+        DUID, IAID and expiry, not an expiry decades ago; the states a plain
+        listing left out are named.
+        """
+        backup = {
+            "lease_type": "pd",
+            "address": "2001:db8:100:ff00::",
+            "prefix_length": 56,
+            "prefix": "2001:db8:100:ff00::/56",
+            "state": "free-backup",
+            "duid": "",
+            "iaid": 0,
+            "expires": 0.0,
+        }
+        active = {
+            "lease_type": "na",
+            "address": "2001:db8:1::1000",
+            "prefix_length": 128,
+            "prefix": "2001:db8:1::1000/128",
+            "state": "active",
+            "duid": "00:03:00:01:02:00:00:00:00:09",
+            "iaid": 1,
+            "expires": NOW + 500,
+        }
+        text = formatLeases({"now": NOW, "leases": [backup, active]})
+        self.assertEqual(
+            text,
+            "ADDRESS/PREFIX          TYPE  STATE        DUID                           IAID"
+            "  EXPIRES\n"
+            "2001:db8:100:ff00::/56  pd    free-backup  -                              -     -\n"
+            "2001:db8:1::1000        na    active       00:03:00:01:02:00:00:00:00:09  1    "
+            " in 8m20s\n"
+            "2 leases\n",
+        )
+        self.assertNotIn("ago", text)
+        hidden = formatLeases({"now": NOW, "leases": [active]}, ("free", "free-backup"))
+        self.assertTrue(
+            hidden.endswith(
+                "1 lease\n(free and free-backup bindings, without a client, not shown:"
+                " --state all shows every binding)\n"
+            ),
+            hidden,
+        )
+        self.assertEqual(
+            formatLeases({"now": NOW, "leases": []}, ("free",)),
+            "No lease found.\n(free bindings, without a client, not shown:"
+            " --state all shows every binding)\n",
+        )
 
 
 class Output:
@@ -312,6 +364,17 @@ class UsageTests(SynchronousTestCase):
         code = output.run("-s", self.path, "leases", "--address", "::1", "--duid", "00:01:02")
         self.assertEqual(code, EXIT_USAGE)
         self.assertIn("not allowed with argument", output.err)
+
+    def test_leasesBadState(self) -> None:
+        """--state names binding states (or all); anything else is a usage error."""
+        for value in ("bogus", "active,nope", ","):
+            output = Output()
+            code = output.run("-s", self.path, "leases", "--state", value)
+            self.assertEqual(code, EXIT_USAGE, value)
+            self.assertIn("argument --state/-S", output.err)
+        output = Output()
+        output.run("-s", self.path, "leases", "--state", "bogus")
+        self.assertIn("unknown binding state 'bogus' (the states: active, expired,", output.err)
 
     def test_badTimeout(self) -> None:
         """A timeout of 0 or less."""
@@ -456,6 +519,41 @@ class EndToEndTests(TestCase):
         self.assertIn("2001:db8:100::/56", out)
         code, out, _ = await self.ctl("leases", "--limit", "2")
         self.assertIn("(the first 2 shown; more match", out)
+
+    async def test_leasesStates(self) -> None:
+        """
+        A plain listing leaves the bindings without a client out (and says
+        so); --state selects states (comma-separated or repeated), --state
+        all shows everything; a lookup by address shows the binding
+        whatever its state.
+        """
+        store = self.holder.store
+        assert store is not None
+        backup = evolve(
+            lease("2001:db8:100:ff00::", length=56),
+            state=BindingState.FREE_BACKUP,
+            duid=b"",
+            iaid=0,
+            expires=0.0,
+        )
+        await store.commit([backup])
+        code, out, _ = await self.ctl("leases")
+        self.assertEqual(code, EXIT_OK)
+        self.assertNotIn("free-backup  ", out)
+        self.assertIn("\n6 leases\n(free and free-backup bindings, without a client,", out)
+        code, out, _ = await self.ctl("leases", "--state", "free-backup")
+        self.assertIn("2001:db8:100:ff00::/56  pd    free-backup  -     -     -\n1 lease\n", out)
+        code, out, _ = await self.ctl("leases", "-S", "expired", "--state", "free-backup,active")
+        self.assertIn("\n7 leases\n", out)
+        code, out, _ = await self.ctl("leases", "--state", "all")
+        self.assertIn("\n7 leases\n", out)
+        self.assertNotIn("not shown", out)
+        code, out, _ = await self.ctl("leases", "--state", "expired")
+        self.assertIn("\n1 lease\n", out)
+        code, out, _ = await self.ctl("leases", "--prefix", "2001:db8:100:ff00::/56")
+        self.assertIn("free-backup", out)
+        code, out, _ = await self.ctl("--json", "leases")
+        self.assertEqual(len(json.loads(out)["leases"]), 6)
 
     async def test_leasesBadAddress(self) -> None:
         """The server's error: status 1 and its text."""

@@ -668,6 +668,7 @@ def runPair(args: argparse.Namespace, workdir: str) -> int:
 def _watch(
     args: argparse.Namespace, servers: dict[str, Server], full: Server, empty: Server, total: int
 ) -> int:
+    print(f"load average before the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     # The secondary listens, the primary connects: secondary first.
     started = time.monotonic()
     servers["secondary"].start(profile=args.profile in ("secondary", "both"))
@@ -752,6 +753,13 @@ def _watch(
         + ", ".join(f"{role} {cpuAtDone.get(role, 0):.1f} s" for role in ROLES)
         + "; to the end: "
         + ", ".join(f"{role} {cpu[role]:.1f} s" for role in ROLES)
+    )
+    print(
+        f"  target (1,000,000 in under 60 s, each process under 500 MB):"
+        f" {total / window * 60:,.0f} bindings in 60 s at this rate,"
+        f" peak RSS {max(peaks.values()) / 1024:.0f} MB;"
+        f" load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        " (other work on this machine slows both servers)"
     )
     ok = stored == total
     return 0 if ok else 1

@@ -27,12 +27,23 @@ the more changes per fsync.  If a transaction of several calls fails, each
 call is retried in its own transaction, so one bad call cannot fail the
 calls that merely shared its transaction; whatever fails is logged as a
 warning and its Deferred fails with the exception.  Nothing is dropped.
+The writer thread writes a transaction's rows with a few multi-row
+C{INSERT} statements (rows prepared in the reactor thread): each statement
+is one call into SQLite that releases the GIL once, where a statement per
+row would wait for the busy reactor thread to hand the GIL back once per
+row.
 
 Read-your-writes.  Reads are synchronous, in the reactor thread.  Changes
 passed to L{commit} but not yet durable sit in an in-memory overlay keyed by
 L{Lease.key} (with an index by client), which reads consult first; then a
 separate read connection, in autocommit mode so each statement sees the
-latest committed snapshot (WAL lets it read while the writer writes).  Every
+latest committed snapshot (WAL lets it read while the writer writes).  The
+reads of one reactor turn share one read transaction (a snapshot): it
+begins with the turn's first read and ends when the turn is over, or
+earlier, before a finished transaction's changes leave the overlay, so that
+a read never misses a change that is neither in the overlay nor in its
+snapshot.  Starting and ending a read transaction costs more than a short
+query, and an exchange makes several.  Every
 change gets a sequence number; when a transaction ends, an overlay entry is
 removed only if it still holds that change's number, because a later change
 to the same key may be waiting for the next transaction.  On failure the
@@ -81,6 +92,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv6Address
+from itertools import chain
 from typing import Any, TypeVar
 
 from attrs import define, field, frozen
@@ -167,7 +179,8 @@ _MIGRATE_1_TO_2 = (
 )
 
 # The statements, module-level so the tests can check their query plans.
-SQL_UPSERT = f"INSERT OR REPLACE INTO leases ({_ALL_COLUMNS}) VALUES ({', '.join('?' * (_LEASE_FIELDS + 2))})"
+_ROW_PLACEHOLDERS = f"({', '.join('?' * (_LEASE_FIELDS + 2))})"
+SQL_UPSERT = f"INSERT OR REPLACE INTO leases ({_ALL_COLUMNS}) VALUES {_ROW_PLACEHOLDERS}"
 SQL_GET_CURRENT = f"SELECT {_ALL_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_PENDING = (
     f"SELECT {_ALL_COLUMNS} FROM leases"
@@ -264,13 +277,19 @@ def _toRow(lease: Lease, version: int = 0, pendingFor: str | None = None) -> _Ro
     )
 
 
+# Enum members by stored value: a dict lookup rather than an Enum call (a
+# resync reads a million rows); unknown values still raise ValueError.
+_LEASE_TYPES = {member.value: member for member in LeaseType}
+_STATES = {member.value: member for member in BindingState}
+
+
 def _fromRow(row: _Row) -> Lease:
     """The binding stored in a row of C{_LEASE_COLUMNS}."""
     return Lease(
-        lease_type=LeaseType(row[2]),
+        lease_type=_LEASE_TYPES.get(row[2]) or LeaseType(row[2]),
         address=IPv6Address(row[0]),
         prefix_length=row[1],
-        state=BindingState(row[3]),
+        state=_STATES.get(row[3]) or BindingState(row[3]),
         duid=row[4],
         iaid=row[5],
         start_time_of_state=row[6],
@@ -283,7 +302,9 @@ def _fromRow(row: _Row) -> Lease:
         fqdn=row[13],
         fqdn_flags=row[14],
         dns_update_state=row[15],
-        partner_state_acked=None if row[16] is None else BindingState(row[16]),
+        partner_state_acked=None
+        if row[16] is None
+        else _STATES.get(row[16]) or BindingState(row[16]),
         partner_stos_acked=row[17],
     )
 
@@ -356,6 +377,47 @@ def _rollback(connection: sqlite3.Connection) -> None:
             pass
 
 
+#: The most rows one multi-row upsert writes (a power of two).
+MAX_ROWS_PER_STATEMENT = 256
+
+_upsertStatements: dict[int, str] = {}
+
+
+def upsertStatement(count: int) -> str:
+    """C{INSERT OR REPLACE} of C{count} rows (L{SQL_UPSERT} for one)."""
+    sql = _upsertStatements.get(count)
+    if sql is None:
+        sql = _upsertStatements[count] = (
+            f"INSERT OR REPLACE INTO leases ({_ALL_COLUMNS}) VALUES "
+            + ", ".join([_ROW_PLACEHOLDERS] * count)
+        )
+    return sql
+
+
+def _upsertRows(connection: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+    """
+    Write C{rows} in order with multi-row upserts (writer thread).
+
+    The rows of one statement are inserted in order, so a later row of a
+    key replaces an earlier one as with one statement per row.  Statement
+    sizes are powers of two (at most 9 distinct statements, all cached).
+    """
+    limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (_LEASE_FIELDS + 2)
+    most = MAX_ROWS_PER_STATEMENT
+    while most > max(1, limit):
+        most //= 2
+    start = 0
+    total = len(rows)
+    while start < total:
+        count = most
+        while count > total - start:
+            count //= 2
+        connection.execute(
+            upsertStatement(count), list(chain.from_iterable(rows[start : start + count]))
+        )
+        start += count
+
+
 def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
     """Write these requests in one transaction, in order (writer thread)."""
     rows = [row for requestRows, _ in work for row in requestRows]
@@ -363,7 +425,7 @@ def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         if rows:
-            connection.executemany(SQL_UPSERT, rows)
+            _upsertRows(connection, rows)
         if metadata:
             connection.executemany(SQL_SET_METADATA, metadata)
         connection.execute("COMMIT")
@@ -513,6 +575,7 @@ class SQLiteLeaseStore:
             writer.close()
             raise
         self._reader: sqlite3.Connection | None = reader
+        self._snapshotEnd: IDelayedCall | None = None
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
         self._sequence = 0
@@ -543,10 +606,28 @@ class SQLiteLeaseStore:
 
     def _read(self, sql: str, parameters: Sequence[object]) -> list[_Row]:
         reader = self._checkOpen()
-        # fetchall() runs each statement to its end, so no read transaction
-        # is left open: the next statement sees the latest commit.
+        if self._snapshotEnd is None:
+            # The turn's first read: its snapshot lasts until the turn ends
+            # (or a transaction's changes leave the overlay: _written).
+            reader.execute("BEGIN")
+            self._snapshotEnd = self._reactor.callLater(0, self._endSnapshot)
         rows: list[_Row] = reader.execute(sql, parameters).fetchall()
         return rows
+
+    def _endSnapshot(self) -> None:
+        """End the read transaction of this turn, if one is open."""
+        end, self._snapshotEnd = self._snapshotEnd, None
+        if end is None:
+            return
+        if end.active():
+            end.cancel()
+        reader = self._reader
+        if reader is not None and reader.in_transaction:
+            try:
+                reader.execute("COMMIT")
+            except sqlite3.Error:
+                self.log.failure("Ending a read transaction failed")
+                _rollback(reader)
 
     def get(self, address: IPv6Address, prefix_length: int) -> Lease | None:
         self._checkOpen()
@@ -646,21 +727,15 @@ class SQLiteLeaseStore:
 
     def count(self) -> dict[str, int]:
         """Bindings per state name (a scan of the table: for status and tests)."""
-        reader = self._checkOpen()
-        # One read transaction, so that the totals and the stored states of
-        # the pending keys come from the same snapshot even if the writer
-        # commits meanwhile.
-        reader.execute("BEGIN")
-        try:
-            counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
-            for key, change in self._overlay.items():
-                rows = self._read(SQL_GET_STATE, (key[0].packed, key[1]))
-                if rows:
-                    counts[rows[0][0]] -= 1
-                state = change.lease.state.value
-                counts[state] = counts.get(state, 0) + 1
-        finally:
-            reader.execute("COMMIT")
+        # The totals and the stored states of the pending keys come from the
+        # same snapshot (the turn's) even if the writer commits meanwhile.
+        counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
+        for key, change in self._overlay.items():
+            rows = self._read(SQL_GET_STATE, (key[0].packed, key[1]))
+            if rows:
+                counts[rows[0][0]] -= 1
+            state = change.lease.state.value
+            counts[state] = counts.get(state, 0) + 1
         return {state: n for state, n in counts.items() if n}
 
     def getMetadata(self, key: str) -> str | None:
@@ -729,18 +804,14 @@ class SQLiteLeaseStore:
         them (changes not durable yet included).  A count over an index:
         for status, not for every exchange.
         """
-        reader = self._checkOpen()
-        reader.execute("BEGIN")
-        try:
-            ((count,),) = self._read(SQL_PENDING_COUNT, (relationship,))
-            for key, change in self._overlay.items():
-                rows = self._read(SQL_GET_PENDING_FOR, (key[0].packed, key[1]))
-                if rows and rows[0][0] == relationship:
-                    count -= 1
-                if change.pendingFor == relationship:
-                    count += 1
-        finally:
-            reader.execute("COMMIT")
+        # One snapshot (the turn's) for the count and the pending keys.
+        ((count,),) = self._read(SQL_PENDING_COUNT, (relationship,))
+        for key, change in self._overlay.items():
+            rows = self._read(SQL_GET_PENDING_FOR, (key[0].packed, key[1]))
+            if rows and rows[0][0] == relationship:
+                count -= 1
+            if change.pendingFor == relationship:
+                count += 1
         return int(count)
 
     # Writes ------------------------------------------------------------
@@ -875,7 +946,7 @@ class SQLiteLeaseStore:
             lease,
             version,
             pendingFor,
-            (*row[:_LEASE_FIELDS], version, pendingFor),
+            row[:_LEASE_FIELDS] + (version, pendingFor),
         )
         self._overlayPut(change)
         return change
@@ -970,6 +1041,9 @@ class SQLiteLeaseStore:
         outcomes, committed = result
         self._inFlight = None
         self.transactions += committed
+        # A snapshot older than this transaction would miss its changes once
+        # they leave the overlay: the next read takes a new one.
+        self._endSnapshot()
         for request, outcome in zip(batch, outcomes, strict=True):
             self._overlayRelease(request)
             # Requests end in order, so every version up to this one is now
@@ -1016,6 +1090,7 @@ class SQLiteLeaseStore:
         return d
 
     def _shutDown(self) -> None:
+        self._endSnapshot()
         if self._reader is not None:
             # Close the reader first: the last connection to close
             # checkpoints the WAL, and that is the writer thread's job.

@@ -12,6 +12,8 @@ import os
 import random
 import sqlite3
 import sys
+import threading
+from collections.abc import Sequence
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -19,11 +21,13 @@ from typing import Any, TypeVar, cast
 from attrs import evolve
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from dhcp6ha.interfaces import ILeaseStore, Replicate
 from dhcp6ha.leases import sqlite as sqlitemodule
@@ -830,6 +834,120 @@ class VolumeTests(StoreFixture):
         self.assertEqual(store.expiredBefore(19999.0, 5), leases[:5])
         self.assertEqual(len(store.expiredBefore(1e9, 1000)), 1000)
         self.assertEqual(store.byClient(b"client-7", 7 % 3, LeaseType.NA), leases[7::3000])
+
+
+@implementer(IReactorTime, IReactorFromThreads)
+class ClockWithThreads:
+    """
+    A L{Clock} for the store's timers, the real reactor for its writer
+    thread's results: turns end only when the test advances the clock.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
+        return self.clock.callLater(delay, f, *args, **kwargs)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
+        return self.clock.getDelayedCalls()
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        reactor.callFromThread(f, *args, **kwargs)
+
+
+class SnapshotTests(StoreFixture):
+    """The reads of one reactor turn share one read transaction."""
+
+    async def test_oneTurn(self) -> None:
+        """A read opens a read transaction that ends with the reactor turn."""
+        store = self.openStore()
+        reader = store._reader
+        assert reader is not None
+        self.assertIsNone(store.get(makeLease(1).address, 128))
+        self.assertTrue(reader.in_transaction)
+        self.assertEqual(store.byClient(b"nobody", 1, LeaseType.NA), [])
+        await turn()
+        self.assertFalse(reader.in_transaction)
+
+    async def test_endsBeforeOverlayRelease(self) -> None:
+        """
+        A snapshot taken before a transaction committed ends before that
+        transaction's changes leave the overlay, even within one turn: a
+        read in the commit's callback sees the change.
+        """
+        clock = Clock()
+        store = SQLiteLeaseStore(self.databasePath(), ClockWithThreads(clock))
+        self.addCleanup(store.close)
+        gate = threading.Event()
+        busy = store._writer.submit(lambda connection: gate.wait(10))
+        lease = makeLease(1)
+        committed = store.commit([lease])
+        clock.advance(0)  # the batch goes to the writer, still busy
+        self.assertIsNone(store.get(makeLease(2).address, 128))  # a snapshot, before it
+        seen: list[Lease | None] = []
+        committed.addCallback(lambda _: seen.append(store.get(lease.address, 128)))
+        gate.set()
+        await busy
+        await committed
+        self.assertEqual((seen, store.pending), ([lease], 0))
+
+    async def test_countsInOneSnapshot(self) -> None:
+        """count() and pendingCount() work inside a turn that has read already."""
+        store = self.openStore(replicate=lambda lease: "rel")
+        await store.commit([makeLease(1), makeLease(2)])
+        store.get(makeLease(1).address, 128)
+        store.commit([makeLease(3)])
+        self.assertEqual(store.count(), {"active": 3})
+        self.assertEqual(store.pendingCount("rel"), 3)
+
+
+class MultiRowUpsertTests(StoreFixture):
+    """The writer writes many rows per statement, in order."""
+
+    async def test_manyRowsLastWins(self) -> None:
+        """
+        One commit of 300 bindings (several statements of different sizes)
+        in which some keys come twice stores every key once, as its last
+        change.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        first = [makeLease(n, iaid=1) for n in range(290)]
+        again = [makeLease(n, iaid=2) for n in range(0, 290, 29)]
+        await store.commit(first + again)
+        self.assertEqual(store.transactions, 1)
+        store = await self.reopen(store, path)
+        stored = list(store.iterLeases(1000))
+        self.assertEqual(len(stored), 290)
+        self.assertEqual([lease for lease in stored if lease.iaid == 2], byKey(again))
+
+    def test_statementLimit(self) -> None:
+        """
+        With a small limit of SQL variables, statements hold fewer rows; the
+        rows are still written in order.
+        """
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        self.addCleanup(connection.close)
+        for statement in sqlitemodule._SCHEMA:
+            connection.execute(statement)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # 2 rows
+        rows = [sqlitemodule._toRow(makeLease(n % 4, iaid=n), n) for n in range(7)]
+        sqlitemodule._upsertRows(connection, rows)
+        self.assertEqual(
+            connection.execute("SELECT iaid, version FROM leases ORDER BY address").fetchall(),
+            [(4, 4), (5, 5), (6, 6), (3, 3)],
+        )
+
+    def test_statements(self) -> None:
+        """Statements of 1 and 3 rows have 1 and 3 rows of placeholders."""
+        self.assertEqual(sqlitemodule.upsertStatement(1), sqlitemodule.SQL_UPSERT)
+        self.assertEqual(
+            sqlitemodule.upsertStatement(3).count("?"), 3 * sqlitemodule.SQL_UPSERT.count("?")
+        )
 
 
 CHILD = """

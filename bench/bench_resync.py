@@ -265,15 +265,16 @@ def runInProcess(args: argparse.Namespace, workdir: str) -> int:
 
     async def run() -> None:
         if args.transport == "amp":
-            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            serverEndpoint: Any = TCP4ServerEndpoint
+            port = await serverEndpoint(reactor, 0, interface="127.0.0.1").listen(
                 Factory.forProtocol(Receiver)
             )
-            client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-                Factory.forProtocol(amp.AMP)
-            )
+            client: Any = await TCP4ClientEndpoint(
+                reactor, "127.0.0.1", port.getHost().port
+            ).connect(Factory.forProtocol(amp.AMP))
 
             def send(boxes: list[dict[str, Any]]) -> Deferred[list[dict[str, Any]]]:
-                d = client.callRemote(BindingUpdate, bindings=boxes)
+                d: Deferred[dict[str, Any]] = client.callRemote(BindingUpdate, bindings=boxes)
                 return d.addCallback(lambda answer: answer["results"])
 
             queue.attach(send)

@@ -13,7 +13,9 @@ Who may allocate what (DESIGN.md "Who may allocate what"):
     RELEASED...) is only ever allocated by the owner of its address.
   - Prefixes, proportional allocation (section 4.2.2): a prefix with no
     record, or FREE (or PENDING-FREE), belongs to the primary; FREE-BACKUP
-    to the secondary.  In PARTNER-DOWN the partner's free prefixes are
+    to the secondary, and so does a FREE-BACKUP prefix the primary is
+    taking back until the secondary acks the FREE (a pending takeback,
+    L{dhcp6ha.failover.balance.isTakeback}).  In PARTNER-DOWN the partner's free prefixes are
     allowed once MCLT has passed since entering PARTNER-DOWN (section
     8.4.1); the allocator should use L{FailoverPolicy.isOwn} to try its own
     first.
@@ -146,6 +148,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from attrs import evolve
 from zope.interface import implementer
 
+from dhcp6ha.failover.balance import isTakeback
 from dhcp6ha.failover.machine import EndpointState, Role
 from dhcp6ha.interfaces import IFailoverPolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
@@ -264,6 +267,8 @@ class FailoverPolicy:
     @ivar queue: where changed bindings go (lazy updates).
     @ivar partnerDuid: the partner's server DUID, when known: only messages
         naming it are taken over.  C{None}: any other server's.
+    @ivar bindingObservers: called with every binding L{bindingChanged}
+        hands to the queue (e.g. the primary's takeback counting grants).
     """
 
     def __init__(
@@ -290,6 +295,7 @@ class FailoverPolicy:
         self.partnerDuid = partnerDuid
         self._desired = desiredLifetime
         self._t1Fraction = t1Fraction
+        self.bindingObservers: list[Callable[[Lease], None]] = []
 
     # --- who answers what ------------------------------------------------------
 
@@ -365,9 +371,14 @@ class FailoverPolicy:
         prefix_length: int,
         existing: Lease | None,
     ) -> bool:
-        """Independent allocation by the low bit; proportional by FREE / FREE-BACKUP."""
+        """
+        Independent allocation by the low bit; proportional by FREE /
+        FREE-BACKUP (a pending takeback is still the secondary's).
+        """
         if lease_type is LeaseType.PD:
-            backup = existing is not None and existing.state is BindingState.FREE_BACKUP
+            backup = existing is not None and (
+                existing.state is BindingState.FREE_BACKUP or isTakeback(existing)
+            )
             return backup is (self.endpoint.role is Role.SECONDARY)
         return self._ownsAddress(address)
 
@@ -484,8 +495,11 @@ class FailoverPolicy:
     def bindingChanged(self, lease: Lease) -> None:
         """
         Hand the changed binding to the update queue, with the partner
-        lifetime to propose when it is ACTIVE.
+        lifetime to propose when it is ACTIVE, then to the
+        L{bindingObservers}.
         """
         if lease.state is BindingState.ACTIVE:
             lease = evolve(lease, partner_lifetime_sent=self.partnerLifetime(lease))
         self.queue.enqueue(lease)
+        for observer in self.bindingObservers:
+            observer(lease)

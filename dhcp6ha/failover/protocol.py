@@ -62,6 +62,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dhcp6ha.config import DEFAULT_MAX_BACKUP_PREFIXES, PrefixPool
+from dhcp6ha.failover.balance import isTakeback
 from dhcp6ha.failover.commands import (
     PROTOCOL_VERSION,
     BindingUpdate,
@@ -249,10 +250,13 @@ class PrefixShare:
     section 4.2.2: "The primary server can, at any time, send an available
     delegable prefix to the secondary").
 
-    Taking FREE-BACKUP prefixes back from the secondary is not implemented:
-    a reserve above its target (the pool filled up, or the configuration
-    lowered the share or the cap) shrinks as the secondary leases prefixes
-    (they come back to the primary when freed).
+    Taking FREE-BACKUP prefixes back from the secondary, when a reserve is
+    above its target (the pool filled up, the configuration lowered the
+    share or the cap, the primary runs low), is
+    L{dhcp6ha.failover.balance.PrefixTakeback}'s: the same target, so the
+    two never pull against each other.  A pass counts a pending takeback
+    (L{dhcp6ha.failover.balance.isTakeback}) as FREE-BACKUP: still the
+    secondary's, never handed again before the secondary acks its FREE.
 
     @ivar held: per pool, the FREE-BACKUP prefixes the secondary holds, as
         of the last pass less the ends reported since (absent: no pass yet).
@@ -473,12 +477,15 @@ class PrefixShare:
 def _kindOf(existing: Lease | None) -> int | None:
     """
     For a pass: C{None} if the prefix is taken (held, cooling down,
-    abandoned), C{1} if it is FREE-BACKUP, C{0} if it is free.
+    abandoned), C{1} if it is FREE-BACKUP (or a pending takeback), C{0} if
+    it is free.
     """
-    if existing is None or existing.state in (BindingState.FREE, BindingState.PENDING_FREE):
+    if existing is None:
         return 0
-    if existing.state is BindingState.FREE_BACKUP:
+    if existing.state is BindingState.FREE_BACKUP or isTakeback(existing):
         return 1
+    if existing.state in (BindingState.FREE, BindingState.PENDING_FREE):
+        return 0
     return None
 
 
@@ -565,6 +572,7 @@ class PartnerSession:
         prefixShare: PrefixShare | None = None,
         partnerDuidLearnt: Callable[[bytes], None] | None = None,
         connectedHook: Callable[[PartnerProtocol], None] | None = None,
+        prefixesHanded: Callable[[], None] | None = None,
     ) -> None:
         """
         @param receiveBindings: applies a received BindingUpdate batch.
@@ -578,6 +586,9 @@ class PartnerSession:
         @param connectedHook: called with each connection that becomes the
             live one, after the endpoint has it and before the queue is
             attached (e.g. to bound the queue by the partner's max unacked).
+        @param prefixesHanded: called after each pass of C{prefixShare}
+            that succeeded, once its records are queued (e.g. to take back
+            what is above the reserve's target).
         """
         self.parameters = parameters
         self.endpoint = endpoint
@@ -590,6 +601,7 @@ class PartnerSession:
         self.prefixShare = prefixShare
         self._partnerDuidLearnt = partnerDuidLearnt
         self._connectedHook = connectedHook
+        self._prefixesHanded = prefixesHanded
         self.current: PartnerProtocol | None = None
         self.accepting = True
         self.partnerDuid: bytes | None = None
@@ -724,6 +736,13 @@ class PartnerSession:
                 waiter.errback(result)
             else:
                 waiter.callback(result)
+        if self._prefixesHanded is not None and not isinstance(result, Failure):
+            try:
+                self._prefixesHanded()
+            except Exception:
+                self.log.failure(
+                    "Failover {relationship}: after handing prefixes", relationship=self.name
+                )
 
     def closeAll(self, reason: str, status: FailoverStatus) -> Deferred[None]:
         """

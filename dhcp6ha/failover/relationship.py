@@ -36,7 +36,10 @@ C{startService}, which needs the open lease store):
     (L{PrefixShare}: C{min(floor(free * prefix-share), max-backup-prefixes)}
     FREE-BACKUP prefixes per pd-pool), handed on the secondary's PoolRequest
     and topped up by the primary in NORMAL once the secondary's binding
-    updates show that half of a pool's reserve has been leased;
+    updates show that half of a pool's reserve has been leased; and taken
+    back down to that target in NORMAL (L{PrefixTakeback}: after each
+    PoolRequest, e.g. when the configuration lowered the share or the cap,
+    and when the primary's own free prefixes of a pool run low);
   - the partner connection, mutual TLS with the partner identity checked
     (L{dhcp6ha.failover.tls}), AMP inside (L{dhcp6ha.failover.protocol}):
       - the primary connects to C{partner-address}:C{partner-port} with a
@@ -119,6 +122,7 @@ from dhcp6ha.config import (
     SubnetConfig,
 )
 from dhcp6ha.control import ControlError, RelationshipStatus
+from dhcp6ha.failover.balance import PrefixTakeback
 from dhcp6ha.failover.commands import FailoverStatus
 from dhcp6ha.failover.machine import EndpointState, FailoverEndpoint, Role
 from dhcp6ha.failover.policy import FailoverPolicy
@@ -355,7 +359,9 @@ class FailoverRelationship(MultiService):
     @ivar policy: the L{FailoverPolicy} for the engine, once started.
     @ivar session: the L{PartnerSession}, once started.
     @ivar prefixShare: the primary's L{PrefixShare} (the secondary's reserve
-        of delegable prefixes), once started, if it hands any.
+        of delegable prefixes), once started, if it has pd-pools.
+    @ivar takeback: the primary's L{PrefixTakeback} (taking FREE-BACKUP
+        prefixes back above the reserve's target), with C{prefixShare}.
     @ivar stats: TLS counters of the partner connections.
     @ivar port: the secondary's listening port, while listening.
     @ivar connectionService: the primary's C{ClientService}, while running.
@@ -433,6 +439,7 @@ class FailoverRelationship(MultiService):
         self.policy: FailoverPolicy | None = None
         self.session: PartnerSession | None = None
         self.prefixShare: PrefixShare | None = None
+        self.takeback: PrefixTakeback | None = None
         self.stats = PartnerConnectionStats()
         self.port: IListeningPort | None = None
         self.connectionService: ClientService | None = None
@@ -489,7 +496,9 @@ class FailoverRelationship(MultiService):
         # The partner lifetime is proposed here only (section 4.4.1).
         queue.partnerLifetime = policy.partnerLifetime
         share: PrefixShare | None = None
-        if self.role is Role.PRIMARY and self.coverage.pdPools and config.prefix_share > 0:
+        takeback: PrefixTakeback | None = None
+        # Also with a share of 0: what the secondary holds is taken back.
+        if self.role is Role.PRIMARY and self.coverage.pdPools:
             share = PrefixShare(
                 self.coverage.pdPools,
                 config.prefix_share,
@@ -498,7 +507,18 @@ class FailoverRelationship(MultiService):
                 maxBackup=config.max_backup_prefixes,
                 metadataKey=_BACKUP_REACH_KEY.format(name=config.name),
             )
+            takeback = PrefixTakeback(
+                share,
+                reactor,
+                store,
+                reserved=self._reserved,
+                mayRun=self._mayTakeBack,
+                taken=self._takenBack,
+                relationship=config.name,
+            )
+            policy.bindingObservers.append(takeback.granted)
         self.prefixShare = share
+        self.takeback = takeback
         coverage = self.coverage
 
         def receive(
@@ -525,6 +545,7 @@ class FailoverRelationship(MultiService):
             prefixShare=share,
             partnerDuidLearnt=self._partnerDuidLearnt,
             connectedHook=self._connected,
+            prefixesHanded=None if takeback is None else lambda: takeback.request("pool request"),
         )
         self.store, self.endpoint, self.queue = store, endpoint, queue
         self.policy, self.session = policy, session
@@ -595,6 +616,23 @@ class FailoverRelationship(MultiService):
 
             session.handPrefixes().addErrback(failed)
         return results
+
+    def _mayTakeBack(self) -> bool:
+        """Take FREE-BACKUP prefixes back only in NORMAL, connected."""
+        endpoint, session = self.endpoint, self.session
+        return (
+            endpoint is not None
+            and endpoint.state is EndpointState.NORMAL
+            and session is not None
+            and session.current is not None
+        )
+
+    def _takenBack(self, records: list[Lease]) -> None:
+        """FREE records of a takeback are durable: send them (lazy updates)."""
+        queue = self.queue
+        if queue is not None:
+            for record in records:
+                queue.enqueue(record)
 
     def _connected(self, protocol: PartnerProtocol) -> None:
         """Bound what we send by what the partner accepts unacked (section 6.1.3)."""
@@ -750,6 +788,8 @@ class FailoverRelationship(MultiService):
         endpoint, session = self.endpoint, self.session
         if session is not None:
             session.accepting = False
+        if self.takeback is not None:
+            self.takeback.stop()
         if endpoint is not None:
             # PAUSED, stored, then announced (RFC 8156 section 8.3.1).
             await endpoint.stop()

@@ -59,6 +59,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
@@ -257,9 +258,19 @@ def makeCertificates(directory: Path) -> Path:
 
 
 def serverConfig(
-    name: str, directory: Path, pki: Path, config: RunConfig, topology: Topology
+    name: str,
+    directory: Path,
+    pki: Path,
+    config: RunConfig,
+    topology: Topology,
+    controlSocket: str | None = None,
 ) -> str:
-    """The ini text of one server of the pair."""
+    """
+    The ini text of one server of the pair.
+
+    @param controlSocket: the control socket's path (default: in
+        C{directory}; a UNIX socket path is at most 107 bytes long).
+    """
     partner = topology.partnerOf(name)
     pool = max(64, 4 * config.clients)
     first = LAN.network_address + 0x1000
@@ -273,7 +284,7 @@ def serverConfig(
         "port = 547",
         f"database = {directory / 'leases.sqlite'}",
         f"duid = {_DUIDS[name].hex(':')}",
-        f"control-socket = {directory / 'control.sock'}",
+        f"control-socket = {controlSocket or directory / 'control.sock'}",
         "commit-delay = 0",
         "reclaim-interval = 1",
         "",
@@ -368,6 +379,7 @@ class ServerProcess:
         directory: Path,
         configText: str,
         faketime: str | None,
+        controlSocket: str | None = None,
     ) -> None:
         self.name = name
         self.ns = ns
@@ -376,7 +388,7 @@ class ServerProcess:
         self.config = directory / "server.ini"
         self.config.write_text(configText)
         self.database = directory / "leases.sqlite"
-        self.socket = str(directory / "control.sock")
+        self.socket = controlSocket or str(directory / "control.sock")
         self.clockFile = directory / "faketime"
         self.clockFile.write_text("+0s\n")
         self.offset = 0
@@ -515,6 +527,8 @@ class _Observed:
     partner: str | None
     connected: bool
     unacked: int
+    clock: float = 0.0
+    """The server's clock ("now" of its status) minus ours when we asked."""
 
 
 def _cancelled(failure: Failure) -> Failure | None:
@@ -623,6 +637,8 @@ class ChaosRun:
         self.injected: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.observed: dict[str, _Observed] = {}
+        self.crashes: Counter[str] = Counter()
+        self._sockets: str | None = None
         self.pool: ClientPool | None = None
         self._port: IListeningPort | None = None
         self._poller: LoopingCall | None = None
@@ -694,6 +710,7 @@ class ChaosRun:
             None if entry.get("partner_state") is None else str(entry["partner_state"]),
             bool(entry.get("connected")),
             int(entry.get("unacked_updates") or 0),
+            float(status.get("now") or sent) - sent,
         )
         previous = self._lastState.get(name)
         shown = f"{state}, {entry.get('unacked_updates')} unacked" if self._debug else state
@@ -705,16 +722,20 @@ class ChaosRun:
 
     def _crashed(self, server: ServerProcess) -> None:
         code = server.returncode()
-        text = (
-            f"{server.name} exited by itself with status {code}"
-            f" (log {server.logPath()}); started again"
+        self.crashes[server.name] += 1
+        again = self.crashes[server.name] <= 3
+        text = f"{server.name} exited by itself with status {code} (log {server.logPath()}); " + (
+            "started again" if again else "not started again (it keeps exiting)"
         )
         self.failures.append(f"{self._t()} {text}")
         self._note(text)
         tail = server.logTail(15)
         if tail:
             self.say("    " + tail.replace("\n", "\n    "))
-        server.start()
+        if again:
+            server.start()
+        else:
+            server.expected = False
 
     def _normal(self) -> bool:
         now = self._now()
@@ -824,6 +845,7 @@ class ChaosRun:
                 self._note(f"clock step on {fault.target} skipped: libfaketime is not installed")
                 return False
             self.servers[fault.target].setOffset(fault.offset)
+            await self._confirmClock(fault.target, fault.offset)
         elif fault.kind == PARTNER_DOWN:
             server = self.servers[fault.target]
             result = await self._thread(server.partnerDown)
@@ -836,6 +858,21 @@ class ChaosRun:
         else:  # pragma: no cover - the scheduler makes no other kind
             raise ValueError(f"unknown fault kind {fault.kind!r}")
         return True
+
+    async def _confirmClock(self, name: str, offset: int) -> None:
+        """Note whether the server's clock shows the step (libfaketime re-reads each second)."""
+        asked = self._now()
+
+        def shows() -> bool:
+            seen = self.observed.get(name)
+            return seen is not None and seen.time > asked + 1.0 and abs(seen.clock - offset) < 0.5
+
+        if await self._until(shows, 4.0):
+            self._note(f"{name}'s clock measured at {self.observed[name].clock:+.2f} s")
+        else:
+            seen = self.observed.get(name)
+            measured = "unknown" if seen is None else f"{seen.clock:+.2f} s"
+            self._note(f"{name}'s clock step to {offset:+d} s not seen yet (measured {measured})")
 
     async def _undo(self, fault: Fault) -> None:
         topology = self.topology
@@ -881,10 +918,21 @@ class ChaosRun:
         self._historyFile = open(self.directory / "history.jsonl", "w")  # noqa: SIM115
         self.recorder = HistoryRecorder(self.reactor, self._historyFile)
         await self._thread(self.topology.create)
+        # Control sockets in a short directory of their own: the run's
+        # directory may be too deep for a UNIX socket path (107 bytes).
+        self._sockets = tempfile.mkdtemp(prefix="d6chaos-")
         for name in SERVERS:
-            text = serverConfig(name, self.directory / name, self.pki, config, self.topology)
+            socketPath = os.path.join(self._sockets, f"{name}.sock")
+            text = serverConfig(
+                name, self.directory / name, self.pki, config, self.topology, socketPath
+            )
             self.servers[name] = ServerProcess(
-                name, self.topology.servers[name], self.directory / name, text, self.faketime
+                name,
+                self.topology.servers[name],
+                self.directory / name,
+                text,
+                self.faketime,
+                socketPath,
             )
         self.recorder.record(self._header())
         if self.faketime is None:
@@ -1045,6 +1093,8 @@ class ChaosRun:
             self._historyFile = None
         if not self.keep:
             await self._thread(self.topology.destroy)
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
 
     def abort(self) -> None:
         """Stop at once (the reactor is stopping): kill the servers, remove the namespaces."""

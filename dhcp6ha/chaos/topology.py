@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chaos_topology -*-
+# -*- test-case-name: tests.integration.test_chaos -*-
 """
 The network of a chaos run: four network namespaces joined by veth pairs,
 and the network faults the scheduler injects into it.

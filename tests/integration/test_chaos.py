@@ -18,7 +18,9 @@ they run here too, so that the fix stays.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from twisted.trial.unittest import TestCase
 
 from dhcp6ha.chaos.faults import KINDS, ScheduleParameters, makeSchedule
 from dhcp6ha.chaos.harness import ChaosRun, RunConfig, RunResult, makeCertificates
-from dhcp6ha.chaos.topology import namespaceProblem
+from dhcp6ha.chaos.topology import SERVERS, Topology, namespaceProblem
 
 #: The fixed set: (seed, window, faults).  Seeds 1 and 2 with these
 #: parameters hold all seven kinds of fault between them
@@ -136,3 +138,101 @@ class FixedSetTests(TestCase):
             self._assertClean(await self._chaos(seed, window, faults))
 
     test_regressions.timeout = 300 * max(1, len(REGRESSION_SEEDS))  # type: ignore[attr-defined]
+
+
+class TopologyTests(TestCase):
+    """
+    L{Topology}: the links are up, and each network fault cuts what it says
+    (checked with UDP datagrams between the namespaces) and heals.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        problem = namespaceProblem()
+        if problem is not None:
+            self.skipTest(problem)
+        self.topology = Topology(f"d6chaos{os.getpid()}-t")
+        self.addCleanup(self.topology.destroy)
+        self.topology.create()
+        self.sockets: dict[str, socket.socket] = {}
+        for name in SERVERS:
+            with self.topology.servers[name].entered():
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.bind((str(self.topology.peerAddress(name)), 7000))
+            sock.settimeout(0.3)
+            self.addCleanup(sock.close)
+            self.sockets[name] = sock
+
+    def reaches(self, sender: str) -> bool:
+        """Does a datagram from C{sender} reach its partner on the partner link?"""
+        other = self.topology.partnerOf(sender)
+        try:
+            self.sockets[sender].sendto(b"x", (str(self.topology.peerAddress(other)), 7000))
+        except OSError:
+            return False
+        try:
+            self.sockets[other].recvfrom(100)
+        except TimeoutError:
+            return False
+        return True
+
+    def assertReach(self, primary: bool, secondary: bool) -> None:
+        self.assertEqual((self.reaches("primary"), self.reaches("secondary")), (primary, secondary))
+
+    def test_partnerLink(self) -> None:
+        """Link down cuts both ways; a blackhole cuts one way; heal undoes them."""
+        self.assertReach(True, True)
+        self.topology.partnerLinkDown()
+        self.assertReach(False, False)
+        self.topology.partnerLinkUp()
+        self.assertReach(True, True)
+        self.topology.blackhole("secondary")
+        self.assertReach(True, False)
+        self.topology.blackhole("primary")
+        self.assertReach(False, False)
+        self.assertEqual(
+            self.topology.faultsInPlace(),
+            ["primary -> secondary dropped", "secondary -> primary dropped"],
+        )
+        self.topology.healAll()
+        self.assertReach(True, True)
+        self.assertEqual(self.topology.faultsInPlace(), [])
+
+    def test_clientCut(self) -> None:
+        """A client cut takes one server off the client link, not off the partner link."""
+        clients = self.topology.clients
+        with clients.entered():
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.settimeout(0.3)
+        sock.bind(("::", 0))
+        receivers = {}
+        for name in SERVERS:
+            with self.topology.servers[name].entered():
+                receiver = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            receiver.bind((str(self.topology.lanAddress(name)), 7001))
+            receiver.settimeout(0.3)
+            self.addCleanup(receiver.close)
+            receivers[name] = receiver
+
+        def reachable(name: str) -> bool:
+            # The clients have no global address: the server answers nothing,
+            # it only has to receive.
+            sock.sendto(b"x", (str(self.topology.lanAddress(name)), 7001))
+            try:
+                receivers[name].recvfrom(100)
+            except TimeoutError:
+                return False
+            return True
+
+        self.topology.clients.run("ip", "-6", "addr", "add", "fd6a:5e1f:c5::99/64", "dev", "lan",
+                                  "nodad")  # fmt: skip
+        self.assertTrue(reachable("primary"))
+        self.assertTrue(reachable("secondary"))
+        self.topology.cutClients("secondary")
+        self.assertTrue(reachable("primary"))
+        self.assertFalse(reachable("secondary"))
+        self.assertReach(True, True)
+        self.topology.restoreClients("secondary")
+        self.assertTrue(reachable("secondary"))

@@ -18,15 +18,19 @@ capture).
 Short timers: T1 4 s, T2 7 s, preferred 18 s, valid 20 s, MCLT 20 s,
 heartbeat 1 s, unreachable-after 3 s (so the takeover window,
 L{dhcp6ha.failover.machine.PartnerTraffic}, is 3 s).  Valid is 20 s rather
-than 15 s because of the real clients' retransmission timers: dhclient and
-dhcpcd retransmit a Rebind 10 s (+-10%) after the first (RFC 8415
-REB_TIMEOUT), so a client whose last Renew was answered just before the cut
-and whose first Rebind (at T2 = 7 s) comes just before the takeover sends
-its next one at 16-18 s; with 15 s its lease would expire first, and that
-would be the test's timers, not the server.
+than 15 s because of the real clients' retransmission timers (RFC 8415
+REN_TIMEOUT and REB_TIMEOUT are 10 s, +-10%): dhclient 4.4.3 sends its
+Renew at T1 and its first Rebind only at the Renew's next retransmission,
+about T1 + 10 s = 13-14 s after the last Reply (not at T2), and the next
+Rebind about 10 s later, after the lease is gone either way; dhcpcd
+rebinds at T2.  With 15 s a dhclient renewed just before the cut would have
+one Rebind, 1-2 s before its lease ends; with 20 s it has about 6 s.  The
+takeover itself needs about 6 s (the first refused message, the 3 s window,
+the next CONTACT), well before that first Rebind.
 
-Steps: the pair NORMAL over C{fo0}; every client bound by the primary (the
-secondary answered nothing); the primary's C{lan0} down for 2 x valid (40
+Steps: the pair NORMAL over C{fo0}; every client bound by the primary and
+renewed once by it (the secondary, which sees those Renews too, answered
+nothing and did not take over: the primary's count grows); the primary's C{lan0} down for 2 x valid (40
 s); the secondary must switch to C{responsive-for-partner}
 (C{dhcp6ha-ctl --json status}), answer the clients' Renews and Rebinds with
 the same address and prefix, replicate the renewals to the primary over
@@ -66,6 +70,7 @@ from tests.integration.netns import Capture, Namespace, skipReason, tempDir, vet
 from tests.integration.pair import (
     NORMAL,
     PKI,
+    Captured,
     FailoverServer,
     LeaseKey,
     Relationship,
@@ -302,9 +307,14 @@ class Topology:
         return "\n".join(parts)
 
 
-def describeExchange(messages: list[Any], index: int, names: dict[bytes, str], since: float) -> str:
-    """One client message of a capture and the Replies to it (by transaction id)."""
-    m = messages[index]
+def describeExchange(
+    message: Captured, replies: list[Captured], names: dict[bytes, str], since: float
+) -> str:
+    """
+    One client message and the Advertises and Replies to it (by transaction
+    id) in C{replies}, the servers' messages of both captures.
+    """
+    m = message
     kind = MSG_NAMES.get(m.message.msgType, str(m.message.msgType))
     named = m.serverId
     text = f"{m.time - since:+.1f}s {kind}"
@@ -312,10 +322,11 @@ def describeExchange(messages: list[Any], index: int, names: dict[bytes, str], s
         text += f"(->{names.get(named, named.hex()[:8])})"
     replies = [
         r
-        for r in messages[index + 1 :]
-        if r.sourcePort == 547
+        for r in replies
+        if r.time >= m.time
         and r.message.msgType in (wire.REPLY, wire.ADVERTISE)
         and r.message.xid == m.message.xid
+        and r.destination == m.source
     ]
     if not replies:
         return text + ": -"
@@ -522,6 +533,16 @@ class PartialLossTests(TestCase):
             return not (primary.db.pendingKeys(RELATIONSHIP) & set(expected))
 
         await waitFor(replicated, 15, "every binding on both servers", details=topo.details)
+        # One renewal with the primary reachable: the secondary sees these
+        # Renews (naming the primary) too, but the primary's count grows, so
+        # it must not take over.
+        for rc in clients:
+            await waitFor(
+                partial(rc.renewedSince, rc.boundIndex + 1),
+                T1 + 12,
+                f"{rc.name}: a renewal before the cut",
+                details=topo.details,
+            )
         sentBySecondary = [
             m
             for m in pcapMessages(topo.captures["secondary"].path)
@@ -736,6 +757,7 @@ class PartialLossTests(TestCase):
             takeoverAfter=takeoverAfter, replicatedAfter=replicatedAfter, leftAfter=leftAfter,
         )  # fmt: skip
         (topo.directory / "report.txt").write_text(report)
+        (topo.directory / "details.txt").write_text(topo.details())
         print("\n" + report)
         if failures:
             self.fail(
@@ -784,6 +806,12 @@ class PartialLossTests(TestCase):
         secondaryMessages = pcapMessages(topo.captures["secondary"].path)
         primaryMessages = pcapMessages(topo.captures["primary"].path)
         duringCut = [m for m in primaryMessages if cutAt + 0.5 < m.time < restoredAt]
+        # Client messages are multicast (both ports see them); each server's
+        # answers are unicast to the client (its own port only).
+        serverMessages = sorted(
+            (m for m in primaryMessages + secondaryMessages if m.sourcePort == 547),
+            key=lambda m: m.time,
+        )
         lines.append(f"frames on the primary's bridge port during the cut: {len(duringCut)}")
         for rc in clients:
             lines.append(
@@ -791,9 +819,9 @@ class PartialLossTests(TestCase):
                 f" hook reasons since binding:"
                 f" {[e['reason'] for e in rc.client.events()[rc.boundIndex :]]}"
             )
-            for i, m in enumerate(secondaryMessages):
-                if m.sourcePort == 546 and m.source == rc.linkLocal and m.time > cutAt - T2:
-                    lines.append("    " + describeExchange(secondaryMessages, i, names, cutAt))
+            for m in secondaryMessages:
+                if m.sourcePort == 546 and m.source == rc.linkLocal:
+                    lines.append("    " + describeExchange(m, serverMessages, names, cutAt))
         sent: Counter[tuple[str, str]] = Counter()
         replies: Counter[tuple[str, str]] = Counter()
         for e in self._recorder.events:

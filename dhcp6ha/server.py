@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv6Address
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from attrs import frozen
-from twisted.internet import udp
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet import error, udp
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
@@ -165,6 +165,10 @@ def logLeaseChange(log: Logger, lease: Lease) -> None:
     )
 
 
+_ADDRESS_CACHE_SIZE = 4096
+"""The most source strings and destination addresses remembered (then forgotten at once)."""
+
+
 def _describe(message: Message | RelayMessage) -> str:
     try:
         return MessageType(message.msg_type).name
@@ -224,6 +228,11 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self._ifIndexToName = ifIndexToName
         self._inFlight = 0
         self._idle: list[Deferred[None]] = []
+        # Source strings as the socket gives them -> addresses, and
+        # addresses -> the text written back: few relays send most
+        # datagrams, and parsing or printing an address costs microseconds.
+        self._sources: dict[str, IPv6Address] = {}
+        self._hosts: dict[IPv6Address, str] = {}
 
     # --- receiving ---------------------------------------------------------
 
@@ -245,12 +254,19 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         if not self.serving:
             self.counters["not-serving"] += 1
             return
-        host = str(addr[0]).partition("%")[0]
-        try:
-            source = IPv6Address(host)
-        except ValueError:
-            self._drop("bad-source", "bad-source", "Dropped datagram from non-IPv6 {source}", host)
-            return
+        source = self._sources.get(addr[0])
+        if source is None:
+            host = str(addr[0]).partition("%")[0]
+            try:
+                source = IPv6Address(host)
+            except ValueError:
+                self._drop(
+                    "bad-source", "bad-source", "Dropped datagram from non-IPv6 {source}", host
+                )
+                return
+            if len(self._sources) >= _ADDRESS_CACHE_SIZE:
+                self._sources.clear()
+            self._sources[addr[0]] = source
         sourcePort = int(addr[1])
         if len(datagram) > MAX_DATAGRAM_SIZE:
             self._drop("oversized", "oversized", "Dropped oversized datagram from {source}", source)
@@ -280,7 +296,8 @@ class DHCPv6ServerProtocol(DatagramProtocol):
                 msgtype=_describe(message),
             )
             return
-        multicast = info.destination.is_multicast if info.destination is not None else True
+        # ff00::/8 (is_multicast, without building the network to test).
+        multicast = info.destination is None or int(info.destination) >> 120 == 0xFF
         received = Received(
             source=source, port=sourcePort, interface=info.interface, multicast=multicast
         )
@@ -326,7 +343,12 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             self._send(payload, decision)
             return
         changes = tuple(decision.changes)
-        d: Deferred[None] = maybeDeferred(self.store.commit, changes)
+        try:
+            d: Deferred[None] = self.store.commit(changes)
+        except Exception:
+            d = fail()
+        if not isinstance(d, Deferred):
+            d = succeed(None)
         self._inFlight += 1
 
         def committed(_: None) -> None:
@@ -365,7 +387,11 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         try:
             if self.transport is None:
                 raise RuntimeError("the port is closed")
-            host = str(address)
+            host = self._hosts.get(address)
+            if host is None:
+                if len(self._hosts) >= _ADDRESS_CACHE_SIZE:
+                    self._hosts.clear()
+                host = self._hosts[address] = str(address)
             if interface is not None and (address.is_link_local or address.is_multicast):
                 # Link-scoped: the scope says which link (RFC 4007 section 11).
                 host += "%" + interface
@@ -531,6 +557,14 @@ class Reclaimer:
 
 _READ_IGNORE = (errno.EAGAIN, errno.EINTR, errno.EWOULDBLOCK)
 _PKTINFO = struct.Struct("=16sI")  # struct in6_pktinfo
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+# Plain ints: an IntFlag operand would run enum code for every datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+_IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
+_IPV6_PKTINFO = int(socket.IPV6_PKTINFO)
+
+INTERFACE_NAMES_TTL = 5.0
+"""Seconds an interface index's name is remembered by L{DHCPv6Port}."""
 
 
 class DHCPv6Port(udp.Port):
@@ -547,10 +581,21 @@ class DHCPv6Port(udp.Port):
     C{joinGroup(addr, interface)} takes an IPv6 I{address literal} for the
     interface and passes its bytes as the C{ipv6_mreq} interface index, so
     it cannot name an interface; this class sets C{IPV6_JOIN_GROUP} itself.
+
+    One call of L{doRead} delivers at most L{maxDatagramsPerRead}
+    datagrams (Twisted's C{udp.Port} reads up to 256 KiB, thousands of
+    small datagrams): between two reads the reactor runs what the lease
+    store's writer thread has finished, so replies whose leases are durable
+    leave, and the next group commit starts, while clients keep sending.
+    Interface names are remembered by index for L{INTERFACE_NAMES_TTL}
+    seconds.
+
+    @ivar maxDatagramsPerRead: the most datagrams one L{doRead} delivers.
     """
 
     addressFamily = socket.AF_INET6
     log = Logger()
+    maxDatagramsPerRead = 32
 
     def __init__(
         self,
@@ -559,10 +604,18 @@ class DHCPv6Port(udp.Port):
         interface: str = "::",
         maxPacketSize: int = MAX_DATAGRAM_SIZE + 1,
         reactor: Any = None,
+        ifIndexToName: Callable[[int], str] = socket.if_indextoname,
     ) -> None:
+        """
+        @param ifIndexToName: maps interface indexes to names.
+        """
         super().__init__(port, proto, interface, maxPacketSize, reactor)
+        self._ifIndexToName = ifIndexToName
         if self.addressFamily != socket.AF_INET6:
             raise ValueError("DHCPv6Port needs an IPv6 address to bind, not " + repr(interface))
+        self._clock = cast(IReactorTime, self.reactor)
+        self._names: dict[int, str | None] = {}
+        self._namesUntil = 0.0
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
@@ -570,31 +623,30 @@ class DHCPv6Port(udp.Port):
         return skt
 
     def doRead(self) -> None:
-        """Read every datagram waiting, up to C{maxThroughput} bytes."""
+        """
+        Read the datagrams waiting, up to L{maxDatagramsPerRead} of them and
+        C{maxThroughput} bytes.
+        """
         read = 0
-        ancillarySize = socket.CMSG_SPACE(_PKTINFO.size)
-        while read < self.maxThroughput:
+        datagrams = 0
+        recvmsg = self.socket.recvmsg
+        while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
             try:
-                data, ancillary, flags, addr = self.socket.recvmsg(
-                    self.maxPacketSize, ancillarySize
-                )
+                data, ancillary, flags, addr = recvmsg(self.maxPacketSize, _ANCILLARY_SIZE)
             except OSError as se:
                 if se.errno in _READ_IGNORE or se.errno == errno.ECONNREFUSED:
                     return
                 raise
             read += len(data)
+            datagrams += 1
             destination: IPv6Address | None = None
             interface: str | None = None
             for level, kind, value in ancillary:
-                if (
-                    level == socket.IPPROTO_IPV6
-                    and kind == socket.IPV6_PKTINFO
-                    and len(value) >= _PKTINFO.size
-                ):
+                if level == _IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= _PKTINFO.size:
                     packed, index = _PKTINFO.unpack_from(value)
                     destination = IPv6Address(packed)
                     interface = self._indexToName(index)
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 # Longer than the buffer: the protocol counts it as oversized.
                 data = data + b"\0"
             try:
@@ -605,10 +657,41 @@ class DHCPv6Port(udp.Port):
     def _indexToName(self, index: int) -> str | None:
         if not index:
             return None
+        now = self._clock.seconds()
+        if now >= self._namesUntil:
+            self._names.clear()
+            self._namesUntil = now + INTERFACE_NAMES_TTL
         try:
-            return socket.if_indextoname(index)
+            return self._names[index]
+        except KeyError:
+            pass
+        try:
+            name: str | None = self._ifIndexToName(index)
         except OSError:
-            return None
+            name = None
+        self._names[index] = name
+        return name
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        """
+        Send C{datagram} to C{addr}, an IPv6 C{(host, port)}.
+
+        Unlike C{udp.Port.write}, the host string is not parsed four times
+        to check its family first (the protocol writes IPv6 literals only;
+        anything else fails in C{sendto} with C{OSError}).
+
+        @raise twisted.internet.error.MessageLengthError: it is too long.
+        """
+        if addr is None:
+            super().write(datagram)
+            return
+        try:
+            self.socket.sendto(datagram, addr)
+        except OSError as se:
+            if se.errno == errno.EMSGSIZE:
+                raise error.MessageLengthError("message too long") from None
+            if se.errno != errno.ECONNREFUSED:
+                raise
 
     def _membership(self, option: int, group: str, interface: str) -> None:
         request = socket.inet_pton(socket.AF_INET6, group) + struct.pack(

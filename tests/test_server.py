@@ -12,6 +12,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.logger import LogLevel, capturedLogs
@@ -32,6 +33,8 @@ from dhcp6ha.message import (
     encode,
 )
 from dhcp6ha.server import (
+    _ADDRESS_CACHE_SIZE,
+    INTERFACE_NAMES_TTL,
     DHCPv6Port,
     DHCPv6ServerProtocol,
     LogThrottle,
@@ -274,6 +277,22 @@ class DurableBeforeVisibleTests(ProtocolTestsMixin, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual([e["count"] for e in events if "log_failure" in e], [1])
 
+    def test_commitRaising(self) -> None:
+        """A store whose commit raises at once is a failed commit like any other."""
+
+        class RaisingStore(MemoryLeaseStore):
+            def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+                raise OSError(errno.EIO, "Input/output error")
+
+        self.setUpProtocol(
+            Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=RaisingStore()
+        )
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.protocol.counters["commit-failed"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.successResultOf(self.protocol.drain())
+
     def test_failedCommitsThrottled(self) -> None:
         """Repeated commit failures are logged once per interval."""
         self.setUpProtocol(
@@ -404,6 +423,31 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
         self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
         self.assertEqual(self.protocol.counters["send-error"], 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_addressCachesBounded(self) -> None:
+        """
+        Source strings and destinations are remembered to save parsing and
+        printing, at most C{_ADDRESS_CACHE_SIZE} of each; every datagram
+        still gets its own source and reply destination.
+        """
+        self.setUpProtocol(None)
+        for n in range(_ADDRESS_CACHE_SIZE + 10):
+            self.protocol.datagramReceived(encode(SOLICIT), (f"2001:db8::{n:x}", 546))
+        self.protocol.datagramReceived(encode(SOLICIT), ("2001:db8::5", 546))
+        self.assertLessEqual(len(self.protocol._sources), _ADDRESS_CACHE_SIZE)
+        self.assertEqual(
+            [h[1].source for h in self.engine.handled],
+            [IPv6Address(0x20010DB8 << 96 | n) for n in range(_ADDRESS_CACHE_SIZE + 10)]
+            + [IPv6Address("2001:db8::5")],
+        )
+
+    def test_badSourceDropped(self) -> None:
+        """A source that is not an IPv6 address is a counted drop, every time."""
+        self.setUpProtocol(Decision(ADVERTISE, (CLIENT, 546, None), ()))
+        self.protocol.datagramReceived(encode(SOLICIT), ("192.0.2.1", 546))
+        self.protocol.datagramReceived(encode(SOLICIT), ("192.0.2.1", 546))
+        self.assertEqual(self.protocol.counters["bad-source"], 2)
+        self.assertEqual(self.engine.handled, [])
 
     def test_notServing(self) -> None:
         """While not serving, datagrams are counted and dropped."""
@@ -632,6 +676,8 @@ class FakeSocket:
     def __init__(self, reads: list[tuple[bytes, list[tuple[int, int, bytes]], int, Any]]) -> None:
         self.reads = reads
         self.options: list[tuple[int, int, Any]] = []
+        self.sent: list[tuple[bytes, Any]] = []
+        self.sendError: OSError | None = None
 
     def recvmsg(self, size: int, ancillary: int) -> tuple[bytes, list[Any], int, Any]:
         if not self.reads:
@@ -640,6 +686,12 @@ class FakeSocket:
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
         self.options.append((level, option, value))
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        if self.sendError is not None:
+            raise self.sendError
+        self.sent.append((data, addr))
+        return len(data)
 
 
 class RecordingProtocol(DHCPv6ServerProtocol):
@@ -689,6 +741,80 @@ class DHCPv6PortTests(SynchronousTestCase):
                 (b"bye", ("::1", 547, 0, 0), PacketInfo(None, None)),
             ],
         )
+
+    def test_readsAtMostMaxDatagrams(self) -> None:
+        """
+        One C{doRead} delivers at most C{maxDatagramsPerRead} datagrams, so
+        that the reactor runs other work (replies whose commit is durable)
+        between reads; the next call goes on.
+        """
+        port, protocol, fake = self.makePort(
+            [(b"%d" % n, [], 0, ("::1", 547, 0, 0)) for n in range(5)]
+        )
+        port.maxDatagramsPerRead = 2
+        port.doRead()
+        self.assertEqual([p[0] for p in protocol.packets], [b"0", b"1"])
+        port.doRead()
+        port.doRead()
+        port.doRead()
+        self.assertEqual([p[0] for p in protocol.packets], [b"0", b"1", b"2", b"3", b"4"])
+
+    def test_interfaceNamesRemembered(self) -> None:
+        """
+        An interface index is looked up once per C{INTERFACE_NAMES_TTL}
+        seconds; an index with no interface has no name.
+        """
+        clock = Clock()
+        lookups: list[int] = []
+
+        def name(index: int) -> str:
+            lookups.append(index)
+            if index == 9:
+                raise OSError(errno.ENXIO, "No such device or address")
+            return f"eth{index}"
+
+        protocol = RecordingProtocol()
+        port = DHCPv6Port(0, protocol, "::", reactor=clock, ifIndexToName=name)
+
+        def read(index: int) -> None:
+            info = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("=I", index)
+            ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+            port.socket = FakeSocket([(b"x", ancillary, 0, ("fe80::1", 546, 0, index))])
+            port.doRead()
+
+        for index in (3, 3, 9, 9):
+            read(index)
+        self.assertEqual(lookups, [3, 9])
+        clock.advance(INTERFACE_NAMES_TTL)
+        read(3)
+        self.assertEqual(lookups, [3, 9, 3])
+        self.assertEqual(
+            [p[2].interface for p in protocol.packets], ["eth3", "eth3", None, None, "eth3"]
+        )
+
+    def test_write(self) -> None:
+        """C{write} sends to the C{(host, port)} given."""
+        port, _, fake = self.makePort([])
+        port.write(b"reply", ("2001:db8::1", 547))
+        port.write(b"reply", ("fe80::1%lo", 546))
+        self.assertEqual(
+            fake.sent, [(b"reply", ("2001:db8::1", 547)), (b"reply", ("fe80::1%lo", 546))]
+        )
+
+    def test_writeErrors(self) -> None:
+        """
+        As with C{udp.Port.write}: too long a datagram raises
+        L{MessageLengthError}, a refused one is ignored, other errors are
+        raised.
+        """
+        port, _, fake = self.makePort([])
+        fake.sendError = OSError(errno.EMSGSIZE, "Message too long")
+        self.assertRaises(MessageLengthError, port.write, b"x", ("::1", 547))
+        fake.sendError = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        port.write(b"x", ("::1", 547))
+        fake.sendError = OSError(errno.ENETUNREACH, "Network is unreachable")
+        error = self.assertRaises(OSError, port.write, b"x", ("::1", 547))
+        self.assertEqual(error.errno, errno.ENETUNREACH)
 
     def test_truncatedIsOversized(self) -> None:
         """A truncated read reaches the protocol longer than the limit."""

@@ -1060,6 +1060,38 @@ class ReceiveBindingsTests(SynchronousTestCase):
         self.receive(store, older, role=Role.PRIMARY)
         self.assertEqual(store.pendingUpdates(REL, 0, 10), [(1, ours)])
 
+    def test_superseded(self) -> None:
+        """
+        The partner's record ours was derived from (sent again, its ack
+        lost): answered with success and a message, not stored; ours stays
+        as it is, pending, and the queue is woken for it.
+        """
+        store = MemoryLeaseStore(replicate=replicate)
+        theirs = lease(1)
+        released = evolve(
+            theirs,
+            state=BindingState.RELEASED,
+            start_time_of_state=T0 + 0.25,
+            cltt=T0 + 0.25,
+            partner_state_acked=BindingState.ACTIVE,
+            partner_stos_acked=T0,
+        )
+        store.commit([released])
+        queue = FakeUpdateQueue()
+        [result] = self.receive(store, theirs, role=Role.PRIMARY, queue=queue)
+        self.assertEqual(
+            result,
+            {
+                "address": theirs.address,
+                "prefix_length": 128,
+                "status": 0,
+                "message": "released/active: superseded",
+            },
+        )
+        self.assertEqual(store.get(theirs.address, 128), released)
+        self.assertEqual(store.pendingUpdates(REL, 0, 10), [(1, released)])
+        self.assertEqual(queue.enqueued, [released])
+
     def test_addressInUse(self) -> None:
         """
         The primary answers AddressInUse for another client's ACTIVE binding
@@ -1192,6 +1224,226 @@ class PairTests(SynchronousTestCase):
             assert stored is not None
             self.assertEqual((stored.state, stored.cltt), (BindingState.ACTIVE, T0 + 500))
         self.assertLessEqual(sum(sent), 4)
+
+
+class Pair:
+    """
+    A primary and a secondary: two stores and two queues on one L{Clock},
+    each queue's batches applied to the other side with L{receiveBindings}
+    (the partner's queue woken for the records it should send).
+
+    @ivar stores: the primary's and the secondary's store.
+    @ivar queues: their queues.
+    @ivar loseAnswers: the partner still applies what it receives, but its
+        answers never arrive (a connection lost after the partner stored a
+        batch and before its answer came).
+    """
+
+    PRIMARY, SECONDARY = 0, 1
+    roles = (Role.PRIMARY, Role.SECONDARY)
+
+    def __init__(self, start: float = T0) -> None:
+        self.clock = Clock()
+        self.clock.advance(start)
+        self.stores = [MemoryLeaseStore(replicate=replicate) for _ in self.roles]
+        self.queues = [
+            UpdateQueue(REL, store, self.clock, maxUnacked=4, partnerLifetime=lambda one: T0 + 900)
+            for store in self.stores
+        ]
+        self.loseAnswers = False
+        self.connect()
+
+    def connect(self) -> None:
+        """(Re)connect: both queues attached, resending whatever is pending."""
+        for me in (self.PRIMARY, self.SECONDARY):
+            self.queues[me].attach(self._sender(1 - me))
+
+    def _sender(self, other: int) -> queuemodule.Sender:
+        def send(boxes: list[dict[str, Any]]) -> Deferred[list[dict[str, Any]]]:
+            return self._deliver(other, boxes)
+
+        return send
+
+    def disconnect(self) -> None:
+        for queue in self.queues:
+            queue.detach()
+
+    def _deliver(self, side: int, boxes: list[dict[str, Any]]) -> Deferred[list[dict[str, Any]]]:
+        answer = receiveBindings(
+            self.stores[side],
+            self.roles[side],
+            boxes,
+            self.clock.seconds(),
+            queue=self.queues[side],
+        )
+        if self.loseAnswers:
+            return Deferred()
+        return answer
+
+    def change(self, side: int, one: Lease) -> Lease:
+        """Commit a change of C{side}'s engine and enqueue it."""
+        self.stores[side].commit([one])
+        self.queues[side].enqueue(one)
+        return one
+
+    def current(self, side: int, n: int) -> Lease:
+        found = self.stores[side].get(lease(n).address, 128)
+        assert found is not None
+        return found
+
+    def clientChange(self, side: int, n: int, state: BindingState, at: float, **kw: Any) -> Lease:
+        """
+        The engine's change of the client's binding of address C{n} on
+        C{side} at C{at} (a Release, Decline, withdrawal or the same client
+        back): the stored record evolved, its acknowledged fields kept.
+        """
+        self.clock.advance(max(0.0, at - self.clock.seconds()))
+        values: dict[str, Any] = {"state": state, "start_time_of_state": at, "cltt": at}
+        values.update(kw)
+        return self.change(side, evolve(self.current(side, n), **values))
+
+    def settle(self, seconds: float = 0.0) -> None:
+        """Let every batch and answer go through; then C{seconds} pass (retries)."""
+        for _ in range(5):
+            self.clock.advance(0)
+        step = 1.0
+        while seconds > 0:
+            self.clock.advance(min(step, seconds))
+            seconds -= step
+            for _ in range(3):
+                self.clock.advance(0)
+
+    def pending(self) -> list[int]:
+        return [store.pendingCount(REL) for store in self.stores]
+
+    def records(self, side: int) -> dict[Any, tuple[Any, ...]]:
+        """What both must agree on, per key."""
+        return {
+            one.key: (one.state, one.duid, one.iaid, one.start_time_of_state, one.cltt, one.expires)
+            for one in self.stores[side].iterLeases(100)
+        }
+
+
+class ConflictConvergenceTests(SynchronousTestCase):
+    """
+    A Release, Decline or re-grant soon after the last replicated change
+    (within the 5 s tolerance) is replicated, and two servers that
+    disagree converge: both queues drain, both stores agree (the
+    integration tests' stuck queues, failover-bugs #1).
+    """
+
+    def assertConverged(self, pair: Pair) -> None:
+        self.assertEqual(pair.pending(), [0, 0])
+        self.assertEqual(pair.records(Pair.PRIMARY), pair.records(Pair.SECONDARY))
+
+    def test_changesSoonAfterGrant(self) -> None:
+        """
+        The primary grants six leases and the secondary one, all replicated
+        and acked; then, within a second: releases, a decline, a withdrawal,
+        a client back after its release, a released address given to
+        another client once its release is acked, and a release on the
+        secondary.  Every change reaches the other side at once: nothing is
+        rejected, nothing is left pending, the stores agree.
+        """
+        pair = Pair()
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        for n in range(1, 7):
+            pair.change(P, lease(n))
+        pair.change(S, lease(7))
+        pair.settle()
+        self.assertConverged(pair)
+        pair.clientChange(P, 1, BindingState.RELEASED, T0 + 0.25)
+        pair.clientChange(P, 2, BindingState.ABANDONED, T0 + 0.3, expires=T0 + 86400)
+        pair.clientChange(P, 3, BindingState.RELEASED, T0 + 0.3)
+        pair.clientChange(P, 3, BindingState.ACTIVE, T0 + 0.5, expires=T0 + 600.5)
+        pair.clientChange(P, 4, BindingState.RELEASED, T0 + 0.5)
+        pair.clientChange(P, 5, BindingState.EXPIRED, T0 + 0.6, expires=T0 + 0.6, valid_lifetime=0)
+        pair.clientChange(S, 7, BindingState.RELEASED, T0 + 0.6)
+        pair.settle()
+        self.assertTrue(pair.current(P, 4).stateAcked)
+        other = evolve(lease(4), duid=b"\x00\x03other", iaid=44, start_time_of_state=T0 + 0.7)
+        pair.change(P, evolve(other, cltt=T0 + 0.7, expires=T0 + 600.7))
+        pair.settle()
+        self.assertConverged(pair)
+        self.assertEqual([queue.rejected for queue in pair.queues], [0, 0])
+        states = {n: pair.current(S, n).state for n in range(1, 8)}
+        A, R, X = BindingState.ACTIVE, BindingState.RELEASED, BindingState.EXPIRED
+        self.assertEqual(states, {1: R, 2: BindingState.ABANDONED, 3: A, 4: A, 5: X, 6: A, 7: R})
+        self.assertEqual(pair.current(S, 4).duid, b"\x00\x03other")
+        self.assertEqual(pair.current(P, 7).state, R)
+
+    def test_stuckQueuesDrain(self) -> None:
+        """
+        The state the old rules left (failover-bugs #1): the primary holds
+        the client's release, the secondary the ACTIVE binding it had
+        acked, each rejected by the other and pending on both sides.  On
+        reconnection the secondary takes the release and the primary acks
+        the ACTIVE record its release follows: both drain, both agree.
+        """
+        pair = Pair()
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        pair.disconnect()
+        active = evolve(lease(1), partner_state_acked=BindingState.ACTIVE, partner_stos_acked=T0)
+        released = evolve(
+            active, state=BindingState.RELEASED, start_time_of_state=T0 + 0.25, cltt=T0 + 0.25
+        )
+        pair.stores[P].commit([released])
+        pair.stores[S].commit([active], pending=False)
+        pair.stores[S].markPending([active.key])
+        self.assertEqual(pair.pending(), [1, 1])
+        pair.clock.advance(20)
+        with capturedLogs() as logged:
+            pair.connect()
+            pair.settle()
+        self.assertConverged(pair)
+        self.assertEqual(pair.current(S, 1).state, BindingState.RELEASED)
+        self.assertEqual([queue.rejected for queue in pair.queues], [0, 0])
+        self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.warn], [])
+
+    def test_lostAck(self) -> None:
+        """
+        The secondary stores the primary's grant but its ack is lost with
+        the connection; the client then releases on the secondary.  After
+        reconnection the primary resends the grant while the secondary
+        sends the release: the secondary answers the grant with success
+        (superseded by its release), the primary takes the release.
+        """
+        pair = Pair()
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        pair.loseAnswers = True
+        pair.change(P, lease(1))
+        pair.settle()
+        pair.disconnect()
+        pair.loseAnswers = False
+        self.assertEqual(pair.pending(), [1, 0])
+        self.assertTrue(pair.current(S, 1).stateAcked)
+        pair.clientChange(S, 1, BindingState.RELEASED, T0 + 0.25)
+        pair.connect()
+        with capturedLogs():
+            pair.settle(120)
+        self.assertConverged(pair)
+        self.assertEqual(pair.current(P, 1).state, BindingState.RELEASED)
+
+    def test_concurrentChangesConverge(self) -> None:
+        """
+        Both sides change one binding while apart (a partition), at the
+        same time within the tolerance: the primary's record wins on both
+        sides, the secondary's rejected update is replaced by it (no longer
+        pending), and nothing goes back and forth afterwards.
+        """
+        pair = Pair()
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        pair.change(P, lease(1))
+        pair.settle()
+        pair.disconnect()
+        pair.clientChange(P, 1, BindingState.EXPIRED, T0 + 1, cltt=T0, expires=T0 + 1)
+        pair.clientChange(S, 1, BindingState.RELEASED, T0 + 2)
+        pair.connect()
+        with capturedLogs():
+            pair.settle(300)
+        self.assertConverged(pair)
+        self.assertEqual(pair.current(S, 1).state, BindingState.EXPIRED)
+        self.assertLessEqual(sum(queue.sent for queue in pair.queues), 4)
 
 
 # --- over SQLite, on the real reactor --------------------------------------------

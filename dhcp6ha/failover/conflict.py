@@ -6,16 +6,56 @@ L{resolve} decides whether a binding received from the partner replaces the
 local one (sections 7.5.3-7.5.5) and gives the record to store; L{acknowledged}
 records the partner's ack of a binding we sent (section 7.7).
 
-The conflict rules (DESIGN.md "Conflict resolution", with the draft's
-Figure 3 where DESIGN.md is silent).  "Time" of a record is its client last
-transaction time (CLT) when it has one, else its start time of state; for an
-incoming record in a state other than ACTIVE, EXPIRED or RELEASED, the later
-of the two (section 7.5.4).  Times within C{tolerance} (5 s, the skew bound
-of section 7.1) are the same time.  "Later wins": accept if the incoming time
-is later, reject (OutdatedBindingInformation) if the local one is; at the
-same time the later start time of state wins; at the same start time, an
-identical record is accepted (a resent update) and anything else is
-rejected.
+Lineage before time
+===================
+Section 7.5.3 asks whether a received binding "is consistent with the
+server's already known state" before deciding which is "better".  Both
+servers record what the other knows of each binding (C{partner_state_acked}
+and C{partner_stos_acked}: set when the partner acks ours, L{acknowledged},
+and when we accept the partner's, L{_stored}; the engine keeps them across
+a change of the same client's binding).  These are values copied between
+the servers, never measured again, so comparing them involves neither
+clock: no skew, no tolerance.
+
+  - I{Successor}: the partner knows our record's state (L{Lease.stateAcked})
+    and sends another state or start time of state: it changed the binding
+    after learning ours (a Release, a Decline, an expiry, the quarantine's
+    end, a re-grant...).  Accepted, however close the times.
+  - I{Predecessor}: our record was derived from the incoming one (our
+    acknowledged state and start time of state are the incoming record's,
+    and our state changed since): the partner sends again what we had
+    before our change, most likely because our ack of it was lost.
+    Answered with success and not stored (L{Verdict.SUPERSEDED}): we did
+    receive it, and the partner, marking it acknowledged, then takes our
+    record, which we send, as its successor.  A rejection here could meet
+    the partner's rejection of ours (it does not know the lineage while it
+    misses our ack): the pair would reject each other's updates for ever.
+
+One guard on both: a change of the same state (a renewal) leaves
+C{stateAcked} as it was, so a record the partner sends without a client
+transaction we hold (its CLT earlier than ours by more than C{tolerance},
+the one comparison across clocks) is not a successor, and ours is not the
+predecessor of one with a client transaction we lack: those are
+concurrent.  The guard is the same on both sides, so what one server finds
+a successor of its record the other finds a predecessor of its own.  Two
+ACTIVE bindings are never compared by lineage: the rules below keep the
+longer binding of a client, and another client's only by role.
+
+Concurrent changes
+==================
+Anything else was changed on both sides (a partition, a race across a
+failover) and goes by the conflict rules (DESIGN.md "Conflict resolution",
+with the draft's Figure 3 where DESIGN.md is silent).  "Time" of a record
+is its client last transaction time (CLT) when it has one, else its start
+time of state; for a record in a state other than ACTIVE, EXPIRED or
+RELEASED compared with another non-ACTIVE one, the later of the two
+(section 7.5.4; taken the same way on both sides, L{_order}).  Times
+within C{tolerance} (5 s, the skew bound of section 7.1) are the same
+time: only here does the skew matter.  "Later wins": accept if the
+incoming time is later, reject (OutdatedBindingInformation) if the local
+one is; at the same time the later start time of state wins; then both
+servers pick the same record (L{_tieBreak}): an ACTIVE binding over any
+other state (a client may hold it), else the primary's record.
 
 =============  ==========================  =========================================
 local          incoming                    result
@@ -24,27 +64,49 @@ none           anything                    accept
 any            -- not configured here      reject ConfigurationConflict
 any            ACTIVE without client       reject MissingBindingInformation
 other type     anything                    reject ConfigurationConflict
-ACTIVE         ACTIVE, same client         later wins; same times: the later (or
-                                           equal) expiry wins
+any            the same record             accept (a resend)
+ACTIVE         ACTIVE, same client         later wins; same times: the later
+                                           expiry, then the primary's record
 ACTIVE         ACTIVE, other client        secondary: accept; primary: accept if the
                                            incoming CLT is later, else AddressInUse
+any            successor (see above)       accept
+any            predecessor (see above)     answer success, keep ours (superseded)
 ACTIVE         EXPIRED, FREE, FREE-BACKUP, keep local until its expiry (reject
                PENDING-FREE                Outdated), then accept
 ACTIVE         RELEASED, RESET, ABANDONED  same client: later wins; another client:
                                            keep local until its expiry, then accept
-RESET          ACTIVE                      accept if the incoming CLT is later than
+EXPIRED, FREE, ACTIVE that has expired,    reject Outdated (the mirror of the two
+...            where the partner would     rows above: the partner takes ours)
+               keep it until its expiry
+RESET          ACTIVE, other client        accept if the incoming CLT is later than
                                            the local start time of state
 any other      anything                    later wins
 =============  ==========================  =========================================
 
 Two rows are stricter than the draft's Figure 3, which accepts RELEASED,
 RESET and ABANDONED over a local ACTIVE binding on time alone: a record of
-another client must not erase the binding a client holds here.
+another client must not erase the binding a client holds here (unless it
+is the partner's successor of that very binding, e.g. a declined address
+freed after its quarantine).
 
+Convergence
+===========
 A rejection with OutdatedBindingInformation (or AddressInUse) means the
 partner holds older information: L{Resolution.sendLocal} says the local
 record should be queued for the partner (section 7.5.4: set the "update
 partner" flag; the queue sends it at its own pace, never in a tight loop).
+Section 7.5.4: "the server with the most recent binding information should
+have its update accepted by its partner".  The rules are built for it:
+each comparison gives the opposite answer when the partner makes it the
+other way round (same times on both sides, L{_tieBreak}, successor against
+predecessor), so whatever one server rejects in favour of its own record,
+the other accepts when that record comes, and its own rejected update is
+then replaced (no longer pending).  The disagreements that last are the
+draft's time(1) and time(2) rows (a local ACTIVE binding kept until it
+expires, against a later-wins rule on the other side): they end at that
+expiry.  One row is not symmetric by design (DESIGN.md): another client's
+ACTIVE binding, where the secondary always yields and the primary yields to
+a clearly later client time; both then take the other's record.
 """
 
 from __future__ import annotations
@@ -80,6 +142,7 @@ class Verdict(enum.Enum):
     ACCEPT = "accept"
     REJECT = "reject"
     KEEP_UNTIL_EXPIRY = "keep-until-expiry"  # a REJECT that becomes ACCEPT at C{until}
+    SUPERSEDED = "superseded"  # answered with success, not stored: ours follows it
 
 
 @frozen
@@ -87,9 +150,11 @@ class Resolution:
     """
     What to do with one received binding.
 
-    @ivar verdict: accept, reject, or keep the local binding until it expires.
+    @ivar verdict: accept, reject, keep the local binding until it expires,
+        or superseded (ours was derived from it).
     @ivar rule: the table row that decided, for logs and tests.
-    @ivar status: the status code to answer with (C{None} when accepted).
+    @ivar status: the status code to answer with (C{None} when answered
+        with success: accepted or superseded).
     @ivar record: when accepted, the binding to store before acking (section
         7.5.2: the BNDREPLY goes only after it is durable).
     @ivar until: for KEEP_UNTIL_EXPIRY, when the local binding expires.
@@ -105,8 +170,13 @@ class Resolution:
 
     @property
     def accepted(self) -> bool:
-        """Is the incoming binding accepted?"""
+        """Is the incoming binding accepted (to be stored)?"""
         return self.verdict is Verdict.ACCEPT
+
+    @property
+    def answeredSuccess(self) -> bool:
+        """Is the answer success (accepted, or superseded by ours)?"""
+        return self.status is None
 
 
 #: States whose "time" is the CLT when present (section 7.5.4).
@@ -122,7 +192,8 @@ _FREEING = frozenset(
 )
 
 
-def _incomingTime(lease: Lease) -> float:
+def _time(lease: Lease) -> float:
+    """The time of a record (section 7.5.4, the time of an update)."""
     if lease.state in _CLT_STATES and lease.cltt > 0:
         return lease.cltt
     if lease.state in _CLT_STATES:
@@ -130,7 +201,8 @@ def _incomingTime(lease: Lease) -> float:
     return max(lease.cltt, lease.start_time_of_state)
 
 
-def _localTime(lease: Lease) -> float:
+def _clientTime(lease: Lease) -> float:
+    """The time of a local record against an incoming ACTIVE binding (section 7.5.4)."""
     return lease.cltt if lease.cltt > 0 else lease.start_time_of_state
 
 
@@ -183,24 +255,91 @@ def _reject(rule: str, status: FailoverStatus, sendLocal: bool = True) -> Resolu
     return Resolution(Verdict.REJECT, rule, status=status, sendLocal=sendLocal)
 
 
+def _lineage(local: Lease, incoming: Lease, tolerance: float) -> int:
+    """
+    1 if the incoming record is the partner's successor of ours, -1 if ours
+    was derived from it (its predecessor), 0 if neither (see the module
+    docstring).
+
+    The tests mirror each other: when the partner derived C{theirs} from
+    C{ours} (so C{theirs} carries C{ours}' state and start time of state as
+    acknowledged, and C{ours} is acknowledged), C{_lineage(ours, theirs)
+    == 1} exactly when C{_lineage(theirs, ours) == -1} on the partner.
+    """
+    if (incoming.state, incoming.start_time_of_state) == (
+        local.state,
+        local.start_time_of_state,
+    ):
+        return 0  # the same state: a renewal, or concurrent grants
+    if local.stateAcked:
+        # The partner knew our state, and changed it since.
+        return 1 if incoming.cltt >= local.cltt - tolerance else 0
+    if (
+        local.partner_state_acked is incoming.state
+        and local.partner_stos_acked == incoming.start_time_of_state
+    ):
+        # We knew theirs, and changed it since.
+        return -1 if incoming.cltt <= local.cltt + tolerance else 0
+    return 0
+
+
 def _order(local: Lease, incoming: Lease, tolerance: float) -> int:
-    """1 if the incoming record is later, -1 if the local one is, 0 if neither."""
-    order = _compare(_incomingTime(incoming), _localTime(local), tolerance)
+    """
+    1 if the incoming record is later, -1 if the local one is, 0 if neither.
+
+    Both records' times are taken the same way, so that the partner,
+    comparing the same two records the other way round, finds the
+    opposite: L{_time}, except against an ACTIVE binding, where the other
+    record's time is its CLT as section 7.5.4 takes a local record's (the
+    freeing of an older binding does not outweigh a later grant because the
+    freeing came later still; in the mirror case a local ACTIVE binding is
+    kept until it expires anyway).
+    """
+    active = BindingState.ACTIVE
+    timeOf = _clientTime if active in (local.state, incoming.state) else _time
+    order = _compare(timeOf(incoming), timeOf(local), tolerance)
     if order == 0:
         order = _compare(incoming.start_time_of_state, local.start_time_of_state, tolerance)
     return order
 
 
-def _laterWins(local: Lease, incoming: Lease, tolerance: float, rule: str) -> Resolution:
-    """Later time wins; then later start time of state; then identical records."""
+def _tieBreak(local: Lease, incoming: Lease, role: Role) -> tuple[int, str]:
+    """
+    Concurrent records with the same times: 1 to accept the incoming one,
+    -1 to keep ours, and why.  Both servers pick the same record (the
+    reverse call on the partner gives the opposite sign, so the server
+    whose update is rejected accepts the other's when it comes): an ACTIVE
+    binding over any other state (its client may hold it), else the
+    primary's record.
+    """
+    active = BindingState.ACTIVE
+    if (incoming.state is active) is not (local.state is active):
+        return (1 if incoming.state is active else -1), "active"
+    return (-1 if role is Role.PRIMARY else 1), "primary's"
+
+
+def _laterWins(
+    local: Lease, incoming: Lease, role: Role, tolerance: float, rule: str
+) -> Resolution:
+    """Later time wins; then later start time of state; then L{_tieBreak}."""
     order = _order(local, incoming, tolerance)
     if order > 0:
         return _accept(rule + ": later", local, incoming)
     if order < 0:
         return _reject(rule + ": older", FailoverStatus.OUTDATED_BINDING_INFORMATION)
-    if _sameRecord(local, incoming):
-        return _accept(rule + ": same record", local, incoming)
-    return _reject(rule + ": same time", FailoverStatus.OUTDATED_BINDING_INFORMATION)
+    order, why = _tieBreak(local, incoming, role)
+    rule += ": same time, " + why
+    if order > 0:
+        return _accept(rule, local, incoming)
+    return _reject(rule, FailoverStatus.OUTDATED_BINDING_INFORMATION)
+
+
+def _keptAgainst(active: Lease, other: Lease) -> bool:
+    """
+    Does the ACTIVE binding C{active}, held locally, stand against C{other}
+    until it expires (draft Figure 3 time(1), and the stricter rows)?
+    """
+    return other.state in _FREEING or not active.heldBy(other.duid, other.iaid)
 
 
 def _keepUntilExpiry(local: Lease, incoming: Lease, now: float, rule: str) -> Resolution:
@@ -214,6 +353,27 @@ def _keepUntilExpiry(local: Lease, incoming: Lease, now: float, rule: str) -> Re
         until=local.expires,
         sendLocal=True,
     )
+
+
+def _activeActive(local: Lease, incoming: Lease, role: Role, tolerance: float) -> Resolution:
+    """Two ACTIVE bindings (DESIGN.md; draft Figure 3 accept(3))."""
+    if local.heldBy(incoming.duid, incoming.iaid):
+        rule = "active/active same client"
+        order = _order(local, incoming, tolerance)
+        if order == 0 and incoming.expires != local.expires:
+            # Two grants to one client at the same time: the longer one
+            # stands, the client may hold it.
+            order = 1 if incoming.expires > local.expires else -1
+        if order == 0:
+            order, _ = _tieBreak(local, incoming, role)
+        if order > 0:
+            return _accept(rule + ": later", local, incoming)
+        return _reject(rule + ": older", FailoverStatus.OUTDATED_BINDING_INFORMATION)
+    if role is Role.SECONDARY:
+        return _accept("active/active other client: secondary", local, incoming)
+    if _compare(incoming.cltt, local.cltt, tolerance) > 0:
+        return _accept("active/active other client: later client time", local, incoming)
+    return _reject("active/active other client: primary", FailoverStatus.ADDRESS_IN_USE)
 
 
 def resolve(
@@ -246,38 +406,36 @@ def resolve(
         return _accept("new", None, incoming)
     if local.lease_type is not incoming.lease_type:
         return _reject("lease type differs", FailoverStatus.CONFIGURATION_CONFLICT, False)
+    pair = local.state.value + "/" + incoming.state.value
+    if _sameRecord(local, incoming):
+        return _accept(pair + ": same record", local, incoming)
+    if local.state is BindingState.ACTIVE and incoming.state is BindingState.ACTIVE:
+        return _activeActive(local, incoming, role, tolerance)
+
+    lineage = _lineage(local, incoming, tolerance)
+    if lineage > 0:
+        return _accept(pair + ": successor", local, incoming)
+    if lineage < 0:
+        return Resolution(Verdict.SUPERSEDED, pair + ": superseded", sendLocal=True)
+
     same = local.heldBy(incoming.duid, incoming.iaid)
-
     if local.state is BindingState.ACTIVE:
-        if incoming.state is BindingState.ACTIVE:
-            if same:
-                rule = "active/active same client"
-                order = _order(local, incoming, tolerance)
-                if order == 0:
-                    # Two grants to one client at the same time (or a resent
-                    # update): the longer one stands, the client may hold it.
-                    order = 1 if incoming.expires >= local.expires else -1
-                if order > 0:
-                    return _accept(rule + ": later", local, incoming)
-                return _reject(rule + ": older", FailoverStatus.OUTDATED_BINDING_INFORMATION)
-            if role is Role.SECONDARY:
-                return _accept("active/active other client: secondary", local, incoming)
-            if _compare(incoming.cltt, local.cltt, tolerance) > 0:
-                return _accept("active/active other client: later client time", local, incoming)
-            return _reject("active/active other client: primary", FailoverStatus.ADDRESS_IN_USE)
-        if incoming.state in _FREEING:
-            return _keepUntilExpiry(local, incoming, now, "active/" + incoming.state.value)
-        if same:
-            return _laterWins(local, incoming, tolerance, "active/" + incoming.state.value)
-        return _keepUntilExpiry(local, incoming, now, "active/" + incoming.state.value + " other")
+        if _keptAgainst(local, incoming):
+            return _keepUntilExpiry(local, incoming, now, pair + ("" if same else " other"))
+        return _laterWins(local, incoming, role, tolerance, pair)
+    if incoming.state is BindingState.ACTIVE and _keptAgainst(incoming, local):
+        if now >= incoming.expires:
+            # The mirror of time(1): the partner, holding it, takes ours now.
+            return _reject(pair + ": incoming expired", FailoverStatus.OUTDATED_BINDING_INFORMATION)
 
-    if local.state is BindingState.RESET and incoming.state is BindingState.ACTIVE:
-        # Figure 3 time(2): the client's time against the reset's.
+    if local.state is BindingState.RESET and incoming.state is BindingState.ACTIVE and not same:
+        # Figure 3 time(2): the client's time against the reset's.  (The
+        # same client's: later wins, as in the mirror row above.)
         if _compare(incoming.cltt, local.start_time_of_state, tolerance) > 0:
             return _accept("reset/active: later client time", local, incoming)
         return _reject("reset/active: older", FailoverStatus.OUTDATED_BINDING_INFORMATION)
 
-    return _laterWins(local, incoming, tolerance, local.state.value + "/" + incoming.state.value)
+    return _laterWins(local, incoming, role, tolerance, pair)
 
 
 def acknowledged(stored: Lease, sent: Lease) -> Lease:

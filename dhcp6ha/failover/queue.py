@@ -77,7 +77,9 @@ Receiving: L{receiveBindings}
 =============================
 Resolves each received binding against ours with L{conflict.resolve},
 stores the accepted ones with C{pending=False} (the partner has them: never
-echoed back), marks ours pending again where the resolution says the
+echoed back), answers success without storing a binding ours was derived
+from (superseded: the partner, whose record it is, then takes ours as its
+successor), marks ours pending again where the resolution says the
 partner should get ours (C{ILeaseStore.markPending}: not if it is pending
 already, so two disagreeing servers do not ping-pong), and answers only once
 all of that is durable (section 7.5.2).
@@ -902,9 +904,11 @@ def receiveBindings(
 
     Each binding is resolved against ours (L{conflict.resolve}, bindings of
     the same batch seeing those before them).  Accepted ones are stored with
-    C{pending=False}; where a rejection says the partner should have our
-    record, ours is marked pending again unless it is already
-    (C{ILeaseStore.markPending}) and C{queue}, if given, is woken for it.
+    C{pending=False}; one that ours was derived from (superseded) is
+    answered with success and not stored; where the resolution says the
+    partner should have our record (a rejection, a superseded one), ours is
+    marked pending again unless it is already (C{ILeaseStore.markPending})
+    and C{queue}, if given, is woken for it.
 
     @param store: our lease store.
     @param role: our role.
@@ -953,6 +957,12 @@ def receiveBindings(
             assert resolution.record is not None
             accepted[key] = resolution.record
             results.append(_result(box, int(FailoverStatus.SUCCESS)))
+        elif resolution.answeredSuccess:
+            # Superseded: ours was derived from it; the partner acks it
+            # (and so learns that we knew it) and gets ours as its successor.
+            results.append(_result(box, int(FailoverStatus.SUCCESS), resolution.rule))
+            if resolution.sendLocal and local is not None:
+                sendLocal[key] = None
         else:
             status = resolution.status
             code = int(FailoverStatus.UNSPEC_FAIL if status is None else status)

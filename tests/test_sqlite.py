@@ -895,6 +895,55 @@ class SnapshotTests(StoreFixture):
         await committed
         self.assertEqual((seen, store.pending), ([lease], 0))
 
+    async def test_readsOfOneTurn(self) -> None:
+        """
+        Within a turn, get() and byClient() answer from the turn's snapshot
+        (a row another connection writes meanwhile shows the next turn);
+        commit() is seen at once all the same.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        one, two = makeLease(1), makeLease(2)
+        self.assertIsNone(store.get(one.address, 128))
+        self.assertEqual(store.byClient(one.duid, one.iaid, LeaseType.NA), [])
+        other = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute(sqlitemodule.SQL_UPSERT, sqlitemodule._toRow(one))
+        self.assertIsNone(store.get(one.address, 128))
+        self.assertEqual(store.byClient(one.duid, one.iaid, LeaseType.NA), [])
+        committed = store.commit([two])
+        self.assertEqual(store.get(two.address, 128), two)
+        self.assertEqual(store.byClient(one.duid, one.iaid, LeaseType.NA), [two])
+        await turn()
+        self.assertEqual(store.get(one.address, 128), one)
+        self.assertEqual(store.byClient(one.duid, one.iaid, LeaseType.NA), [one, two])
+        await committed
+        self.assertEqual(store.byClient(one.duid, one.iaid, LeaseType.NA), [one, two])
+
+    async def test_storedReadsEndWithTransaction(self) -> None:
+        """
+        What a turn read before a transaction's changes leave the overlay
+        is not used after: a read in the commit's callback sees the change.
+        """
+        clock = Clock()
+        store = SQLiteLeaseStore(self.databasePath(), ClockWithThreads(clock))
+        self.addCleanup(store.close)
+        gate = threading.Event()
+        busy = store._writer.submit(lambda connection: gate.wait(10))
+        lease = makeLease(1)
+        committed = store.commit([lease])
+        clock.advance(0)  # the batch goes to the writer, still busy
+        # Read in a snapshot taken before the transaction: no stored binding.
+        self.assertEqual(store.byClient(lease.duid, lease.iaid, LeaseType.NA), [lease])
+        seen: list[object] = []
+        committed.addCallback(
+            lambda _: seen.append(store.byClient(lease.duid, lease.iaid, LeaseType.NA))
+        )
+        gate.set()
+        await busy
+        await committed
+        self.assertEqual((seen, store.pending), ([[lease]], 0))
+
     async def test_countsInOneSnapshot(self) -> None:
         """count() and pendingCount() work inside a turn that has read already."""
         store = self.openStore(replicate=lambda lease: "rel")

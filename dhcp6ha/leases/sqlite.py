@@ -43,7 +43,10 @@ begins with the turn's first read and ends when the turn is over, or
 earlier, before a finished transaction's changes leave the overlay, so that
 a read never misses a change that is neither in the overlay nor in its
 snapshot.  Starting and ending a read transaction costs more than a short
-query, and an exchange makes several.  Every
+query, and an exchange makes several.  What L{SQLiteLeaseStore.get} and
+L{SQLiteLeaseStore.byClient} read from a snapshot is kept until it ends (an
+exchange reads the same binding more than once; the overlay still comes
+first).  Every
 change gets a sequence number; when a transaction ends, an overlay entry is
 removed only if it still holds that change's number, because a later change
 to the same key may be waiting for the next transaction.  On failure the
@@ -576,6 +579,9 @@ class SQLiteLeaseStore:
             raise
         self._reader: sqlite3.Connection | None = reader
         self._snapshotEnd: IDelayedCall | None = None
+        # What get() and byClient() read in the current snapshot.
+        self._stored: dict[_Key, Lease | None] = {}
+        self._storedByClient: dict[_ClientKey, list[Lease]] = {}
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
         self._sequence = 0
@@ -616,6 +622,8 @@ class SQLiteLeaseStore:
 
     def _endSnapshot(self) -> None:
         """End the read transaction of this turn, if one is open."""
+        self._stored.clear()
+        self._storedByClient.clear()
         end, self._snapshotEnd = self._snapshotEnd, None
         if end is None:
             return
@@ -631,11 +639,18 @@ class SQLiteLeaseStore:
 
     def get(self, address: IPv6Address, prefix_length: int) -> Lease | None:
         self._checkOpen()
-        pending = self._overlay.get((address, prefix_length))
+        key = (address, prefix_length)
+        pending = self._overlay.get(key)
         if pending is not None:
             return pending.lease
+        try:
+            return self._stored[key]
+        except KeyError:
+            pass
         rows = self._read(SQL_GET, (address.packed, prefix_length))
-        return _fromRow(rows[0]) if rows else None
+        lease = _fromRow(rows[0]) if rows else None
+        self._stored[key] = lease
+        return lease
 
     def getMany(self, keys: Iterable[_Key]) -> dict[_Key, Lease]:
         """
@@ -663,13 +678,20 @@ class SQLiteLeaseStore:
         return found
 
     def byClient(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
-        rows = self._read(SQL_BY_CLIENT, (duid, iaid, lease_type.value))
+        self._checkOpen()
+        clientKey = (duid, iaid, lease_type)
+        stored = self._storedByClient.get(clientKey)
+        if stored is None:
+            rows = self._read(SQL_BY_CLIENT, (duid, iaid, lease_type.value))
+            stored = [_fromRow(row) for row in rows]
+            self._storedByClient[clientKey] = stored
+            for lease in stored:
+                self._stored[lease.key] = lease
         found: dict[_Key, Lease] = {}
-        for row in rows:
-            lease = _fromRow(row)
+        for lease in stored:
             if lease.key not in self._overlay:
                 found[lease.key] = lease
-        for key in self._overlayByClient.get((duid, iaid, lease_type), ()):
+        for key in self._overlayByClient.get(clientKey, ()):
             found[key] = self._overlay[key].lease
         return [found[key] for key in sorted(found, key=_sortKey)]
 

@@ -24,6 +24,10 @@ Integration tests on real sockets and real processes.
   - C{test_lease_stability}: dhclient and dhcpcd on a bridge shared with
     the pair; the primary killed, the secondary answers the Renew naming it
     with the same address and prefix.
+  - C{test_recovery}: recovery of the pair (tools: C{partition}): the
+    primary killed and declared down (RECOVER or POTENTIAL-CONFLICT), its
+    database lost (UPDREQALL), the partner link cut and healed, partner-down
+    on a live partner; no lease for two clients, every client keeps its own.
 
 They need root (network namespaces), iproute2, isc-dhcp-client,
 dhcpcd-base and tcpdump (optional: captures for diagnosis); each test skips

@@ -235,7 +235,7 @@ class PartnerLinkProxy:
         self._abortAll()
         port, self.port = self.port, None
         if port is not None:
-            return port.stopListening()  # type: ignore[no-any-return]
+            return port.stopListening()
         return None
 
     def describe(self) -> str:

@@ -1,9 +1,15 @@
 """
 Recovery of a failover pair of real dhcp6ha processes over real TLS
-(RFC 8156 section 8, DESIGN.md "What never happens"): a partner killed and
-declared down by the operator, a partner that lost its database, a cut
-partner link with clients reaching both servers, and the operator's
-partner-down while the partner is in fact alive.
+(RFC 8156 section 8, DESIGN.md "What never happens"):
+
+  - (a) the primary killed and declared down by the operator once its last
+    recorded operation is past: it comes back through RECOVER (UPDREQ);
+    (a2) declared down at once: it comes back through POTENTIAL-CONFLICT;
+  - (b) the primary's database lost: RECOVER with UPDREQALL, RECOVER-WAIT;
+  - (c) the partner link cut while clients reach both servers, healed:
+    COMMUNICATIONS-INTERRUPTED straight to NORMAL;
+  - (d) the operator's partner-down while the partner is in fact alive and
+    serving: POTENTIAL-CONFLICT, CONFLICT-DONE, NORMAL.
 
 Each test records the states both servers went through (from their log
 lines C{Failover pair: OLD -> NEW}, which see every transition, where
@@ -46,6 +52,7 @@ from tests.integration.pair import (
     NORMAL,
     Servers,
     concurrently,
+    freeTCPPort,
     startPair,
     waitAgree,
 )
@@ -79,7 +86,7 @@ SKEW = 1.0
 #: How often the machine stores its time of operation while serving (not
 #: configurable: the endpoint's default).
 RECORD_INTERVAL = float(inspect.signature(FailoverEndpoint).parameters["recordInterval"].default)
-#: A relay port of the proxy inside the pair's namespace.
+#: The proxy's port inside the pair's namespace (a free port without one).
 PROXY_PORT = 6700
 
 
@@ -142,9 +149,10 @@ class RecoveryTestCase(TestCase):
         if proxy:
             listen = secondary.relationships[0].listenPort
             assert listen is not None
-            link = PartnerLinkProxy(self, servers.ns, PROXY_PORT, ("::1", listen))
+            port = PROXY_PORT if servers.ns is not None else freeTCPPort()
+            link = PartnerLinkProxy(self, servers.ns, port, ("::1", listen))
             link.listen()
-            primary.relationships[0].partnerPort = PROXY_PORT
+            primary.relationships[0].partnerPort = port
         for server in (primary, secondary):
             server.config = server.writeConfig()
         secondary.start()
@@ -283,9 +291,10 @@ class PartnerDownTests(RecoveryTestCase):
         await self.renewAll(toPrimary, clients.values(), names, valid=VALID, what="NORMAL")
         await waitAgree(primary, secondary, REL, 20, inPools, servers.details)
 
-        record = json.loads(primary.db.metadata()[f"failover.{REL}.state"])
         before = len(loggedStates(secondary, REL))
         primary.kill9()
+        # What the primary will find at its restart (RFC 8156 section 8.2).
+        record = json.loads(primary.db.metadata()[f"failover.{REL}.state"])
         await secondary.waitState(
             REL, COMMUNICATIONS_INTERRUPTED, 10, connected=False, details=servers.details
         )
@@ -671,6 +680,14 @@ class PartitionTests(RecoveryTestCase):
         fresh = await self.bind(toPrimary, range(201, 207), names)
         fresh |= await self.bind(toSecondary, range(301, 307), names)
         fresh |= await self.bind(toBoth, range(101, 105), names)
+        # Invariant 3: the primary (COMMUNICATIONS-INTERRUPTED) caps new
+        # leases at MCLT; the secondary (PARTNER-DOWN) does not.
+        lifetimes = sorted({(h.server, h.valid) for h in fresh.values()})
+        self.assertEqual(
+            [x for x in lifetimes if (x[1] > MCLT if x[0] == "primary" else x[1] != VALID)],
+            [],
+            f"new lifetimes by server: {lifetimes}",
+        )
         clients.update(fresh)
         await self.renewAll(toBoth, list(clients.values())[:12], names, what="partitioned")
         # Past MCLT in PARTNER-DOWN, more clients on each side.

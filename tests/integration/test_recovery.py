@@ -46,13 +46,22 @@ from ipaddress import IPv6Address, IPv6Network
 from twisted.trial.unittest import TestCase
 
 from dhcp6ha.failover.machine import FailoverEndpoint
-from tests.integration.netns import sleep, tempDir
+from tests.integration import wire
+from tests.integration.clients import DHCLIENT, DHClient, dhclientBytes
+from tests.integration.netns import CLIENT_MAC, Capture, skipReason, sleep, tempDir, waitFor
 from tests.integration.pair import (
     COMMUNICATIONS_INTERRUPTED,
     NORMAL,
+    PKI,
+    FailoverServer,
+    Relationship,
     Servers,
     concurrently,
     freeTCPPort,
+    identityOf,
+    pcapMessages,
+    sharedLink,
+    shortDirectory,
     startPair,
     waitAgree,
 )
@@ -118,6 +127,18 @@ def since(states: list[str], count: int) -> list[str]:
     return states[count:]
 
 
+async def waitStates(
+    servers: Servers, wanted: dict[str, str], timeout: float, connected: bool | None
+) -> float:
+    """Wait until each named server is in its wanted state; return the seconds taken."""
+    started = time.monotonic()
+    for name, state in wanted.items():
+        await servers[name].waitState(
+            REL, state, timeout, connected=connected, details=servers.details
+        )
+    return time.monotonic() - started
+
+
 class RecoveryTestCase(TestCase):
     timeout = 150
 
@@ -170,17 +191,6 @@ class RecoveryTestCase(TestCase):
 
     def names(self, servers: Servers) -> dict[bytes, str]:
         return {s.serverDuid(): s.name for s in servers.servers.values()}
-
-    async def waitStates(
-        self, servers: Servers, wanted: dict[str, str], timeout: float, connected: bool | None
-    ) -> float:
-        """Wait until each named server is in its wanted state; return the seconds taken."""
-        started = time.monotonic()
-        for name, state in wanted.items():
-            await servers[name].waitState(
-                REL, state, timeout, connected=connected, details=servers.details
-            )
-        return time.monotonic() - started
 
     # -- clients
 
@@ -581,7 +591,7 @@ class PartitionTests(RecoveryTestCase):
         counts = {s.name: len(loggedStates(s, REL)) for s in (primary, secondary)}
         cut = time.monotonic()
         await link.cut("blackhole")
-        detected = await self.waitStates(
+        detected = await waitStates(
             servers,
             {"primary": COMMUNICATIONS_INTERRUPTED, "secondary": COMMUNICATIONS_INTERRUPTED},
             15,
@@ -609,7 +619,7 @@ class PartitionTests(RecoveryTestCase):
 
         healed = time.monotonic()
         await link.heal()
-        normalAfter = await self.waitStates(
+        normalAfter = await waitStates(
             servers, {"primary": NORMAL, "secondary": NORMAL}, 60, connected=True
         )
         states = {s.name: since(loggedStates(s, REL), counts[s.name]) for s in (primary, secondary)}
@@ -664,7 +674,7 @@ class PartitionTests(RecoveryTestCase):
         counts = {s.name: len(loggedStates(s, REL)) for s in (primary, secondary)}
         cut = time.monotonic()
         await link.cut("refuse")
-        detected = await self.waitStates(
+        detected = await waitStates(
             servers,
             {"primary": COMMUNICATIONS_INTERRUPTED, "secondary": COMMUNICATIONS_INTERRUPTED},
             10,
@@ -703,7 +713,7 @@ class PartitionTests(RecoveryTestCase):
 
         healed = time.monotonic()
         await link.heal()
-        normalAfter = await self.waitStates(
+        normalAfter = await waitStates(
             servers, {"primary": NORMAL, "secondary": NORMAL}, 60, connected=True
         )
         states = {s.name: since(loggedStates(s, REL), counts[s.name]) for s in (primary, secondary)}
@@ -736,4 +746,172 @@ class PartitionTests(RecoveryTestCase):
             f" ({renewer.unanswered} unanswered); states {states}; {journal.grants()} grants"
             f" in Replies; {len(journal.severalLeases())} IAs granted two leases (a Request"
             f" answered by both servers)"
+        )
+
+
+#: The real client's link (its own prefixes: other tests use theirs).
+LAN = IPv6Network("fd6a:5e1f:f::/64")
+LAN_PD = IPv6Network("fd6a:5e1f:f100::/48")
+LAN_PRIMARY = LAN.network_address + 1
+LAN_SECONDARY = LAN.network_address + 2
+LAN_T1, LAN_T2, LAN_PREFERRED, LAN_VALID = 3, 5, 12, 20
+
+
+class RealClientPartitionTests(TestCase):
+    """ISC dhclient on a link shared with both servers, the partner link cut."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        reason = skipReason(DHCLIENT, "tcpdump") or serverSkipReason()
+        if reason:
+            raise self.skipTest(reason)
+
+    async def test_dhclientThroughPartition(self) -> None:
+        """
+        C{dhclient -6 -N -P} on a bridge with the primary and the secondary
+        (its Renews are multicast: both servers receive them), the partner
+        link going through the test's proxy in the primary's namespace.
+        Bound by the primary and replicated, then the link is blackholed:
+        both servers go COMMUNICATIONS-INTERRUPTED and both answer the
+        client's Renews, with the same address and prefix.  Healed: both
+        NORMAL again, the databases agree and hold the client's address
+        and prefix ACTIVE for it; every hook call of dhclient kept them.
+        """
+        directory = tempDir(self)
+        link = await sharedLink(
+            self, [("prim", "lan0", None), ("sec", "lan0", None), ("cli", "c0", CLIENT_MAC)]
+        )
+        primNs, _ = link["prim"]
+        secNs, _ = link["sec"]
+        cliNs, _ = link["cli"]
+        primNs.addAddress("lan0", f"{LAN_PRIMARY}/64")
+        secNs.addAddress("lan0", f"{LAN_SECONDARY}/64")
+        pki = PKI(directory / "pki")
+        sockets = shortDirectory(self)
+        lan = Subnet(
+            "lan",
+            LAN,
+            interface="lan0",
+            pools=[poolOf(LAN, 0x1000, 0x1FFF)],
+            pdPools=[(LAN_PD, 56)],
+            preferred=LAN_PREFERRED,
+            valid=LAN_VALID,
+            t1=LAN_T1,
+            t2=LAN_T2,
+        )
+        pCert, pKey = pki.server("primary", dns=[identityOf("primary")])
+        sCert, sKey = pki.server("secondary", dns=[identityOf("secondary")])
+        primary = FailoverServer(
+            self, "primary", directory / "primary", sockets, subnets=[lan],
+            relationships=[Relationship(REL, "primary", ["lan"], pCert, pKey, pki.caPath,
+                                        identityOf("secondary"), partnerAddress="::1",
+                                        partnerPort=PROXY_PORT, mclt=MCLT)],
+            ns=primNs, address="::", port=547, interfaces=["lan0"],
+        )  # fmt: skip
+        secondary = FailoverServer(
+            self, "secondary", directory / "secondary", sockets, subnets=[lan],
+            relationships=[Relationship(REL, "secondary", ["lan"], sCert, sKey, pki.caPath,
+                                        identityOf("primary"), partnerAddress=str(LAN_PRIMARY),
+                                        listenAddress=str(LAN_SECONDARY), listenPort=647,
+                                        mclt=MCLT)],
+            ns=secNs, address="::", port=547, interfaces=["lan0"],
+        )  # fmt: skip
+        servers = Servers(directory, None, pki, {"primary": primary, "secondary": secondary})
+        proxy = PartnerLinkProxy(self, primNs, PROXY_PORT, (str(LAN_SECONDARY), 647))
+        proxy.listen()
+        capture = Capture(self, cliNs, "c0", directory / "client.pcap")
+        await capture.started()
+        secondary.start()
+        primary.start()
+        await secondary.ready()
+        await primary.ready()
+        await servers.waitNormal(REL, "primary", "secondary")
+        names = {primary.serverDuid(): "primary", secondary.serverDuid(): "secondary"}
+
+        def details() -> str:
+            return servers.details() + "\n" + proxy.describe() + "\n" + capture.text(40)
+
+        client = DHClient(cliNs, "c0", directory / "dhclient")
+        client.start(self, ("-N", "-P"))
+        index, bound = await client.waitEvent({"BOUND6"}, 30)
+        _, bound2 = await client.waitEvent({"BOUND6"}, 15, after=index + 1)
+        both = {**bound, **bound2}
+        address = IPv6Address(both["new_ip6_address"])
+        prefix = IPv6Network(both["new_ip6_prefix"])
+        duid = dhclientBytes(bound["new_dhcp6_client_id"])
+        keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
+
+        def replicated() -> bool:
+            have = secondary.db.bindings()
+            return all(
+                have.get(k, ("", "", "", 0))[1:3] == ("active", duid.hex()) for k in keys
+            ) and not primary.db.pendingCount(REL)
+
+        await waitFor(replicated, 15, "the client's leases on the secondary", details=details)
+
+        counts = {s.name: len(loggedStates(s, REL)) for s in (primary, secondary)}
+        cutAt = time.time()
+        cut = time.monotonic()
+        await proxy.cut("blackhole")
+        detected = await waitStates(
+            servers,
+            {"primary": COMMUNICATIONS_INTERRUPTED, "secondary": COMMUNICATIONS_INTERRUPTED},
+            15,
+            connected=False,
+        )
+
+        def answeredByBoth() -> bool:
+            repliers = {
+                names.get(m.serverId or b"")
+                for m in pcapMessages(capture.path)
+                if m.time > cutAt + detected and m.message.msgType == wire.REPLY
+            }
+            return {"primary", "secondary"} <= repliers
+
+        await waitFor(answeredByBoth, 20, "Replies from both servers", details=details)
+        partitionFor = time.monotonic() - cut
+        healed = time.monotonic()
+        await proxy.heal()
+        for server in (primary, secondary):
+            await server.waitState(REL, NORMAL, 30, connected=True, details=details)
+        normalAfter = time.monotonic() - healed
+        await waitAgree(primary, secondary, REL, 20, details=details)
+        states = {s.name: since(loggedStates(s, REL), counts[s.name]) for s in (primary, secondary)}
+        for name in ("primary", "secondary"):
+            self.assertEqual(states[name], [COMMUNICATIONS_INTERRUPTED, NORMAL], details())
+        for server in (primary, secondary):
+            have = server.db.bindings()
+            for key in keys:
+                self.assertEqual(have[key][1:3], ("active", duid.hex()), details())
+        self.assertEqual(doubleActive([("primary", primary.db), ("secondary", secondary.db)]), [])
+        events = client.events()[index:]
+        kept = [
+            (e["reason"], e.get("new_ip6_address"), e.get("new_ip6_prefix"))
+            for e in events
+            if e["reason"] in ("BOUND6", "RENEW6", "REBIND6")
+        ]
+        changed = [
+            k
+            for k in kept
+            if (k[1] is not None and k[1] != str(address))
+            or (k[2] is not None and k[2] != str(prefix))
+        ]
+        self.assertEqual(changed, [], client.diagnostics())
+        self.assertNotIn("EXPIRE6", [e["reason"] for e in events], client.diagnostics())
+        after = [
+            m
+            for m in pcapMessages(capture.path)
+            if m.time > cutAt and m.message.msgType == wire.REPLY
+        ]
+        byServer = {
+            name: sum(1 for m in after if names.get(m.serverId or b"") == name)
+            for name in ("primary", "secondary")
+        }
+        print(
+            f"\n(c, dhclient) dhclient -N -P through a partition: 1 client, 2 leases"
+            f" ({address}, {prefix}); both COMMUNICATIONS-INTERRUPTED {detected:.1f}s after"
+            f" the cut; partition {partitionFor:.1f}s; Replies since the cut by server"
+            f" {byServer}; NORMAL {normalAfter:.1f}s after the heal; {len(kept)} hook calls,"
+            f" all with the same address and prefix; states {states}"
         )

@@ -30,6 +30,15 @@ command (C{--transport amp}); both sides run in this one process (one
 core), so its time is the sum of both servers' work.  C{--profile} prints
 the top of a C{cProfile}.
 
+C{--max-unacked N} sets both servers' C{max-unacked} (default: the
+configuration's default, 100 bindings in flight, which makes the
+recovering server commit, and fsync, about 100 bindings per round trip;
+2000 lets the batches pipeline).  C{--full primary} gives the database to
+the primary instead.  C{--profile ROLE} runs that server under cProfile
+(its main thread) and prints the top; C{SORT} and C{TOP} in the
+environment choose the order and the length.  Other work on the machine
+slows both servers: the CPU seconds of each are printed too.
+
 Everything lives in a temporary directory under C{--dir} (default
 C{$TMPDIR}), removed at the end (C{--keep} keeps it); the servers are
 stopped (SIGTERM, then SIGKILL) also on failure or Ctrl-C.

@@ -182,6 +182,11 @@ class RelationshipStatus:
         up now.
     @ivar service: what clients get in this state (C{"responsive"},
         C{"renew-responsive"}, C{"unresponsive"}), or C{None}.
+    @ivar replication: the update queue's counters
+        (L{dhcp6ha.failover.queue.UpdateQueue.status}: updates sent, acked,
+        rejected, in flight; the replication lag from a change's reply to
+        the partner's ack, C{"lag"} (count, mean, p50, p90, p99, max in
+        seconds) and C{"lag_histogram"}), or C{None} before it runs.
     """
 
     name: str
@@ -195,6 +200,7 @@ class RelationshipStatus:
     clock_skew: float | None = None
     connected: bool = False
     service: str | None = None
+    replication: dict[str, Any] | None = None
 
     def asDict(self) -> dict[str, object]:
         """The JSON shape sent in C{status}' C{"relationships"} list."""

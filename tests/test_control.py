@@ -367,6 +367,7 @@ class ControlTargetTests(SynchronousTestCase):
                 "clock_skew": 0.25,
                 "connected": False,
                 "service": "responsive",
+                "replication": None,
             },
         )
 
@@ -386,6 +387,7 @@ class ControlTargetTests(SynchronousTestCase):
                 "clock_skew": None,
                 "connected": False,
                 "service": None,
+                "replication": None,
             },
         )
 

@@ -901,6 +901,7 @@ class LagTests(SynchronousTestCase):
         self.assertEqual((status["acked"], status["pending"]), (2, 0))
         self.assertEqual(status["last_ack_time"], T0)
         self.assertEqual(status["lag"]["count"], 2)
+        self.assertEqual(status["lag_histogram"], s.queue.lag.snapshot())
 
 
 class LagHistogramTests(SynchronousTestCase):
@@ -923,6 +924,29 @@ class LagHistogramTests(SynchronousTestCase):
             self.assertLessEqual(h.percentile(p), true * 1.1)
         self.assertEqual(h.percentile(100), 1.0)
         self.assertAlmostEqual(h.summary()["mean"], 0.5005)
+
+    def test_snapshot(self) -> None:
+        """
+        A snapshot gives the non-empty buckets by index and the bounds:
+        bucket C{i} holds values from C{lowest * 2 ** ((i - 1) / per_doubling)}
+        up to C{lowest * 2 ** (i / per_doubling)}, so an interval's values
+        are the difference of two snapshots.
+        """
+        h = LagHistogram(lowest=0.001, bucketsPerDoubling=2)
+        self.assertEqual(h.snapshot(), {"lowest": 0.001, "per_doubling": 2, "counts": {}})
+        h.record(0.0005)
+        before = h.snapshot()
+        h.record(0.002)
+        h.record(0.002)
+        h.record(0.003)
+        after = h.snapshot()
+        self.assertEqual(before["counts"], {"0": 1})
+        self.assertEqual(after["counts"], {"0": 1, "3": 2, "4": 1})
+        for index, n in after["counts"].items():
+            upper = 0.001 * 2 ** (int(index) / 2)
+            lower = 0.001 * 2 ** ((int(index) - 1) / 2) if int(index) else 0.0
+            values = [v for v in (0.0005, 0.002, 0.002, 0.003) if lower <= v < upper]
+            self.assertEqual(len(values), n)
 
     def test_extremes(self) -> None:
         """Values below and above the range land in the end buckets."""

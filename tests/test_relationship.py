@@ -565,6 +565,8 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(status.state, "startup")
         self.assertFalse(status.connected)
         self.assertEqual(status.unacked_updates, 0)
+        assert status.replication is not None
+        self.assertEqual((status.replication["sent"], status.replication["lag"]["count"]), (0, 0))
         self.assertEqual(len(self.never.attempts), 1)
         self.clock.advance(10)
         self.assertEqual(self.relationship.status().state, "recover")

@@ -172,6 +172,21 @@ class LagHistogram:
                 return self.maximum if index == last else min(self._upper(index), self.maximum)
         return self.maximum
 
+    def snapshot(self) -> dict[str, Any]:
+        """
+        The buckets, for a benchmark that wants the percentiles of an
+        interval: the difference of two snapshots' C{counts}.  Bucket C{i}
+        holds values from C{lowest * 2 ** ((i - 1) / per_doubling)} up to
+        (not including) C{lowest * 2 ** (i / per_doubling)} (bucket 0: up to
+        C{lowest}); C{counts} maps the index (as text, for JSON) of each
+        non-empty bucket to its count.
+        """
+        return {
+            "lowest": self._lowest,
+            "per_doubling": self._perDoubling,
+            "counts": {str(i): n for i, n in enumerate(self._buckets) if n},
+        }
+
     def summary(self) -> dict[str, float]:
         """Count, mean, median, p90, p99 and maximum, for status and benchmarks."""
         return {
@@ -465,6 +480,7 @@ class UpdateQueue:
             "pending": self.pending(),
             "last_ack_time": self.lastAckTime,
             "lag": self.lag.summary(),
+            "lag_histogram": self.lag.snapshot(),
         }
 
     # --- sending ----------------------------------------------------------------

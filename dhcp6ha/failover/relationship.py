@@ -874,6 +874,7 @@ class FailoverRelationship(MultiService):
             clock_skew=session.clockSkew,
             connected=session.current is not None,
             service=snapshot.service.value,
+            replication=None if self.queue is None else self.queue.status(),
         )
 
     def partnerDown(self) -> Deferred[object]:

@@ -11,6 +11,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from attrs import evolve
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from dhcp6ha.failover.conflict import (
@@ -19,9 +20,12 @@ from dhcp6ha.failover.conflict import (
     Verdict,
     acknowledged,
     resolve,
+    rivalWinner,
 )
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from tests.test_queue import Pair
+from tests.test_queue import lease as queueLease
 
 T0 = 1_700_000_000.0
 A = b"\x00\x03\x00\x01client-a"
@@ -145,47 +149,107 @@ class TableTests(RowTests):
 
     def test_activeActiveOtherClient(self) -> None:
         """
-        ACTIVE against another client's ACTIVE: the secondary accepts the
-        primary's; the primary accepts only a later client time, else
-        AddressInUse.
+        ACTIVE against another client's ACTIVE, on both roles: the
+        secondary's record stands only if its client time is clearly later
+        (beyond the tolerance) than the primary's, else the primary's; each
+        side accepts the partner's record if it is that one, else answers
+        AddressInUse and sends its own.
         """
-        local = rec(ACTIVE, A, at=T0)
-        self.check(
-            [
-                (
-                    "secondary, older",
-                    local,
-                    rec(ACTIVE, B, T0 - 600),
-                    Role.SECONDARY,
-                    T0,
-                    ACCEPT,
-                    None,
-                ),
-                (
-                    "secondary, later",
-                    local,
-                    rec(ACTIVE, B, T0 + 600),
-                    Role.SECONDARY,
-                    T0,
-                    ACCEPT,
-                    None,
-                ),
-                ("primary, later", local, rec(ACTIVE, B, T0 + 600), Role.PRIMARY, T0, ACCEPT, None),
-                ("primary, same", local, rec(ACTIVE, B, T0 + 2), Role.PRIMARY, T0, REJECT, IN_USE),
-                (
-                    "primary, older",
-                    local,
-                    rec(ACTIVE, B, T0 - 600),
-                    Role.PRIMARY,
-                    T0,
-                    REJECT,
-                    IN_USE,
-                ),
-            ]
-        )
+        P, S = Role.PRIMARY, Role.SECONDARY
+        primarys = rec(ACTIVE, A, at=T0)
+        rows: list[Row] = [
+            # On the primary: local the primary's, incoming the secondary's.
+            ("primary, later", primarys, rec(ACTIVE, B, T0 + 600), P, T0, ACCEPT, None),
+            ("primary, just later", primarys, rec(ACTIVE, B, T0 + 5.5), P, T0, ACCEPT, None),
+            ("primary, same", primarys, rec(ACTIVE, B, T0 + 2), P, T0, REJECT, IN_USE),
+            ("primary, edge", primarys, rec(ACTIVE, B, T0 + 5), P, T0, REJECT, IN_USE),
+            ("primary, older", primarys, rec(ACTIVE, B, T0 - 600), P, T0, REJECT, IN_USE),
+            # On the secondary: local the secondary's, incoming the primary's.
+            ("secondary, later", rec(ACTIVE, B, T0 + 600), primarys, S, T0, REJECT, IN_USE),
+            ("secondary, just", rec(ACTIVE, B, T0 + 5.5), primarys, S, T0, REJECT, IN_USE),
+            ("secondary, same", rec(ACTIVE, B, T0 + 2), primarys, S, T0, ACCEPT, None),
+            ("secondary, edge", rec(ACTIVE, B, T0 + 5), primarys, S, T0, ACCEPT, None),
+            ("secondary, older", rec(ACTIVE, B, T0 - 600), primarys, S, T0, ACCEPT, None),
+        ]
+        for result in self.check(rows):
+            if not result.accepted:
+                self.assertTrue(result.sendLocal, result.rule)
         # The same DUID with another IAID is another binding.
         other = rec(ACTIVE, A, T0 - 600, iaid=8)
-        self.assertEqual(resolve(local, other, Role.PRIMARY, T0).status, IN_USE)
+        self.assertEqual(resolve(primarys, other, P, T0).status, IN_USE)
+        self.assertTrue(resolve(other, primarys, S, T0).accepted)
+
+    def test_rivalWinner(self) -> None:
+        """
+        L{rivalWinner} names the secondary's record only for a client time
+        later than the primary's by more than the tolerance (a record
+        without one: its start time of state), whatever the expiries.
+        """
+        primarys = rec(ACTIVE, A, T0)
+        for delta, winner in (
+            (-600.0, Role.PRIMARY),
+            (0.0, Role.PRIMARY),
+            (4.9, Role.PRIMARY),
+            (5.0, Role.PRIMARY),
+            (5.1, Role.SECONDARY),
+            (600.0, Role.SECONDARY),
+        ):
+            secondarys = rec(ACTIVE, B, T0 + delta, expires=T0 + 10)
+            self.assertIs(rivalWinner(primarys, secondarys), winner, delta)
+        self.assertIs(rivalWinner(primarys, rec(ACTIVE, B, T0 + 3), tolerance=1.0), Role.SECONDARY)
+        noClientTime = rec(ACTIVE, B, T0 + 60, cltt=0.0)
+        self.assertIs(rivalWinner(primarys, noClientTime), Role.SECONDARY)
+
+    def test_secondarysToLease(self) -> None:
+        """
+        On the primary, the secondary's ACTIVE binding is accepted over a
+        FREE-BACKUP record (acked or not) or a pending takeback (FREE, last
+        acked state FREE-BACKUP), whatever the times: before the handover
+        (the secondary's clock behind), at it, after the takeback; expired,
+        it is rejected (the secondary then takes the FREE).  The
+        primary's own FREE and the secondary's FREE-BACKUP get the time
+        rules as before.
+        """
+        pd: dict[str, Any] = {"lease_type": LeaseType.PD, "prefix_length": 56}
+        handed = rec(FREE_BACKUP, b"", T0, cltt=0.0, iaid=0, expires=0.0, **pd)
+        acked = evolve(handed, partner_state_acked=FREE_BACKUP, partner_stos_acked=T0)
+        takeback = evolve(acked, state=FREE, start_time_of_state=T0 + 100, cltt=T0)
+        rows: list[Row] = []
+        for name, local in (("handed", handed), ("acked", acked), ("takeback", takeback)):
+            for delta in (-600.0, -4.9, 0.0, 2.0, 4.9, 99.0, 100.0, 104.0, 600.0):
+                leased = rec(ACTIVE, B, T0 + delta, **pd)
+                where = f"{name} {delta:+}"
+                rows.append((where, local, leased, Role.PRIMARY, T0 + 700, ACCEPT, None))
+            late = rec(ACTIVE, B, T0 + 2, **pd)  # expires T0 + 3602
+            if local is not acked:
+                expired: Row = (
+                    name + " expired",
+                    local,
+                    late,
+                    Role.PRIMARY,
+                    T0 + 3602,
+                    REJECT,
+                    OUTDATED,
+                )
+            else:
+                # The secondary's successor of the FREE-BACKUP it acked:
+                # accepted by the lineage rule, expired or not.
+                expired = (name + " expired", local, late, Role.PRIMARY, T0 + 3602, ACCEPT, None)
+            rows.append(expired)
+            # The secondary's side: its binding stands against the FREE(-BACKUP).
+            rows.append(("mirror " + name, late, local, Role.SECONDARY, T0 + 700, KEEP, OUTDATED))
+        results = self.check(rows)
+        for result in results:
+            if result.accepted:
+                self.assertTrue(result.rule.endswith(("to lease", "successor")), result.rule)
+        older = rec(ACTIVE, B, T0 - 600, **pd)
+        for local, role in (
+            (rec(FREE, b"", T0, iaid=0, **pd), Role.PRIMARY),
+            (takeback, Role.SECONDARY),
+            (handed, Role.SECONDARY),
+        ):
+            result = resolve(local, older, role, T0)
+            self.assertEqual((result.verdict, result.status), (REJECT, OUTDATED), result.rule)
 
     def test_activeAgainstFreeing(self) -> None:
         """
@@ -259,8 +323,8 @@ class TableTests(RowTests):
         rows: list[Row] = []
         for localState in (EXPIRED, RELEASED, FREE, FREE_BACKUP, PENDING_FREE, ABANDONED, RESET):
             for state in BindingState:
-                if localState is RESET and state is ACTIVE:
-                    continue
+                if localState in (RESET, FREE_BACKUP) and state is ACTIVE:
+                    continue  # rows of their own
                 local = rec(localState, at=T0)
                 name = localState.value + "/" + state.value
                 rows += [
@@ -623,6 +687,21 @@ def grid() -> list[Lease]:
             for cltt in (0.0, T0 + 2.0):
                 for stos in (T0, T0 + 4.0, T0 - 3.0, T0 + 60):
                     records.append(rec(state, duid, stos, cltt=cltt, iaid=7 if duid else 0))
+    # The primary's pending takebacks (FREE, FREE-BACKUP the last state the
+    # secondary acked; client time the handover's).
+    for handover in (T0 - 60, T0, T0 + 3.0):
+        for stos in (T0, T0 + 4.0, T0 + 60):
+            records.append(
+                rec(
+                    FREE,
+                    b"",
+                    stos,
+                    cltt=handover,
+                    iaid=0,
+                    partner_state_acked=FREE_BACKUP,
+                    partner_stos_acked=handover,
+                )
+            )
     return records
 
 
@@ -656,9 +735,8 @@ class ConvergenceTests(RowTests):
     def test_sameWinner(self) -> None:
         """
         Both servers accept each other's record only when they are the same
-        record, or in the row that is not symmetric by design: another
-        client's ACTIVE binding (the secondary yields, the primary takes a
-        clearly later one).
+        record: never a swap, in any row (another client's ACTIVE binding
+        included).
         """
         records = grid()
         for now in (T0 + 10, T0 + 10**6):
@@ -668,12 +746,48 @@ class ConvergenceTests(RowTests):
                     onSecondary = resolve(s, p, Role.SECONDARY, now)
                     if not (onPrimary.accepted and onSecondary.accepted):
                         continue
-                    if onPrimary.rule.endswith("same record"):
-                        continue
                     where = f"{p} / {s}: {onPrimary.rule} / {onSecondary.rule}"
-                    self.assertEqual(
-                        onSecondary.rule, "active/active other client: secondary", where
-                    )
+                    self.assertTrue(onPrimary.rule.endswith("same record"), where)
+
+    def test_rivalsConverge(self) -> None:
+        """
+        Another client's ACTIVE binding on each side (an operator's
+        partner-down while the partner was alive), over client times on
+        both sides of the tolerance's edges, other expiries and IAIDs,
+        early and late: exactly one side accepts the other's record, so
+        never both reject for ever and never a swap; whichever update
+        arrives first, both end with the same record, L{rivalWinner}'s.
+        """
+        deltas = (-600.0, -5.5, -5.0, -4.999, -2.0, 0.0, 2.0, 4.999, 5.0, 5.001, 5.5, 600.0)
+        for delta in deltas:
+            for expires in (T0 + 20, T0 + 3600, T0 + 86400):
+                for iaid in (7, 8):
+                    p = rec(ACTIVE, A, T0)
+                    s = rec(ACTIVE, B if iaid == 7 else A, T0 + delta, iaid=iaid, expires=expires)
+                    expected = s if delta > 5.0 else p
+                    for now in (T0 + 10, T0 + 10**6):
+                        onPrimary = resolve(p, s, Role.PRIMARY, now)
+                        onSecondary = resolve(s, p, Role.SECONDARY, now)
+                        where = f"{delta:+} {expires - T0} {iaid}: {onPrimary.rule}"
+                        self.assertEqual(onPrimary.accepted + onSecondary.accepted, 1, where)
+                        for result in (onPrimary, onSecondary):
+                            if not result.accepted:
+                                self.assertEqual(result.status, IN_USE, where)
+                                self.assertTrue(result.sendLocal, where)
+                        # Crossing updates: each keeps its own or takes the other's.
+                        onP = s if onPrimary.accepted else p
+                        onS = p if onSecondary.accepted else s
+                        self.assertEqual((onP.duid, onP.iaid), (onS.duid, onS.iaid), where)
+                        self.assertEqual((onP.duid, onP.iaid), (expected.duid, expected.iaid))
+                        self.assertIs(
+                            rivalWinner(p, s),
+                            Role.SECONDARY if expected is s else Role.PRIMARY,
+                        )
+                        # One way at a time: the server holding the losing
+                        # record takes the winner when it comes; the other
+                        # rejects the losing one and sends the winner.
+                        onLoser = onSecondary if expected is p else onPrimary
+                        self.assertTrue(onLoser.accepted, where)
 
     def test_tieBreak(self) -> None:
         """
@@ -712,3 +826,72 @@ class ConvergenceTests(RowTests):
                 self.assertTrue(resolve(incoming, local, role, T0 + 3600).accepted)
         early = resolve(rec(EXPIRED, A, T0 - 60), incoming, Role.PRIMARY, T0 + 10)
         self.assertTrue(early.accepted, early.rule)
+
+
+class RivalPairTests(SynchronousTestCase):
+    """
+    Two update queues wired to each other (L{tests.test_queue.Pair}): after
+    a partition, each server holds another client's ACTIVE binding of one
+    address; on reconnection both updates cross.
+    """
+
+    def rivals(self, secondaryDelay: float) -> tuple[Pair, Lease, Lease]:
+        """
+        The primary's binding at T0 + 10 for one client, the secondary's at
+        T0 + 10 + C{secondaryDelay} for another, made while apart and pending
+        on both sides; then reconnected and settled.
+        """
+        pair = Pair()
+        pair.disconnect()
+        at = T0 + 10
+        primarys = evolve(queueLease(1), cltt=at, start_time_of_state=at, expires=at + 600)
+        at += secondaryDelay
+        secondarys = evolve(
+            queueLease(1, duid=b"\x00\x03other", iaid=9),
+            cltt=at,
+            start_time_of_state=at,
+            expires=at + 600,
+        )
+        pair.change(Pair.PRIMARY, primarys)
+        pair.change(Pair.SECONDARY, secondarys)
+        pair.clock.advance(max(0.0, secondaryDelay) + 20)
+        with capturedLogs():
+            pair.connect()
+            pair.settle(120)
+        return pair, primarys, secondarys
+
+    def assertBoth(self, pair: Pair, winner: Lease) -> None:
+        """Both stores hold C{winner}'s binding, nothing pending: the same records."""
+        self.assertEqual(pair.pending(), [0, 0])
+        self.assertEqual(pair.records(Pair.PRIMARY), pair.records(Pair.SECONDARY))
+        for side in (Pair.PRIMARY, Pair.SECONDARY):
+            found = pair.current(side, 1)
+            self.assertEqual(
+                (found.state, found.duid, found.iaid, found.cltt),
+                (ACTIVE, winner.duid, winner.iaid, winner.cltt),
+            )
+
+    def test_secondaryClearlyLater(self) -> None:
+        """
+        The secondary's binding is 60 s later: both end with it (the
+        primary accepts it, the secondary rejects the primary's with
+        AddressInUse) instead of each taking the other's.
+        """
+        pair, _, secondarys = self.rivals(60)
+        self.assertBoth(pair, secondarys)
+        self.assertLessEqual(sum(queue.rejected for queue in pair.queues), 1)
+        self.assertLessEqual(sum(queue.sent for queue in pair.queues), 3)
+
+    def test_sameTime(self) -> None:
+        """Within the tolerance, the primary's binding wins on both sides."""
+        for delay in (-4.0, 0.0, 4.0, 5.0):
+            pair, primarys, _ = self.rivals(delay)
+            self.assertBoth(pair, primarys)
+            self.assertLessEqual(sum(queue.rejected for queue in pair.queues), 1, delay)
+            self.assertLessEqual(sum(queue.sent for queue in pair.queues), 3, delay)
+
+    def test_primaryLater(self) -> None:
+        """The primary's binding is the later one: it wins on both sides."""
+        pair, primarys, _ = self.rivals(-60)
+        self.assertBoth(pair, primarys)
+        self.assertLessEqual(sum(queue.rejected for queue in pair.queues), 1)

@@ -67,8 +67,14 @@ other type     anything                    reject ConfigurationConflict
 any            the same record             accept (a resend)
 ACTIVE         ACTIVE, same client         later wins; same times: the later
                                            expiry, then the primary's record
-ACTIVE         ACTIVE, other client        secondary: accept; primary: accept if the
-                                           incoming CLT is later, else AddressInUse
+ACTIVE         ACTIVE, other client        the same winner on both sides
+                                           (L{rivalWinner}): the secondary's if its
+                                           CLT is later than the primary's by more
+                                           than the tolerance, else the primary's;
+                                           primary: accept the secondary's if it
+                                           wins, else AddressInUse; secondary:
+                                           accept the primary's if it wins, else
+                                           AddressInUse
 any            successor (see above)       accept
 any            predecessor (see above)     answer success, keep ours (superseded)
 ACTIVE         EXPIRED, FREE, FREE-BACKUP, keep local until its expiry (reject
@@ -78,10 +84,35 @@ ACTIVE         RELEASED, RESET, ABANDONED  same client: later wins; another clie
 EXPIRED, FREE, ACTIVE that has expired,    reject Outdated (the mirror of the two
 ...            where the partner would     rows above: the partner takes ours)
                keep it until its expiry
+FREE-BACKUP,   ACTIVE (on the primary)     accept, whatever the times (the
+pending                                    secondary was entitled to lease it);
+takeback                                   expired: reject Outdated, as below
 RESET          ACTIVE, other client        accept if the incoming CLT is later than
                                            the local start time of state
 any other      anything                    later wins
 =============  ==========================  =========================================
+
+ACTIVE against another client's ACTIVE binding (possible after an operator
+declared a live partner down): DESIGN.md says "the secondary accepts the
+primary's, the primary accepts only a later client time, else answers
+AddressInUse".  Taken as two rules, one per receiver, that row swapped the
+records whenever the secondary's was clearly later: the primary took the
+secondary's, the secondary the primary's, and each ended with the other's
+client.  Its intent is kept (the primary's record wins ties, a clearly
+later client time wins) as one choice both sides make alike from the same
+two records, L{rivalWinner}: the server holding the winning record answers
+the other's AddressInUse and sends its own, which the other accepts.
+
+The primary's FREE-BACKUP or pending-takeback record (FREE, its last state
+acked by the secondary FREE-BACKUP: L{dhcp6ha.failover.balance}) against
+the secondary's ACTIVE binding: the prefix was the secondary's to lease, so
+its binding is accepted whatever the times.  By later-wins alone, a binding
+made within the tolerance of the handover, reaching the primary after the
+takeback, ties with the takeback's client time (the handover's) and loses
+on the takeback's later start time of state: safe, but the two databases
+disagreed for a lease lifetime (the secondary keeps its binding against the
+FREE until it expires, row "ACTIVE / FREE" above).  An expired binding is
+still rejected (the mirror row below): the secondary then takes the FREE.
 
 Two rows are stricter than the draft's Figure 3, which accepts RELEASED,
 RESET and ABANDONED over a local ACTIVE binding on time alone: a record of
@@ -104,9 +135,11 @@ the other accepts when that record comes, and its own rejected update is
 then replaced (no longer pending).  The disagreements that last are the
 draft's time(1) and time(2) rows (a local ACTIVE binding kept until it
 expires, against a later-wins rule on the other side): they end at that
-expiry.  One row is not symmetric by design (DESIGN.md): another client's
-ACTIVE binding, where the secondary always yields and the primary yields to
-a clearly later client time; both then take the other's record.
+expiry.  The row of another client's ACTIVE binding is decided by role,
+not by receiver (L{rivalWinner}), so it too has one winner on both sides;
+the row of the primary's FREE-BACKUP or pending takeback against the
+secondary's ACTIVE binding is the time(1) row seen from the other side
+(the secondary keeps its binding, the primary takes it).
 """
 
 from __future__ import annotations
@@ -118,7 +151,7 @@ from attrs import evolve, frozen
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.leases.lease import BindingState, Lease
 
-__all__ = ["FailoverStatus", "Resolution", "Verdict", "acknowledged", "resolve"]
+__all__ = ["FailoverStatus", "Resolution", "Verdict", "acknowledged", "resolve", "rivalWinner"]
 
 #: Section 7.1: times this close are the same time.
 DEFAULT_TOLERANCE = 5.0
@@ -334,6 +367,17 @@ def _laterWins(
     return _reject(rule, FailoverStatus.OUTDATED_BINDING_INFORMATION)
 
 
+def _secondarys(local: Lease) -> bool:
+    """
+    Is the primary's record C{local} one of a prefix the secondary may
+    lease: FREE-BACKUP, or a pending takeback (FREE, the FREE-BACKUP state
+    the last the secondary acked: L{dhcp6ha.failover.balance.isTakeback})?
+    """
+    return local.state is BindingState.FREE_BACKUP or (
+        local.state is BindingState.FREE and local.partner_state_acked is BindingState.FREE_BACKUP
+    )
+
+
 def _keptAgainst(active: Lease, other: Lease) -> bool:
     """
     Does the ACTIVE binding C{active}, held locally, stand against C{other}
@@ -355,6 +399,30 @@ def _keepUntilExpiry(local: Lease, incoming: Lease, now: float, rule: str) -> Re
     )
 
 
+def rivalWinner(primary: Lease, secondary: Lease, tolerance: float = DEFAULT_TOLERANCE) -> Role:
+    """
+    Two ACTIVE bindings of one address or prefix for different clients,
+    the primary's record and the secondary's: whose stands (DESIGN.md,
+    "an ACTIVE binding for a different client")?  The secondary's only if
+    its client time is later than the primary's by more than
+    C{tolerance}; else (the same time, or earlier) the primary's.
+
+    A function of the two records alone, by role and not by who is asking:
+    each server, given its own record and the partner's, names the same
+    winner, accepts the partner's record if it is that one and otherwise
+    answers AddressInUse and sends its own, which the partner then accepts.
+    (A rule per receiver, "the secondary takes the primary's, the primary
+    takes a clearly later one", had both accept the other's when the
+    secondary's was the later: they ended swapped, each with the other's
+    client.)  The times are compared as the records carry them (a binding
+    update converts no time), the same numbers on both sides, so the two
+    never disagree, even at the edge of the tolerance.
+    """
+    if _compare(_clientTime(secondary), _clientTime(primary), tolerance) > 0:
+        return Role.SECONDARY
+    return Role.PRIMARY
+
+
 def _activeActive(local: Lease, incoming: Lease, role: Role, tolerance: float) -> Resolution:
     """Two ACTIVE bindings (DESIGN.md; draft Figure 3 accept(3))."""
     if local.heldBy(incoming.duid, incoming.iaid):
@@ -369,11 +437,16 @@ def _activeActive(local: Lease, incoming: Lease, role: Role, tolerance: float) -
         if order > 0:
             return _accept(rule + ": later", local, incoming)
         return _reject(rule + ": older", FailoverStatus.OUTDATED_BINDING_INFORMATION)
-    if role is Role.SECONDARY:
-        return _accept("active/active other client: secondary", local, incoming)
-    if _compare(incoming.cltt, local.cltt, tolerance) > 0:
-        return _accept("active/active other client: later client time", local, incoming)
-    return _reject("active/active other client: primary", FailoverStatus.ADDRESS_IN_USE)
+    if role is Role.PRIMARY:
+        winner = rivalWinner(local, incoming, tolerance)
+    else:
+        winner = rivalWinner(incoming, local, tolerance)
+    rule = "active/active other client: " + (
+        "primary's" if winner is Role.PRIMARY else "secondary's later client time"
+    )
+    if winner is role:
+        return _reject(rule, FailoverStatus.ADDRESS_IN_USE)
+    return _accept(rule, local, incoming)
 
 
 def resolve(
@@ -427,6 +500,9 @@ def resolve(
         if now >= incoming.expires:
             # The mirror of time(1): the partner, holding it, takes ours now.
             return _reject(pair + ": incoming expired", FailoverStatus.OUTDATED_BINDING_INFORMATION)
+        if role is Role.PRIMARY and _secondarys(local):
+            # Whatever the times: the secondary was entitled to lease it.
+            return _accept(pair + ": the secondary's to lease", local, incoming)
 
     if local.state is BindingState.RESET and incoming.state is BindingState.ACTIVE and not same:
         # Figure 3 time(2): the client's time against the reset's.  (The

@@ -217,8 +217,9 @@ class TakebackRecordTests(SynchronousTestCase):
 
 class ConflictTests(SynchronousTestCase):
     """
-    The takeback through the conflict rules (L{conflict.resolve}, as they
-    are: no rule of its own).
+    The takeback through the conflict rules (L{conflict.resolve}): later
+    wins, and on the primary the secondary's ACTIVE binding over a
+    FREE-BACKUP or pending-takeback record whatever the times.
     """
 
     address = prefixAt(POOL, 1)
@@ -269,6 +270,37 @@ class ConflictTests(SynchronousTestCase):
         for at in (T0 + 10, T0 + 60, T0 + 99, T0 + 100, T0 + 104):
             resolution = resolve(taken, self.leased(at), Role.PRIMARY, T0 + 110)
             self.assertIs(resolution.verdict, Verdict.ACCEPT, (at, resolution.rule))
+
+    def test_primaryAcceptsBindingAtHandover(self) -> None:
+        """
+        The tie race: the secondary leased the prefix within the tolerance
+        of receiving it (its clock ahead or behind), and its update reaches
+        the primary only after the takeback.  The binding's client time is
+        the takeback's (the handover's) and the takeback's start time of
+        state is later, yet the primary accepts it: the secondary was
+        entitled to lease it.  So it does over the FREE-BACKUP record
+        itself, before any takeback.
+        """
+        handed = backup(self.address)
+        taken = takebackOf(handed, T0 + 100)
+        for at in (T0 - 4.9, T0 - 1, T0, T0 + 0.5, T0 + 2, T0 + 4.9):
+            for local in (taken, handed):
+                resolution = resolve(local, self.leased(at), Role.PRIMARY, T0 + 110)
+                self.assertIs(resolution.verdict, Verdict.ACCEPT, (at, resolution.rule))
+                assert resolution.record is not None
+                self.assertEqual(resolution.record.duid, CLIENT)
+
+    def test_expiredBindingTakenBack(self) -> None:
+        """
+        Once the secondary's binding has expired, the primary keeps its
+        takeback and the secondary accepts the FREE: both end FREE.
+        """
+        taken = takebackOf(backup(self.address), T0 + 100)
+        leased = self.leased(T0 + 2)
+        onPrimary = resolve(taken, leased, Role.PRIMARY, leased.expires)
+        self.assertFalse(onPrimary.accepted, onPrimary.rule)
+        onSecondary = resolve(leased, taken, Role.SECONDARY, leased.expires)
+        self.assertIs(onSecondary.verdict, Verdict.ACCEPT, onSecondary.rule)
 
 
 class PassTests(SynchronousTestCase):
@@ -778,6 +810,54 @@ class PairTests(SynchronousTestCase):
             pair.flush()
             pair.advance(120)
         self.assertBothActive(pair, leased)
+
+    def test_leasedAtHandover(self) -> None:
+        """
+        The tie race: the secondary leases a FREE-BACKUP prefix 2 s after
+        it received it (within the conflict tolerance), and its update
+        reaches the primary only after the primary started taking the
+        prefix back.  The secondary refuses the FREE and sends its
+        binding; the primary accepts it over its pending takeback.  Both
+        end with the secondary's ACTIVE binding, nothing pending, the
+        prefix not the primary's to allocate: no disagreement for a lease
+        lifetime.
+        """
+        pair = self.start(max_backup_prefixes=8)
+        handed = records(pair.secondaryStore, FREE_BACKUP)[0]
+        pair.clock.advance(handed.start_time_of_state + 2 - pair.clock.seconds())
+        now = pair.clock.seconds()
+        leased = evolve(
+            handed,
+            state=ACTIVE,
+            duid=CLIENT,
+            iaid=1,
+            start_time_of_state=now,
+            cltt=now,
+            valid_lifetime=3600,
+            preferred_lifetime=1800,
+            expires=now + 3600,
+        )
+        # Stored, not yet sent (the secondary's queue is not woken).
+        pair.successResultOf(pair.secondaryStore.commit([leased]))
+        pair.advance(100)
+        before = pair.primaryStore.get(leased.address, 56)
+        assert before is not None
+        self.assertIs(before.state, FREE_BACKUP)
+        share = pair.primary.prefixShare
+        assert share is not None
+        share.share = 0.0
+        with capturedLogs():
+            self.takeback(pair).request("test")
+            taken = pair.primaryStore.get(leased.address, 56)
+            assert taken is not None
+            self.assertTrue(isTakeback(taken))
+            self.assertLessEqual(abs(taken.cltt - leased.cltt), 5.0)
+            pair.flush()
+            pair.advance(120)
+        self.assertBothActive(pair, leased)
+        assert pair.primary.queue is not None and pair.secondary.queue is not None
+        self.assertEqual(pair.primary.queue.rejected, 1)
+        self.assertEqual(pair.secondary.queue.rejected, 0)
 
     def assertBothActive(self, pair: MemoryPair, leased: Lease) -> None:
         """Both stores hold C{leased}'s binding, acked; the primary may not give it away."""

@@ -1,35 +1,66 @@
 #!/usr/bin/env python
 # -*- test-case-name: tests.integration.test_netns -*-
 """
-Throughput and latency of a dhcp6ha server under perfdhcp (Kea 2.2).
+Throughput and latency of dhcp6ha under perfdhcp (Kea 2.2): one server
+alone, and the primary of a failover pair in NORMAL, in the same run.
 
 Run by hand, as root, from the repository (not a test)::
 
-    sudo .venv/bin/python bench/bench_perfdhcp.py            # IA_NA and IA_PD
+    sudo .venv/bin/python bench/bench_perfdhcp.py              # alone + pair, IA_NA + IA_PD
     sudo .venv/bin/python bench/bench_perfdhcp.py --types na --period 5
+    sudo .venv/bin/python bench/bench_perfdhcp.py --setups alone --tree before=/tmp/old
+                                    # this checkout against another, one run
 
-Two network namespaces joined by a veth pair: the server (its default,
-durable configuration: WAL, synchronous=FULL, group commit) in one,
-perfdhcp in the other sending relayed traffic (C{-A1}: RELAY-FORW from
-port 547) to the server's unicast address, as a relay would.  For each
-lease type the offered rate is stepped up, then bisected, to find the
-highest rate at which fewer than 1% of the 4-message exchanges
-(Solicit-Advertise-Request-Reply) are lost; for that rate it prints the
-completed exchanges per second and the delays perfdhcp reports.
+Each setup has its own network namespaces: a server namespace and a client
+namespace joined by a veth pair, perfdhcp in the client namespace sending
+relayed traffic (C{-A1}: RELAY-FORW from port 547) to the server's unicast
+address, as a relay would.  The servers run their default, durable
+configuration (WAL, synchronous=FULL, group commit).
 
-Each lease type gets a fresh server and database (in a new directory under
-C{--workdir}, default C{$TMPDIR}: mind its file system, fsync cost is
-what durability costs; the databases are deleted at the end unless
-C{--keep-db}, the logs stay); perfdhcp uses many
-distinct clients (C{-R}), so nearly every exchange allocates and commits a
-new lease.  Everything is removed at the end, also on failure or Ctrl-C.
+  - C{alone}: one server, no failover.
+  - C{pair}: a primary and a secondary in one namespace (the secondary on
+    C{::1} only: perfdhcp talks to the primary), certificates made with
+    C{dhcp6ha-pki}, one C{[failover:bench]} relationship with the default
+    timers and MCLT; measured once both are NORMAL and nothing is left to
+    replicate (the initial FREE-BACKUP prefix handover included).
+  - C{alone@LABEL}, for each C{--tree LABEL=PATH}: a server alone run from
+    another checkout (e.g. C{git archive} of an older commit), to compare
+    in one run: two runs on this shared machine are not comparable.
+
+For each lease type, every setup's offered rate is stepped up, then
+bisected, to find the highest rate at which fewer than 1% of the 4-message
+exchanges (Solicit-Advertise-Request-Reply) are lost; the setups take turns
+run by run, so that they share the same background load.  Then every setup
+runs C{--compare-runs} more times, in turns, at one common rate (the lowest
+of their best rates, C{--compare-rate} to choose it), for latencies at
+equal load.  For the pair, the replication lag of each run (a binding's
+Reply sent to the partner's ack, from the primary's update-queue histogram
+in C{dhcp6ha-ctl status}: its buckets before and after the run, within
+about 9%) is read once the run's updates are all acked.
+
+Printed at the end: per setup the best rate and its delays, the common-rate
+table with the Request-Reply median and p99 and the lag, and the pair/alone
+ratios against the targets of RFC 7031 req. 6 (latency <= 1.10, rate >=
+0.90).
+
+Each lease type gets fresh servers and databases (under C{--workdir},
+default C{$TMPDIR}: mind its file system, fsync cost is what durability
+costs; the databases are deleted at the end unless C{--keep-db}, the logs
+stay); perfdhcp uses many distinct clients (C{-R}), so nearly every
+exchange allocates and commits a new lease.  Everything else is removed at
+the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +76,12 @@ from tests.integration.netns import (  # noqa: E402
     Process,
     run,
     skipReason,
+    sleep,
     veth,
+)
+from tests.integration.pair import (  # noqa: E402
+    FailoverServer,
+    Relationship,
 )
 from tests.integration.serverproc import (  # noqa: E402
     LAN,
@@ -54,6 +90,7 @@ from tests.integration.serverproc import (  # noqa: E402
     poolOf,
     serverSkipReason,
     serverTree,
+    twistdCommand,
     writeConfig,
 )
 
@@ -61,6 +98,9 @@ PERFDHCP = "/usr/sbin/perfdhcp"
 BENCH_PD = IPv6Network("fd6b:5e1f::/32")  # 2^24 /56 prefixes: never runs out here
 SERVER = LAN.network_address + 1
 CLIENT = LAN.network_address + 2
+RELATIONSHIP = "bench"
+LATENCY_TARGET = 1.10
+RATE_TARGET = 0.90
 
 
 class Cleanups:
@@ -81,9 +121,49 @@ class Cleanups:
                 print(f"cleanup {f!r} failed: {e!r}", file=sys.stderr)
 
     def mktemp(self, parent: str | None = None) -> str:
-        import tempfile
-
         return tempfile.mkdtemp(prefix="d6ha-bench-", dir=parent)
+
+
+# --- perfdhcp -------------------------------------------------------------------------
+
+
+@dataclass
+class Lag:
+    """Replication lag of one interval (seconds), from the histogram's buckets."""
+
+    count: int = 0
+    p50: float = float("nan")
+    p99: float = float("nan")
+    unacked: int = 0  # updates still not acked when the interval was closed
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> Lag:
+        """The lag of the bindings acked between two C{lag_histogram} snapshots."""
+        lowest = float(after["lowest"])
+        perDoubling = int(after["per_doubling"])
+        counts = {int(i): int(n) for i, n in after["counts"].items()}
+        for i, n in before["counts"].items():
+            counts[int(i)] = counts.get(int(i), 0) - int(n)
+        buckets = sorted((i, n) for i, n in counts.items() if n > 0)
+        total = sum(n for _, n in buckets)
+        lag = cls(total)
+        if total:
+            lag.p50 = _bucketPercentile(buckets, total, 50, lowest, perDoubling)
+            lag.p99 = _bucketPercentile(buckets, total, 99, lowest, perDoubling)
+        return lag
+
+
+def _bucketPercentile(
+    buckets: list[tuple[int, int]], total: int, p: float, lowest: float, perDoubling: int
+) -> float:
+    """The upper bound of the bucket holding the C{p}th percentile."""
+    rank = max(1, math.ceil(total * p / 100.0))
+    seen = 0
+    for index, n in buckets:
+        seen += n
+        if seen >= rank:
+            return lowest * 2 ** (index / perDoubling)
+    return lowest * 2 ** (buckets[-1][0] / perDoubling)
 
 
 @dataclass
@@ -92,6 +172,7 @@ class Result:
 
     rate: int
     period: float
+    setup: str = ""
     sent: dict[str, int] = field(default_factory=dict)  # per message kind
     received: dict[str, int] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
@@ -99,6 +180,8 @@ class Result:
     output: str = ""
     reportedRate: float = 0.0
     samples: dict[str, list[float]] = field(default_factory=dict)  # ms, from -x t
+    lag: Lag | None = None
+    lagSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     @property
     def exchanges(self) -> int:
@@ -119,10 +202,14 @@ class Result:
         return self.reportedRate or self.exchanges / self.period
 
     def percentile(self, kind: str, q: float) -> float:
-        values = sorted(self.samples.get(kind, []))
-        if not values:
-            return float("nan")
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return percentile(self.samples.get(kind, []), q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 _SECTION = re.compile(r"^\*+\s*Statistics for:\s*([A-Z-]+)\s*\*+$")
@@ -178,12 +265,9 @@ def parsePerfdhcp(text: str, rate: int, period: float) -> Result:
 
 
 async def runPerfdhcp(
-    ns: Namespace, workdir: Path, leaseType: str, rate: int, period: float, clients: int, n: int
+    ns: Namespace, log: Path, leaseType: str, rate: int, period: float, clients: int
 ) -> Result:
     """One bounded perfdhcp run at C{rate} exchanges per second."""
-    from tests.integration.netns import sleep
-
-    log = workdir / f"perfdhcp-{leaseType}-{rate}-{n}.log"
     args = [
         PERFDHCP, "-6", "-A1", "-l", "b0",
         "-e", leaseType,
@@ -218,21 +302,27 @@ def describe(r: Result, long: bool = False) -> str:
         )
         if long:
             text += f" (std {d.get('std', 0):.2f})"
+    if r.lag is not None:
+        text += f"  lag ms p50/p99 {describeLag(r.lag)}"
     return text
 
 
-async def benchOne(
-    cleanups: Cleanups, workdir: Path, leaseType: str, args: argparse.Namespace
-) -> Result | None:
-    server = Namespace.create(cleanups, "bsrv")
-    client = Namespace.create(cleanups, "bcli")
-    await veth(server, "s0", client, "b0")
-    server.addAddress("s0", f"{SERVER}/64")
-    client.addAddress("b0", f"{CLIENT}/64")
-    subnet = Subnet(
+def describeLag(lag: Lag) -> str:
+    text = f"{1000 * lag.p50:.1f}/{1000 * lag.p99:.1f} ({lag.count} acked"
+    if lag.unacked:
+        text += f", {lag.unacked} not yet"
+    return text + ")"
+
+
+# --- setups ---------------------------------------------------------------------------
+
+
+def benchSubnet(interface: str | None) -> Subnet:
+    """The served link: a huge address pool and 2^24 /56 prefixes, long lifetimes."""
+    return Subnet(
         "lan",
         LAN,
-        interface="s0",
+        interface=interface,
         pools=[poolOf(LAN, 0x10000, 0xFFFFFFFFFFFF)],
         pdPools=[(BENCH_PD, 56)],
         preferred=3600,
@@ -240,47 +330,392 @@ async def benchOne(
         t1=1800,
         t2=2880,
     )
-    directory = workdir / leaseType
-    directory.mkdir()
-    config = writeConfig(directory / "server.ini", directory / "leases.sqlite", [subnet],
-                         interfaces=["s0"])  # fmt: skip
-    proc = ServerProcess(cleanups, config, directory, ns=server)
-    proc.start()
-    await proc.ready()
 
+
+class TreeServerProcess(ServerProcess):
+    """A L{ServerProcess} run from a given checkout instead of L{serverTree}."""
+
+    def __init__(self, *args: Any, tree: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tree = tree
+
+    def start(self) -> Process:
+        self.starts += 1
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(self.tree) + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
+        env["PYTHONUNBUFFERED"] = "1"
+        log = self.directory / f"server-{self.starts}.log"
+        assert self.ns is not None
+        self.process = self.ns.spawn(
+            self.testCase, twistdCommand(self.config), log, env=env, cwd=self.tree
+        )
+        return self.process
+
+
+class Setup:
+    """One thing measured: its client namespace and the server(s) behind it."""
+
+    name: str
+    client: Namespace
+    directory: Path
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> str | None:
+        """C{None}, or what died (with its log tail)."""
+        raise NotImplementedError
+
+    async def beforeRun(self) -> None:
+        """Called before each perfdhcp run."""
+
+    async def afterRun(self, result: Result) -> None:
+        """Called after each perfdhcp run (the pair reads the lag here)."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def link(self, cleanups: Cleanups, server: Namespace) -> None:
+        """The client namespace, joined to C{server}'s by veth (b0 / s0)."""
+        self.client = Namespace.create(cleanups, "bcli")
+        await veth(server, "s0", self.client, "b0")
+        server.addAddress("s0", f"{SERVER}/64")
+        self.client.addAddress("b0", f"{CLIENT}/64")
+
+
+class Alone(Setup):
+    """One server alone."""
+
+    def __init__(self, cleanups: Cleanups, directory: Path, name: str, tree: Path) -> None:
+        self.cleanups = cleanups
+        self.directory = directory
+        self.name = name
+        self.tree = tree
+        self.proc: ServerProcess | None = None
+
+    async def start(self) -> None:
+        server = Namespace.create(self.cleanups, "bsrv")
+        await self.link(self.cleanups, server)
+        self.directory.mkdir(parents=True)
+        config = writeConfig(self.directory / "server.ini", self.directory / "leases.sqlite",
+                             [benchSubnet("s0")], interfaces=["s0"])  # fmt: skip
+        self.proc = TreeServerProcess(self.cleanups, config, self.directory, ns=server,
+                                      tree=self.tree)  # fmt: skip
+        self.proc.start()
+        await self.proc.ready()
+
+    def alive(self) -> str | None:
+        if self.proc is None or self.proc.process is None or not self.proc.process.running():
+            return f"{self.name}: the server died:\n" + (self.proc.logTail() if self.proc else "")
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.process is not None:
+            self.proc.stop()
+
+
+class Pair(Setup):
+    """A primary and a secondary in NORMAL; perfdhcp talks to the primary."""
+
+    def __init__(
+        self, cleanups: Cleanups, directory: Path, name: str, sockets: Path, settle: float
+    ) -> None:
+        self.cleanups = cleanups
+        self.directory = directory
+        self.name = name
+        self.sockets = sockets
+        self.settleTimeout = settle
+        self.primary: FailoverServer | None = None
+        self.secondary: FailoverServer | None = None
+        self._before: dict[str, Any] | None = None
+
+    async def start(self) -> None:
+        ns = Namespace.create(self.cleanups, "bpair")
+        await self.link(self.cleanups, ns)
+        self.directory.mkdir(parents=True)
+        pki = self.directory / "pki"
+        identities = {"primary": "primary.bench.test", "secondary": "secondary.bench.test"}
+        made = subprocess.run(
+            [sys.executable, "-m", "dhcp6ha.pki", str(pki), "--quiet"]
+            + [f"--server={name}={identity}" for name, identity in identities.items()],
+            capture_output=True, text=True, cwd=serverTree(), check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise RuntimeError(f"dhcp6ha-pki failed: {made.stderr}")
+
+        def relationship(role: str, partner: str, **where: Any) -> Relationship:
+            # The defaults of a real deployment, not the integration tests' short timers.
+            return Relationship(
+                RELATIONSHIP, role, ["lan"], pki / f"{role}.pem", pki / f"{role}-key.pem",
+                pki / "ca.pem", identities[partner], mclt=3600, heartbeat=10,
+                unreachableAfter=30, idleTimeout=60, handshakeTimeout=10, **where,
+            )  # fmt: skip
+
+        self.secondary = FailoverServer(
+            self.cleanups, "secondary", self.directory / "secondary", self.sockets,
+            subnets=[benchSubnet(None)],
+            relationships=[relationship("secondary", "primary", listenAddress="::1",
+                                        listenPort=6647)],
+            ns=ns, address="::1", port=5548,
+        )  # fmt: skip
+        self.primary = FailoverServer(
+            self.cleanups, "primary", self.directory / "primary", self.sockets,
+            subnets=[benchSubnet("s0")],
+            relationships=[relationship("primary", "secondary", partnerAddress="::1",
+                                        partnerPort=6647)],
+            ns=ns, address="::", port=547, interfaces=["s0"],
+        )  # fmt: skip
+        self.secondary.start()
+        await self.secondary.ready()
+        self.primary.start()
+        await self.primary.ready()
+        for server in (self.primary, self.secondary):
+            await server.waitState(RELATIONSHIP, "normal", 60, connected=True)
+        started = time.monotonic()
+        await self.settled(self.settleTimeout)
+        print(f"  {self.name}: NORMAL, settled in {time.monotonic() - started:.1f} s"
+              f" (initial updates: {self.replication()['acked']})", flush=True)  # fmt: skip
+
+    def replication(self, server: FailoverServer | None = None) -> dict[str, Any]:
+        entry = (server or self.primary).relationship(RELATIONSHIP)  # type: ignore[union-attr]
+        if entry is None or entry.get("replication") is None:
+            raise RuntimeError(f"{self.name}: no replication status (an older server?)")
+        return dict(entry["replication"])
+
+    def unacked(self) -> int:
+        total = 0
+        for server in (self.primary, self.secondary):
+            entry = server.relationship(RELATIONSHIP)  # type: ignore[union-attr]
+            assert entry is not None
+            total += int(entry.get("unacked_updates", 0))
+        return total
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until neither side has unacked updates; C{False} on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.unacked():
+            if time.monotonic() > deadline:
+                return False
+            await sleep(0.2)
+        return True
+
+    async def beforeRun(self) -> None:
+        self._before = self.replication()["lag_histogram"]
+
+    async def afterRun(self, result: Result) -> None:
+        if self.alive() is not None:
+            return
+        done = await self.settled(self.settleTimeout)
+        after = self.replication()["lag_histogram"]
+        assert self._before is not None
+        result.lagSnapshots = (self._before, after)
+        result.lag = Lag.between(self._before, after)
+        if not done:
+            result.lag.unacked = self.unacked()
+
+    def alive(self) -> str | None:
+        for server in (self.primary, self.secondary):
+            if server is None or not server.running():
+                name = server.name if server is not None else "?"
+                return f"{self.name}: the {name} died:\n" + (server.logTail() if server else "")
+        return None
+
+    def stop(self) -> None:
+        for server in (self.primary, self.secondary):
+            if server is not None and server.running():
+                server.stop()
+
+
+# --- the search -----------------------------------------------------------------------
+
+
+@dataclass
+class Search:
+    """The rate search of one setup: step up by doubling, then bisect."""
+
+    setup: Setup
+    rate: int
+    maxRuns: int
     best: Result | None = None
     lowestBad: int | None = None
-    rate = args.start
-    runs = 0
-    # Step up by doubling until the loss passes 1%, then bisect.
-    while runs < args.max_runs:
-        runs += 1
-        r = await runPerfdhcp(client, directory, leaseType, rate, args.period, args.clients, runs)
-        print(f"  {leaseType:13s} {describe(r)}", flush=True)
-        if not proc.process or not proc.process.running():
-            print("  the server died:\n" + proc.logTail(), flush=True)
-            return best
+    runs: int = 0
+    done: bool = False
+    failure: str | None = None
+
+    def record(self, r: Result) -> None:
+        self.runs += 1
         if r.lossRatio < 0.01 and r.exchanges > 0:
-            best = r
-            if lowestBad is None:
-                rate *= 2
+            self.best = r
+            if self.lowestBad is None:
+                self.rate *= 2
+            elif self.lowestBad - self.rate <= max(25, self.rate // 20):
+                self.done = True
             else:
-                if lowestBad - rate <= max(25, rate // 20):
-                    break
-                rate = (rate + lowestBad) // 2
+                self.rate = (self.rate + self.lowestBad) // 2
         else:
-            lowestBad = rate if lowestBad is None else min(lowestBad, rate)
-            low = best.rate if best else 0
-            if lowestBad - low <= max(25, low // 20):
-                break
-            rate = (low + lowestBad) // 2
-        if rate < 10:
-            break
-    proc.stop()
+            self.lowestBad = self.rate if self.lowestBad is None else min(self.lowestBad, self.rate)
+            low = self.best.rate if self.best else 0
+            if self.lowestBad - low <= max(25, low // 20):
+                self.done = True
+            else:
+                self.rate = (low + self.lowestBad) // 2
+        if self.rate < 10 or self.runs >= self.maxRuns:
+            self.done = True
+
+
+async def measure(setup: Setup, leaseType: str, rate: int, args: argparse.Namespace,
+                  n: int) -> Result:  # fmt: skip
+    await setup.beforeRun()
+    log = setup.directory / f"perfdhcp-{rate}-{n}.log"
+    r = await runPerfdhcp(setup.client, log, leaseType, rate, args.period, args.clients)
+    r.setup = setup.name
+    await setup.afterRun(r)
+    return r
+
+
+@dataclass
+class Comparison:
+    """The common-rate runs of every setup."""
+
+    rate: int
+    runs: dict[str, list[Result]]
+
+
+def pooled(results: list[Result], kind: str, q: float) -> float:
+    return percentile([v for r in results for v in r.samples.get(kind, [])], q)
+
+
+def pooledLoss(results: list[Result]) -> float:
+    started = sum(r.sent.get("SA", 0) for r in results)
+    done = sum(r.exchanges for r in results)
+    return 1.0 - done / started if started else 1.0
+
+
+def pooledLag(results: list[Result]) -> Lag | None:
+    snapshots = [r.lagSnapshots for r in results if r.lagSnapshots is not None]
+    if not snapshots:
+        return None
+    # The runs are consecutive intervals of one histogram: first before, last after
+    # minus whatever came in between (other setups' runs add nothing to it).
+    counts: dict[str, int] = {}
+    for before, after in snapshots:
+        for i, n in after["counts"].items():
+            counts[i] = counts.get(i, 0) + int(n)
+        for i, n in before["counts"].items():
+            counts[i] = counts.get(i, 0) - int(n)
+    shape = snapshots[0][1]
+    lag = Lag.between({"counts": {}}, {**shape, "counts": counts})
+    lag.unacked = max(r.lag.unacked for r in results if r.lag is not None)
+    return lag
+
+
+async def benchType(
+    cleanups: Cleanups, workdir: Path, leaseType: str, args: argparse.Namespace
+) -> tuple[dict[str, Search], Comparison | None]:
+    base = workdir / leaseType
+    sockets = Path(tempfile.mkdtemp(prefix="d6hab-"))  # short: UNIX socket paths
+    cleanups.addCleanup(shutil.rmtree, sockets, True)
+    setups: list[Setup] = []
+    for name in args.setups:
+        if name == "alone":
+            setups.append(Alone(cleanups, base / "alone", "alone", serverTree()))
+        elif name == "pair":
+            setups.append(Pair(cleanups, base / "pair", "pair", sockets, args.settle))
+    for label, tree in args.tree:
+        setups.append(Alone(cleanups, base / f"alone-{label}", f"alone@{label}", Path(tree)))
+    for setup in setups:
+        await setup.start()
+    searches = {s.name: Search(s, args.start, args.max_runs) for s in setups}
+    n = 0
+    # Round-robin: one run of each setup still searching, in turn.
+    while any(not s.done for s in searches.values()):
+        for search in searches.values():
+            if search.done:
+                continue
+            n += 1
+            r = await measure(search.setup, leaseType, search.rate, args, n)
+            print(f"  {leaseType:13s} {search.setup.name:14s} {describe(r)}", flush=True)
+            problem = search.setup.alive()
+            if problem:
+                print("  " + problem, flush=True)
+                search.failure = problem
+                search.done = True
+                continue
+            search.record(r)
+    comparison = None
+    alive = [s for s in setups if searches[s.name].failure is None]
+    bests = [searches[s.name].best for s in alive]
+    if args.compare_runs and alive and all(b is not None for b in bests):
+        rate = args.compare_rate or min(b.rate for b in bests if b is not None)
+        comparison = Comparison(rate, {s.name: [] for s in alive})
+        print(f"  {leaseType}: every setup at {rate}/s, {args.compare_runs} runs each, in turns",
+              flush=True)  # fmt: skip
+        for _ in range(args.compare_runs):
+            for setup in alive:
+                n += 1
+                r = await measure(setup, leaseType, rate, args, n)
+                print(f"  {leaseType:13s} {setup.name:14s} {describe(r)}", flush=True)
+                comparison.runs[setup.name].append(r)
+    for setup in setups:
+        setup.stop()
     if not args.keep_db:
-        for path in directory.glob("leases.sqlite*"):
+        for path in base.glob("**/leases.sqlite*"):
             path.unlink()
-    return best
+    return searches, comparison
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def report(leaseType: str, searches: dict[str, Search], comparison: Comparison | None,
+           args: argparse.Namespace) -> None:  # fmt: skip
+    print(f"\n{leaseType}: highest rate with < 1% lost exchanges ({args.clients} distinct"
+          " clients, relayed, durable leases):")  # fmt: skip
+    for name, search in searches.items():
+        if search.failure:
+            print(f"  {name:14s} failed: {search.failure.splitlines()[0]}")
+        elif search.best is None:
+            print(f"  {name:14s} no rate below 1% loss")
+        else:
+            print(f"  {name:14s} {describe(search.best, long=True)}")
+    if comparison is not None:
+        print(f"{leaseType}: at {comparison.rate}/s, {args.compare_runs} runs each"
+              " (delays pooled over the runs, ms):")  # fmt: skip
+        print(f"  {'setup':14s} {'completed/s':>11s} {'lost':>6s} {'SA med':>7s} {'SA p99':>7s}"
+              f" {'RR med':>7s} {'RR p99':>7s}  lag ms p50/p99")  # fmt: skip
+        for name, results in comparison.runs.items():
+            rate = sum(r.exchangeRate for r in results) / len(results)
+            lag = pooledLag(results)
+            print(
+                f"  {name:14s} {rate:11.1f} {100 * pooledLoss(results):5.2f}%"
+                f" {pooled(results, 'SA', 0.5):7.2f} {pooled(results, 'SA', 0.99):7.2f}"
+                f" {pooled(results, 'RR', 0.5):7.2f} {pooled(results, 'RR', 0.99):7.2f}"
+                f"  {describeLag(lag) if lag is not None else '-'}"
+            )
+    if "alone" in searches and "pair" in searches:
+        alone, pair = searches["alone"].best, searches["pair"].best
+        print(f"{leaseType}: pair / alone (targets: latency <= {LATENCY_TARGET:.2f},"
+              f" rate >= {RATE_TARGET:.2f}):")  # fmt: skip
+        if alone is not None and pair is not None:
+            r = ratio(pair.exchangeRate, alone.exchangeRate)
+            print(f"  best rate {pair.exchangeRate:.0f} / {alone.exchangeRate:.0f} = {r:.3f}"
+                  f"  {'ok' if r >= RATE_TARGET else 'MISSED'}")  # fmt: skip
+        if comparison is not None and {"alone", "pair"} <= set(comparison.runs):
+            a, p = comparison.runs["alone"], comparison.runs["pair"]
+            for kind, q, label in (("RR", 0.5, "RR median"), ("RR", 0.99, "RR p99"),
+                                   ("SA", 0.5, "SA median"), ("SA", 0.99, "SA p99")):  # fmt: skip
+                r = ratio(pooled(p, kind, q), pooled(a, kind, q))
+                verdict = "" if kind == "SA" else ("  ok" if r <= LATENCY_TARGET else "  MISSED")
+                print(f"  {label:9s} at {comparison.rate}/s {pooled(p, kind, q):7.2f} /"
+                      f" {pooled(a, kind, q):7.2f} ms = {r:.3f}{verdict}")  # fmt: skip
+            lag = pooledLag(p)
+            if lag is not None:
+                print(f"  replication lag (Reply sent -> partner ack) at {comparison.rate}/s:"
+                      f" median {1000 * lag.p50:.1f} ms, p99 {1000 * lag.p99:.1f} ms"
+                      f" over {lag.count} updates")  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -295,33 +730,47 @@ async def main(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)
     workdir = Path(cleanups.mktemp(args.workdir))
     fsType = run(["stat", "-f", "-c", "%T", str(workdir)], check=False).stdout.strip()
-    print(f"server from {serverTree()}; lease databases in {workdir} ({fsType})", flush=True)
-    results: dict[str, Result | None] = {}
+    trees = ", ".join(f"{label} from {tree}" for label, tree in args.tree)
+    print(f"server from {serverTree()}{'; ' + trees if trees else ''};"
+          f" files in {workdir} ({fsType}); load average {os.getloadavg()[0]:.2f}",
+          flush=True)  # fmt: skip
+    results: dict[str, tuple[dict[str, Search], Comparison | None]] = {}
     try:
         for leaseType in args.types:
             name = {"na": "address-only", "pd": "prefix-only"}[leaseType]
             print(f"{name}: stepping the rate (each run {args.period:.0f} s)", flush=True)
-            results[name] = await benchOne(cleanups, workdir, name, args)
+            results[name] = await benchType(cleanups, workdir, name, args)
     finally:
         cleanups.run()
-    print()
-    print(f"Highest rate with < 1% lost exchanges ({args.clients} distinct clients, "
-          f"relayed, durable leases; logs in {workdir}):")  # fmt: skip
-    for name, r in results.items():
-        if r is None:
-            print(f"  {name:13s} no rate below 1% loss")
-        else:
-            print(f"  {name:13s} {describe(r, long=True)}")
+    for name, (searches, comparison) in results.items():
+        report(name, searches, comparison, args)
+    print(f"\nlogs in {workdir}; load average {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def parseTree(text: str) -> tuple[str, str]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not Path(path, "dhcp6ha").is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: LABEL=PATH of a dhcp6ha checkout")
+    return label, path
 
 
 def parseArgs(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--types", nargs="+", default=["na", "pd"], choices=["na", "pd"])
+    p.add_argument("--setups", nargs="*", default=["alone", "pair"], choices=["alone", "pair"])
+    p.add_argument("--tree", action="append", type=parseTree, default=[],
+                   metavar="LABEL=PATH", help="also a server alone from this checkout")  # fmt: skip
     p.add_argument("--period", type=float, default=8.0, help="seconds per perfdhcp run")
-    p.add_argument("--start", type=int, default=250, help="first offered rate (exchanges/s)")
+    p.add_argument("--start", type=int, default=500, help="first offered rate (exchanges/s)")
     p.add_argument("--clients", type=int, default=1_000_000, help="perfdhcp -R")
-    p.add_argument("--max-runs", type=int, default=8, help="runs per lease type")
+    p.add_argument("--max-runs", type=int, default=8, help="search runs per setup and type")
+    p.add_argument("--compare-runs", type=int, default=2,
+                   help="runs per setup at the common rate (0: none)")  # fmt: skip
+    p.add_argument("--compare-rate", type=int, default=0,
+                   help="the common rate (default: the lowest best rate)")  # fmt: skip
+    p.add_argument("--settle", type=float, default=120.0,
+                   help="longest wait for the pair's updates to be acked (s)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="parent directory of the run's files")
     p.add_argument("--keep-db", action="store_true", help="keep the lease databases")
     return p.parse_args(argv)

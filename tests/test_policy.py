@@ -158,7 +158,7 @@ class RespondsToTests(SynchronousTestCase):
                 for msg_type in types:
                     for ours in (True, False):
                         if state in TAKEOVER:
-                            want = True
+                            want = ours or msg_type is not MessageType.REQUEST
                         elif state is S.NORMAL and role is Role.PRIMARY:
                             want = ours or msg_type not in addressed
                         elif state is S.NORMAL:
@@ -177,9 +177,22 @@ class RespondsToTests(SynchronousTestCase):
             policy, _, _ = makePolicy(state=state, partnerDuid=PARTNER)
             takeover = state in TAKEOVER
             self.assertEqual(policy.respondsToServer(MessageType.RENEW, PARTNER), takeover)
+            self.assertEqual(policy.respondsToServer(MessageType.RELEASE, PARTNER), takeover)
+            self.assertEqual(policy.respondsToServer(MessageType.DECLINE, PARTNER), takeover)
             self.assertFalse(policy.respondsToServer(MessageType.RENEW, b"\x00\x02stranger"))
             policy, _, _ = makePolicy(state=state)
             self.assertEqual(policy.respondsToServer(MessageType.RENEW, b"\x00\x02x"), takeover)
+
+    def test_requestNamingPartnerIgnored(self) -> None:
+        """
+        A Request naming the partner is never answered, in any state: the
+        client chose the partner's Advertise, and a second lease from us
+        would give one IA two leases (RFC 8415 section 16.4).
+        """
+        for state in ALL_STATES:
+            policy, _, _ = makePolicy(state=state, partnerDuid=PARTNER)
+            self.assertFalse(policy.respondsToServer(MessageType.REQUEST, PARTNER), state)
+            self.assertFalse(policy.respondsTo(MessageType.REQUEST, False), state)
 
 
 class OwnershipTests(SynchronousTestCase):

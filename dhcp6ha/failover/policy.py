@@ -152,6 +152,7 @@ from dhcp6ha.failover.balance import isTakeback
 from dhcp6ha.failover.machine import EndpointState, Role
 from dhcp6ha.interfaces import IFailoverPolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.message import MessageType
 
 if TYPE_CHECKING:
     from dhcp6ha.interfaces import IUpdateQueue
@@ -329,7 +330,9 @@ class FailoverPolicy:
         """
         state = self.endpoint.state
         if self.servesPartnersClients:
-            return True
+            # A Request naming another server chose that server's Advertise
+            # (RFC 8415 section 16.4): see respondsToServer.
+            return addressed_to_us or msg_type != MessageType.REQUEST
         if state is S.NORMAL:
             if self.endpoint.role is Role.PRIMARY:
                 return addressed_to_us or msg_type not in _ADDRESSED
@@ -346,8 +349,17 @@ class FailoverPolicy:
         partner's clients (L{servesPartnersClients}).  In NORMAL, one naming
         the partner (its DUID known) is the partner's to answer and is
         reported to the endpoint (C{clientMessageForPartner}).
+
+        A Request naming another server is never answered, whatever the
+        state (RFC 8415 section 16.4): the client chose that server's
+        Advertise, and answering it too would give one IA two leases, one
+        from each server.  Renew, Release and Decline naming the partner are
+        answered while serving its clients: those name a lease the client
+        already holds.
         """
         if self.servesPartnersClients:
+            if msg_type == MessageType.REQUEST:
+                return False
             return self.partnerDuid is None or server_id == self.partnerDuid
         if (
             self.endpoint.state is S.NORMAL

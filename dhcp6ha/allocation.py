@@ -290,6 +290,21 @@ class Allocator:
         self.policies = SubnetPolicies.of(policy)
         self.policy = self.policies.default
         self._indexes: dict[int, _SubnetIndex] = {}
+        # Adapting a policy to IFailoverPolicy / IRenewalPolicy asks
+        # zope.interface every time: done once per policy object.
+        self._adapted: dict[
+            int, tuple[IAllocationPolicy, IFailoverPolicy | None, IRenewalPolicy | None]
+        ] = {}
+
+    def _adapt(
+        self, policy: IAllocationPolicy
+    ) -> tuple[IAllocationPolicy, IFailoverPolicy | None, IRenewalPolicy | None]:
+        """C{policy}, and C{policy} as an L{IFailoverPolicy} and an L{IRenewalPolicy}."""
+        adapted = self._adapted.get(id(policy))
+        if adapted is None or adapted[0] is not policy:
+            adapted = (policy, IFailoverPolicy(policy, None), IRenewalPolicy(policy, None))
+            self._adapted[id(policy)] = adapted
+        return adapted
 
     def _index(self, subnet: SubnetConfig) -> _SubnetIndex:
         index = self._indexes.get(id(subnet))
@@ -380,10 +395,13 @@ class Allocator:
             ask the policy's C{mayRenew} when it provides L{IRenewalPolicy}.
         """
         index = self._index(subnet)
+        # (Empty tables: no reservations, no hashing of the key.)
         if prefix_length == 128:
-            owner = index.address_owner.get(address)
-        else:
+            owner = index.address_owner.get(address) if index.address_owner else None
+        elif index.prefix_owner:
             owner = index.prefix_owner.get((address, prefix_length))
+        else:
+            owner = None
         if owner is not None and owner != duid:
             return _Avail.NO
         existing = self.store.get(address, prefix_length)
@@ -392,8 +410,8 @@ class Allocator:
                 return _Avail.OWN if existing.heldBy(duid, iaid) else _Avail.NO
             if existing.state not in _REUSABLE:
                 return _Avail.NO
-        policy = self.policies.policyFor(subnet)
-        renewals = IRenewalPolicy(policy, None) if renewal else None
+        policy, failover, renewalPolicy = self._adapt(self.policies.policyFor(subnet))
+        renewals = renewalPolicy if renewal else None
         if renewals is not None:
             allowed = renewals.mayRenew(
                 lease_type, address, prefix_length, existing, duid, iaid, now
@@ -404,7 +422,6 @@ class Allocator:
             )
         if not allowed:
             return _Avail.NO
-        failover = IFailoverPolicy(policy, None)
         if (
             failover is not None
             and owner is None

@@ -289,11 +289,9 @@ class _Exchange:
         self.changes: dict[tuple[IPv6Address, int], Lease] = {}
 
 
-def _typeName(msg_type: int) -> str:
-    try:
-        return MessageType(msg_type).name
-    except ValueError:
-        return "UNKNOWN"
+_TYPE_NAMES: dict[int, str] = {int(t): t.name for t in MessageType}
+_RECEIVED = {code: "received." + name for code, name in _TYPE_NAMES.items()}
+_SENT = {code: "sent." + name for code, name in _TYPE_NAMES.items()}
 
 
 def _status(code: StatusCode, text: str) -> StatusCodeOption:
@@ -469,7 +467,7 @@ class Engine:
         inner: Message | RelayMessage = message
         if isinstance(message, RelayMessage):
             # One count per datagram, whatever the nesting.
-            self.counters["received." + _typeName(message.msg_type)] += 1
+            self.counters[_RECEIVED.get(message.msg_type) or "received.UNKNOWN"] += 1
         while isinstance(inner, RelayMessage):
             if inner.msg_type != MessageType.RELAY_FORW:
                 raise _Drop("serverMessage")
@@ -482,7 +480,7 @@ class Engine:
             inner = relayed.message
 
         msg_type = inner.msg_type
-        self.counters["received." + _typeName(msg_type)] += 1
+        self.counters[_RECEIVED.get(msg_type) or "received.UNKNOWN"] += 1
         if msg_type in _SERVER_TYPES:
             raise _Drop("serverMessage")
         handler = self._handlers.get(msg_type)
@@ -599,7 +597,7 @@ class Engine:
         reply: Message | RelayMessage = Message(
             reply_type, ex.message.transaction_id, tuple(head + options)
         )
-        self.counters["sent." + _typeName(reply_type)] += 1
+        self.counters[_SENT.get(reply_type) or "sent.UNKNOWN"] += 1
         for relay in reversed(relays):
             # RFC 8415 section 19.3: the Interface-ID option is echoed.
             interface_id = next((o for o in relay.options if isinstance(o, InterfaceId)), None)

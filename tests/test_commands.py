@@ -5,14 +5,27 @@ Tests for L{dhcp6ha.failover.commands}: the AMP schemas of the failover protocol
 from __future__ import annotations
 
 from ipaddress import IPv6Address
+from typing import Any
 
+from attrs import evolve
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
+import tests.strategies  # noqa: F401  (the deterministic Hypothesis profile)
+from dhcp6ha.failover import commands
 from dhcp6ha.failover.commands import (
+    BINDING_FIELDS,
+    BINDING_RESULT_FIELDS,
+    BINDING_RESULTS,
+    BINDINGS,
+    BindingBox,
     BindingUpdate,
     Connect,
     Contact,
+    Enum,
+    FastAmpList,
     batches,
     bindingFromBox,
     bindingToBox,
@@ -83,6 +96,215 @@ class BindingWireTests(SynchronousTestCase):
         boxes = parsed["bindings"]
         assert isinstance(boxes, list)
         self.assertEqual(bindingFromBox(boxes[0]), lease)
+
+
+#: Twisted's own AmpList of the same schemas: the reference wire format.
+GENERIC_BINDINGS = amp.AmpList(BINDING_FIELDS)
+GENERIC_RESULTS = amp.AmpList(BINDING_RESULT_FIELDS)
+
+#: What decoding hostile bytes may raise (the protocol makes it a violation).
+DECODE_ERRORS = (KeyError, ValueError, TypeError)
+
+
+def _results(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "address": _lease(i).address,
+            "prefix_length": 128,
+            "status": 0 if i % 2 else 19,
+            "message": None if i % 2 else "outdated: r\u00e9sum\u00e9",
+        }
+        for i in range(n)
+    ]
+
+
+def _decodes(decode: Any, data: bytes) -> tuple[str, object]:
+    """What C{decode(data, None)} gives: C{("ok", values)} or C{("error", None)}."""
+    try:
+        return ("ok", decode(data, None))
+    except DECODE_ERRORS:
+        return ("error", None)
+
+
+class FastAmpListTests(SynchronousTestCase):
+    """
+    L{FastAmpList} has AmpList's wire format exactly, and turns malformed
+    values into exceptions the protocol reports, never into wrong values.
+    """
+
+    def test_sameEncoding(self) -> None:
+        """Bindings and results encode to the very bytes AmpList makes."""
+        boxes = [bindingToBox(_lease(n), 1234.5 + n) for n in range(5)]
+        self.assertEqual(
+            BINDINGS.toStringProto(boxes, None), GENERIC_BINDINGS.toStringProto(boxes, None)
+        )
+        results = _results(4)
+        self.assertEqual(
+            BINDING_RESULTS.toStringProto(results, None),
+            GENERIC_RESULTS.toStringProto(results, None),
+        )
+        self.assertEqual(BINDINGS.toStringProto([], None), b"")
+
+    def test_sameDecoding(self) -> None:
+        """What AmpList encodes decodes the same with either."""
+        boxes = [bindingToBox(_lease(n), 99.0) for n in range(5)]
+        wire = GENERIC_BINDINGS.toStringProto(boxes, None)
+        decoded = BINDINGS.fromStringProto(wire, None)
+        self.assertEqual(decoded, GENERIC_BINDINGS.fromStringProto(wire, None))
+        self.assertEqual([bindingFromBox(box) for box in decoded], [_lease(n) for n in range(5)])
+        results = _results(3)
+        wire = GENERIC_RESULTS.toStringProto(results, None)
+        self.assertEqual(BINDING_RESULTS.fromStringProto(wire, None), results)
+
+    def test_keysInAnyOrder(self) -> None:
+        """
+        An element whose keys are not sorted (another AMP implementation)
+        decodes; a key the schema does not know is ignored.
+        """
+        wire = (
+            b"\x00\x06status\x00\x0216"
+            b"\x00\x06future\x00\x03abc"
+            b"\x00\x0dprefix_length\x00\x03128"
+            b"\x00\x07address\x00\x10" + _lease(1).address.packed + b"\x00\x00"
+        )
+        self.assertEqual(
+            BINDING_RESULTS.fromStringProto(wire, None),
+            [{"address": _lease(1).address, "prefix_length": 128, "status": 16, "message": None}],
+        )
+
+    def test_malformed(self) -> None:
+        """
+        A missing required field, a value that does not convert, a key
+        longer than AMP allows, an element cut short: each raises.
+        """
+        good = BINDINGS.toStringProto([bindingToBox(_lease(1), 0.0)], None)
+        cases = {
+            "missing": good.replace(b"\x00\x04iaid", b"\x00\x04xxxx"),
+            "bad enum": good.replace(b"\x00\x06active", b"\x00\x06bogus!"),
+            "bad integer": good.replace(b"\x00\x03300", b"\x00\x03abc"),
+            "long key": b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00",
+            "no end": good[:-2],
+            "cut key length": good + b"\x00",
+            "cut value": good[:40],
+            "empty element": b"\x00\x00",
+        }
+        for name, data in cases.items():
+            self.assertRaises(DECODE_ERRORS, BINDINGS.fromStringProto, data, None)
+            # AmpList refuses them too, except the cut ones, which it drops
+            # silently (its parser waits for more); a long key makes its
+            # parser call a transport it does not have (AttributeError).
+            if name not in ("no end", "cut key length", "cut value"):
+                self.assertRaises(
+                    (*DECODE_ERRORS, AttributeError), GENERIC_BINDINGS.fromStringProto, data, None
+                )
+
+    def test_encodeErrors(self) -> None:
+        """A missing field or a value too long for AMP is refused, as by AmpList."""
+        box = bindingToBox(_lease(1), 0.0)
+        del box["iaid"]
+        self.assertRaises(KeyError, BINDINGS.toStringProto, [box], None)
+        long = bindingToBox(evolve(_lease(1), duid=b"x" * 70_000), 0.0)
+        self.assertRaises(amp.TooLong, BINDINGS.toStringProto, [long], None)
+
+    @given(st.binary(max_size=200))
+    def test_arbitraryBytes(self, data: bytes) -> None:
+        """
+        Arbitrary bytes decode or raise one of L{DECODE_ERRORS}; when they
+        decode, AmpList decodes them to the same values.
+        """
+        outcome, values = _decodes(BINDING_RESULTS.fromStringProto, data)
+        if outcome == "ok":
+            self.assertEqual(values, GENERIC_RESULTS.fromStringProto(data, None))
+
+    @given(st.data())
+    def test_mutatedBindings(self, data: st.DataObject) -> None:
+        """
+        A valid batch with one byte changed, or cut, decodes or raises one
+        of L{DECODE_ERRORS}; when it decodes, AmpList agrees.
+        """
+        wire = BINDINGS.toStringProto([bindingToBox(_lease(n), 5.0) for n in range(2)], None)
+        position = data.draw(st.integers(0, len(wire) - 1))
+        if data.draw(st.booleans()):
+            mutated = wire[:position]
+        else:
+            mutated = (
+                wire[:position] + bytes([data.draw(st.integers(0, 255))]) + wire[position + 1 :]
+            )
+        outcome, values = _decodes(BINDINGS.fromStringProto, mutated)
+        if outcome == "ok":
+            self.assertEqual(values, GENERIC_BINDINGS.fromStringProto(mutated, None))
+
+    def test_fieldNames(self) -> None:
+        """Field names AMP could not send are refused when the schema is made."""
+        self.assertRaises(ValueError, FastAmpList, [(b"", amp.Integer())])
+        self.assertRaises(ValueError, FastAmpList, [(b"k" * 256, amp.Integer())])
+
+    def test_enum(self) -> None:
+        """The Enum argument maps members both ways and refuses unknown text."""
+        argument = Enum(BindingState)
+        self.assertIs(argument.fromString(b"free-backup"), BindingState.FREE_BACKUP)
+        self.assertEqual(argument.toString(BindingState.FREE_BACKUP), b"free-backup")
+        self.assertRaises(ValueError, argument.fromString, b"happy")
+        self.assertRaises(ValueError, argument.fromString, b"\xff")
+
+
+class EncodedOnceTests(SynchronousTestCase):
+    """L{batches} encodes each binding once; the batch is sent with that encoding."""
+
+    def test_carried(self) -> None:
+        """
+        The batches hold L{BindingBox}es carrying their encoding, which is
+        what the BindingUpdate argument is made of.
+        """
+        boxes = [bindingToBox(_lease(n), 0.0) for n in range(3)]
+        (batch,) = list(batches(boxes))
+        self.assertEqual(batch, boxes)
+        for box in batch:
+            assert isinstance(box, BindingBox)
+            self.assertEqual(box.encoded, GENERIC_BINDINGS.toStringProto([box], None))
+            self.assertIs(box.encodedBy, BINDINGS)
+        # The carried encoding is used as it is.
+        boxes[0].encoded = b"carried"
+        self.assertTrue(BINDINGS.toStringProto(boxes, None).startswith(b"carried"))
+
+    def test_changeDropsEncoding(self) -> None:
+        """Changing a box after it was measured drops its encoding."""
+        changes = [
+            lambda box: box.__setitem__("iaid", 7),
+            lambda box: box.update(iaid=7),
+            lambda box: box.pop("fqdn"),
+            lambda box: box.setdefault("x", 1),
+            lambda box: box.__delitem__("fqdn_flags"),
+            lambda box: box.__ior__({"iaid": 7}),
+            lambda box: box.popitem(),
+            lambda box: box.clear(),
+        ]
+        for change in changes:
+            (box,) = next(batches([bindingToBox(_lease(1), 0.0)]))
+            assert isinstance(box, BindingBox)
+            change(box)
+            self.assertIsNone(box.encoded)
+            self.assertIsNone(box.encodedBy)
+
+    def test_plainDicts(self) -> None:
+        """Plain dicts are measured and sent as equal copies."""
+        plain = [dict(bindingToBox(_lease(n), 0.0)) for n in range(2)]
+        (batch,) = list(batches(plain))
+        self.assertEqual(batch, plain)
+        self.assertTrue(all(type(box) is BindingBox for box in batch))
+        self.assertEqual(
+            commands._encodedSize(plain[0]),
+            len(GENERIC_BINDINGS.toStringProto([plain[0]], None)),
+        )
+
+    def test_otherList(self) -> None:
+        """An encoding made for another schema is not used."""
+        box = bindingToBox(_lease(1), 0.0)
+        box.encoded = b"other"
+        box.encodedBy = FastAmpList(BINDING_FIELDS)
+        self.assertEqual(
+            BINDINGS.toStringProto([box], None), GENERIC_BINDINGS.toStringProto([box], None)
+        )
 
 
 class BatchTests(SynchronousTestCase):

@@ -13,15 +13,20 @@ protocol version is negotiated at L{Connect}.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, Self, cast
 
 from twisted.protocols import amp
 
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
 PROTOCOL_VERSION = 1
+
+# Typed views of the untyped AMP API used here (mypy --strict).
+_ampListInit = cast(Callable[..., None], amp.AmpList.__init__)
+_tooLong = cast(Callable[..., Exception], amp.TooLong)
+_pythonIdentifier = cast(Callable[[bytes], str], amp._wireNameToPythonIdentifier)
 
 # AMP limits one value to 65,535 bytes; a binding batch is one AmpList value,
 # so batches are cut well below that (room for the box's own framing).
@@ -71,12 +76,244 @@ class Enum(amp.Argument):
     def __init__(self, enumType: type[enum.Enum], optional: bool = False) -> None:
         amp.Argument.__init__(self, optional)
         self.enumType = enumType
+        # Both directions by dict lookup (a resync converts a million).
+        self._members = {str(member.value).encode("ascii"): member for member in enumType}
+        self._wire = {member: wire for wire, member in self._members.items()}
 
     def fromString(self, inString: bytes) -> enum.Enum:
-        return self.enumType(inString.decode("ascii"))
+        member = self._members.get(inString)
+        if member is None:
+            return self.enumType(inString.decode("ascii"))  # raises ValueError
+        return member
 
     def toString(self, inObject: enum.Enum) -> bytes:
-        return str(inObject.value).encode("ascii")
+        wire = self._wire.get(inObject)
+        if wire is None:
+            return str(inObject.value).encode("ascii")
+        return wire
+
+
+def _converter(argument: amp.Argument) -> Callable[[bytes, Any], Any]:
+    """C{argument.fromStringProto}, or a shortcut that gives the same result."""
+    if type(argument).fromStringProto is amp.Argument.fromStringProto:
+        if type(argument) is amp.String:
+            return _same
+        fromString: Callable[[bytes], Any] = argument.fromString
+
+        def convert(value: bytes, proto: Any) -> Any:
+            return fromString(value)
+
+        return convert
+    fromStringProto: Callable[[bytes, Any], Any] = argument.fromStringProto
+    return fromStringProto
+
+
+def _same(value: bytes, proto: Any) -> bytes:
+    return value
+
+
+def _encoder(argument: amp.Argument) -> Callable[[Any, Any], bytes]:
+    """C{argument.toStringProto}, or a shortcut that gives the same result."""
+    if type(argument).toStringProto is amp.Argument.toStringProto:
+        if type(argument) is amp.String:
+            return _same
+        toString: Callable[[Any], bytes] = argument.toString
+
+        def encode(value: Any, proto: Any) -> bytes:
+            return toString(value)
+
+        return encode
+    toStringProto: Callable[[Any, Any], bytes] = argument.toStringProto
+    return toStringProto
+
+
+class FastAmpList(amp.AmpList):
+    """
+    An L{amp.AmpList} with the same wire format, encoded and decoded in one
+    loop per element instead of through AMP's generic machinery (a box
+    parser and a dictionary copy per element, a name conversion per field):
+    a resync moves a million bindings through it.
+
+    The wire format is AmpList's: each element is an AMP box, its keys in
+    sorted order, each key and value preceded by its 16-bit length, the box
+    ended by an empty key.  Decoding is at least as strict as AmpList's: a
+    missing required field, a value a field cannot convert, a key longer
+    than AMP allows (255 bytes) or a truncated element raise (C{KeyError},
+    C{ValueError}, C{TypeError}: the protocol turns any of them into a
+    violation); keys the schema does not know are ignored, as AmpList does.
+    A field given twice keeps its last value.
+
+    L{BindingBox} elements made by L{batches} carry their encoding, made
+    once to measure the batch and used as is when the batch is sent.
+    """
+
+    def __init__(self, subargs: list[tuple[bytes, amp.Argument]], optional: bool = False) -> None:
+        _ampListInit(self, subargs, optional)
+        self.subargs: list[tuple[bytes, amp.Argument]]
+        fields = sorted(subargs, key=lambda item: item[0])
+        for name, _ in fields:
+            if not 0 < len(name) <= amp.MAX_KEY_LENGTH:
+                raise ValueError("an AmpList field name must be 1 to 255 bytes: " + repr(name))
+        # name -> (identifier, converter), for decoding
+        self._decoders = {
+            name: (_identifier(name), _converter(argument)) for name, argument in fields
+        }
+        # The values of the optional fields when absent; with the required
+        # ones present, an element's dict has exactly len(subargs) keys.
+        self._absent = {_identifier(name): None for name, argument in fields if argument.optional}
+        self._required = [_identifier(name) for name, argument in fields if not argument.optional]
+        # (identifier, wire prefix, encoder, optional) in key order, for encoding
+        self._encoders = [
+            (
+                _identifier(name),
+                len(name).to_bytes(2, "big") + name,
+                _encoder(argument),
+                bool(argument.optional),
+                name,
+            )
+            for name, argument in fields
+        ]
+
+    def fromStringProto(self, inString: bytes, proto: Any) -> list[dict[str, Any]]:
+        data = inString
+        end = len(data)
+        decoders = self._decoders
+        absent = self._absent
+        size = len(self.subargs)
+        values: list[dict[str, Any]] = []
+        objects = dict(absent)
+        i = 0
+        started = False
+        while i < end:
+            if i + 2 > end:
+                raise ValueError("an AmpList element cut in a key length")
+            length = (data[i] << 8) | data[i + 1]
+            i += 2
+            if not length:
+                if len(objects) != size:
+                    self._missing(objects)
+                values.append(objects)
+                objects = dict(absent)
+                started = False
+                continue
+            if length > amp.MAX_KEY_LENGTH:
+                raise ValueError("an AmpList key of " + str(length) + " bytes")
+            key = data[i : i + length]
+            i += length
+            if i + 2 > end:
+                raise ValueError("an AmpList element cut in a value length")
+            length = (data[i] << 8) | data[i + 1]
+            i += 2
+            if i + length > end:
+                raise ValueError("an AmpList element cut in a value")
+            started = True
+            decoder = decoders.get(key)
+            if decoder is not None:
+                objects[decoder[0]] = decoder[1](data[i : i + length], proto)
+            i += length
+        if started:
+            raise ValueError("an AmpList element without its end")
+        return values
+
+    def _missing(self, objects: dict[str, Any]) -> None:
+        """Raise the C{KeyError} of the first required field C{objects} lacks."""
+        for identifier in self._required:
+            if identifier not in objects:
+                raise KeyError(identifier)
+
+    def toStringProto(self, inObject: Iterable[dict[str, Any]], proto: Any) -> bytes:
+        parts: list[bytes] = []
+        for objects in inObject:
+            if type(objects) is BindingBox and objects.encodedBy is self:
+                encoded = objects.encoded
+                if encoded is not None:
+                    parts.append(encoded)
+                    continue
+            parts.append(self.encodeElement(objects, proto))
+        return b"".join(parts)
+
+    def encodeElement(self, objects: dict[str, Any], proto: Any = None) -> bytes:
+        """
+        One element as it goes on the wire (what C{AmpList} would make of
+        C{[objects]}).
+
+        @raise KeyError: a required field is missing.
+        @raise amp.TooLong: a value is longer than AMP allows.
+        """
+        parts: list[bytes] = []
+        append = parts.append
+        get = objects.get
+        for identifier, prefix, encode, optional, name in self._encoders:
+            value = get(identifier)
+            if value is None:
+                if optional:
+                    continue
+                raise KeyError(identifier)
+            encoded = encode(value, proto)
+            length = len(encoded)
+            if length > 0xFFFF:
+                raise _tooLong(False, True, encoded, name)
+            append(prefix)
+            append(length.to_bytes(2, "big"))
+            append(encoded)
+        append(b"\x00\x00")
+        return b"".join(parts)
+
+
+def _identifier(name: bytes) -> str:
+    """The Python name AMP gives an argument."""
+    return _pythonIdentifier(name)
+
+
+class BindingBox(dict[str, Any]):
+    """
+    A binding box (L{bindingToBox}) that can carry its wire encoding:
+    L{batches} encodes each element once, to measure the batch, and
+    L{FastAmpList} sends that encoding.  Any change to the box drops it.
+
+    @ivar encoded: the element's encoding, or C{None}.
+    @ivar encodedBy: the L{FastAmpList} that made it.
+    """
+
+    encoded: bytes | None = None
+    encodedBy: FastAmpList | None = None
+
+    def _changed(self) -> None:
+        self.encoded = None
+        self.encodedBy = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._changed()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._changed()
+        dict.__delitem__(self, key)
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self._changed()
+        dict.update(self, other)
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed()
+        dict.update(self, *args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._changed()
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._changed()
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._changed()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._changed()
+        dict.clear(self)
 
 
 # One binding as it travels in a BindingUpdate (RFC 8156 section 7.2, with
@@ -108,22 +345,22 @@ BINDING_RESULT_FIELDS: list[tuple[bytes, amp.Argument]] = [
 ]
 
 
-def bindingToBox(lease: Lease, partner_lifetime: float) -> dict[str, Any]:
+def bindingToBox(lease: Lease, partner_lifetime: float) -> BindingBox:
     """The AmpList element for one binding."""
-    box: dict[str, Any] = {
-        "lease_type": lease.lease_type,
-        "address": lease.address,
-        "prefix_length": lease.prefix_length,
-        "state": lease.state,
-        "duid": lease.duid,
-        "iaid": lease.iaid,
-        "start_time_of_state": lease.start_time_of_state,
-        "cltt": lease.cltt,
-        "preferred_lifetime": lease.preferred_lifetime,
-        "valid_lifetime": lease.valid_lifetime,
-        "expires": lease.expires,
-        "partner_lifetime": partner_lifetime,
-    }
+    box = BindingBox(
+        lease_type=lease.lease_type,
+        address=lease.address,
+        prefix_length=lease.prefix_length,
+        state=lease.state,
+        duid=lease.duid,
+        iaid=lease.iaid,
+        start_time_of_state=lease.start_time_of_state,
+        cltt=lease.cltt,
+        preferred_lifetime=lease.preferred_lifetime,
+        valid_lifetime=lease.valid_lifetime,
+        expires=lease.expires,
+        partner_lifetime=partner_lifetime,
+    )
     if lease.fqdn is not None:
         box["fqdn"] = lease.fqdn
         box["fqdn_flags"] = lease.fqdn_flags
@@ -155,14 +392,26 @@ def bindingFromBox(box: dict[str, Any]) -> Lease:
     )
 
 
+#: The AmpList of bindings in L{BindingUpdate}, and of its results.
+BINDINGS = FastAmpList(BINDING_FIELDS)
+BINDING_RESULTS = FastAmpList(BINDING_RESULT_FIELDS)
+
+
+def _encoded(box: dict[str, Any]) -> BindingBox:
+    """C{box} as a L{BindingBox} carrying its encoding in L{BINDINGS}."""
+    element = box if type(box) is BindingBox else BindingBox(box)
+    if element.encodedBy is not BINDINGS or element.encoded is None:
+        encoded = BINDINGS.encodeElement(element)
+        element.encoded = encoded
+        element.encodedBy = BINDINGS
+    return element
+
+
 def _encodedSize(box: dict[str, Any]) -> int:
     """Bytes this element adds to the AmpList value (keys, values, framing)."""
-    size = 2  # the terminating empty key of the element's sub-box
-    for name, argument in BINDING_FIELDS:
-        key = name.decode("ascii")
-        if key in box:
-            size += 4 + len(name) + len(argument.toString(box[key]))
-    return size
+    encoded = _encoded(box).encoded
+    assert encoded is not None
+    return len(encoded)
 
 
 def batches(
@@ -171,15 +420,26 @@ def batches(
     """
     Cut binding boxes into lists whose AmpList encoding stays under C{limit}
     bytes, so no AMP value exceeds its 64 KiB bound.
+
+    Each box is encoded once, here: the batches hold L{BindingBox}es (the
+    boxes given, or copies of plain dicts) that carry their encoding, which
+    L{BindingUpdate} then sends as it is.
+
+    @raise KeyError: a box lacks a required field.
+    @raise amp.TooLong: one of its values is longer than AMP allows.
+    @raise ValueError: a value its field cannot encode.
     """
     batch: list[dict[str, Any]] = []
     size = 0
     for box in boxes:
-        boxSize = _encodedSize(box)
+        element = _encoded(box)
+        encoded = element.encoded
+        assert encoded is not None
+        boxSize = len(encoded)
         if batch and size + boxSize > limit:
             yield batch
             batch, size = [], 0
-        batch.append(box)
+        batch.append(element)
         size += boxSize
     if batch:
         yield batch
@@ -264,8 +524,8 @@ class BindingUpdate(amp.Command):
     only once its accepted changes are durable, with one result per binding.
     """
 
-    arguments = [(b"bindings", amp.AmpList(BINDING_FIELDS))]
-    response = [(b"results", amp.AmpList(BINDING_RESULT_FIELDS))]
+    arguments = [(b"bindings", BINDINGS)]
+    response = [(b"results", BINDING_RESULTS)]
     errors = {NotInState: b"NOT_IN_STATE"}
 
 

@@ -555,10 +555,13 @@ class ServerService(SequentialService):
         every failover relationship is registered with it.
     @ivar relationships: the failover relationships, by name (empty
         without failover).
+    @ivar onStarted: called once every child has started (set by the
+        twistd plugin: L{dhcp6ha.tap.tuneGarbageCollector}), or C{None}.
     """
 
     exitOnStartupError = False
     controlTarget: ControlTarget | None = None
+    onStarted: Callable[[], None] | None = None
 
     def __init__(self) -> None:
         _multiServiceInit(self)
@@ -572,6 +575,8 @@ class ServerService(SequentialService):
                 self.log.critical("dhcp6ha cannot start: {error}", error=str(e))
                 raise SystemExit(1) from None
             raise
+        if self.onStarted is not None:
+            self.onStarted()
 
 
 def makeService(

@@ -361,6 +361,19 @@ class DHCPv6ServiceTests(SynchronousTestCase):
         [critical] = [e for e in events if e["log_level"] is LogLevel.critical]
         self.assertIn("cannot listen on [::1]:5547", critical["error"])
 
+    def test_onStarted(self) -> None:
+        """C{onStarted} is called once every child has started, not on an error."""
+        calls: list[bool] = []
+        top, dhcpv6 = self.build()
+        top.onStarted = lambda: calls.append(dhcpv6.running)
+        top.startService()
+        self.assertEqual(calls, [True])
+        self.listenError = OSError(98, "Address already in use")
+        failing, _ = self.build()
+        failing.onStarted = lambda: calls.append(False)
+        self.assertRaises(StartupError, failing.startService)
+        self.assertEqual(calls, [True])
+
     def test_notServingUntilDuidDurable(self) -> None:
         """A new DUID must be durable before any client is answered."""
         self.store = PendingMetadataStore()  # type: ignore[assignment]
@@ -471,6 +484,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(top, ServerService)
         self.assertEqual([s.name for s in top], ["leases", "dhcpv6"])
         self.assertFalse(top.exitOnStartupError)
+        self.assertIsNone(top.onStarted)
 
 
 class _Client(DatagramProtocol):

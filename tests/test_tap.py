@@ -4,6 +4,7 @@ Tests for L{dhcp6ha.tap} (the twistd options) and the twistd plugin.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -15,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dhcp6ha.config import parseConfig
 from dhcp6ha.service import ServerService
-from dhcp6ha.tap import Options, makeService
+from dhcp6ha.tap import GC_THRESHOLDS, Options, makeService, tuneGarbageCollector
 from tests.test_service import failoverConfigText, writePairCertificates
 
 GOOD = """\
@@ -94,6 +95,7 @@ class OptionsTests(SynchronousTestCase):
         service = makeService(options)
         self.assertIsInstance(service, ServerService)
         self.assertTrue(service.exitOnStartupError)
+        self.assertIs(service.onStarted, tuneGarbageCollector)
         self.assertEqual(sorted(s.name for s in service), ["dhcpv6", "leases"])
         self.assertFalse(service.running)
         self.assertFalse(os.path.exists(directory))
@@ -171,6 +173,22 @@ class FailoverOptionsTests(SynchronousTestCase):
             stderr.getvalue().startswith("dhcp6ha cannot start: " + self.path), stderr.getvalue()
         )
         self.assertIn(self.pki["ca.pem"], stderr.getvalue())
+
+
+class GarbageCollectorTests(SynchronousTestCase):
+    """L{tuneGarbageCollector}, which twistd's server runs once started."""
+
+    def test_tune(self) -> None:
+        """
+        What exists is frozen (left out of collections) and the thresholds
+        are L{GC_THRESHOLDS}.
+        """
+        thresholds = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *thresholds)
+        self.addCleanup(gc.unfreeze)
+        tuneGarbageCollector()
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.assertGreater(gc.get_freeze_count(), 0)
 
 
 class PluginTests(SynchronousTestCase):

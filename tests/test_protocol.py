@@ -986,6 +986,54 @@ class HostileInputTests(SynchronousTestCase):
                 frame((b"_command", b"BindingUpdate"), (b"_ask", b"1"), (b"bindings", element))
             )
 
+    def bindingsValue(self) -> bytes:
+        """The AmpList value of a BindingUpdate of two good bindings."""
+        strings = BindingUpdate.makeArguments(
+            {"bindings": [bindingToBox(lease(n), 0.0) for n in (1, 2)]}, None
+        )
+        value: bytes = strings[b"bindings"]
+        return value
+
+    def test_malformedBindingList(self) -> None:
+        """
+        A BindingUpdate whose AmpList value is malformed (an element cut
+        short, a field missing, a key longer than AMP allows inside an
+        element) is a violation each time, stored nothing and raised nothing.
+        """
+        good = self.bindingsValue()
+        for bad in (
+            good[:-1],
+            good + b"\x00",
+            good.replace(b"\x00\x04iaid", b"\x00\x04xxxx"),
+            b"\x01\x2c" + b"k" * 300 + b"\x00\x01v\x00\x00" + good,
+        ):
+            self.setUp()
+            with self.violation("malformed BindingUpdate"):
+                self.feed(
+                    frame((b"_command", b"BindingUpdate"), (b"_ask", b"1"), (b"bindings", bad))
+                )
+            self.assertIsNone(self.secondary.store.get(lease(1).address, 128))
+
+    def test_malformedResults(self) -> None:
+        """
+        An answer to our BindingUpdate whose results do not parse is a
+        violation on the sender's side: logged, the connection closed.
+        """
+        client = self.primary.session.current
+        assert client is not None
+        with capturedLogs() as events:
+            sent = client.sendBindings([bindingToBox(lease(1), 0.0)])
+            tag = b"%x" % (client._counter,)
+            client.dataReceived(frame((b"_answer", tag), (b"results", b"\x00\x07address")))
+        found = messages(events, "violation")
+        self.assertEqual(len(found), 1, [e.get("reason") for e in events])
+        self.assertIn("malformed answer to BindingUpdate", found[0]["reason"])
+        self.assertIn("ValueError", found[0]["reason"])
+        self.assertIsNotNone(client.closing)
+        # AMP's own last errback logs the failure it is handed once more.
+        self.assertTrue(sent.called)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_keyTooLong(self) -> None:
         """A key of 300 bytes (AMP allows 255)."""
         with self.violation("a key of 300 bytes"):
@@ -1072,6 +1120,30 @@ class CheckBindingTests(SynchronousTestCase):
             prefix_length=56,
         )
         self.assertIsNone(checkBinding(bindingToBox(prefix, T0)))
+
+    def test_problems(self) -> None:
+        """Each field out of range is named, with the binding it is on."""
+        box = bindingToBox(lease(1), T0)
+        where = "2001:db8::1/128: "
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"prefix_length": 64}, "an address binding (2001:db8::1) with prefix length 64"),
+            ({"lease_type": LeaseType.PD, "prefix_length": 0}, "prefix length 0 out of range"),
+            ({"duid": b"x" * 131}, where + "a DUID of 131 bytes"),
+            ({"iaid": -1}, where + "IAID out of range"),
+            ({"iaid": 2**32}, where + "IAID out of range"),
+            ({"preferred_lifetime": -1}, where + "preferred_lifetime out of range"),
+            ({"valid_lifetime": 2**32}, where + "valid_lifetime out of range"),
+            ({"start_time_of_state": float("nan")}, where + "start_time_of_state is not a time"),
+            ({"cltt": float("inf")}, where + "cltt is not a time"),
+            ({"expires": -1.0}, where + "expires is not a time"),
+            ({"partner_lifetime": float("-inf")}, where + "partner_lifetime is not a time"),
+            ({"fqdn": "x" * 256, "fqdn_flags": 0}, where + "an FQDN of 256 characters"),
+            ({"fqdn": "host", "fqdn_flags": 256}, where + "FQDN flags out of range"),
+        ]
+        for changes, problem in cases:
+            self.assertEqual(checkBinding({**box, **changes}), problem, changes)
+        self.assertIsNone(checkBinding({**box, "fqdn": "x" * 255, "fqdn_flags": 255}))
+        self.assertIsNone(checkBinding({**box, "expires": 0.0, "iaid": 2**32 - 1}))
 
     def test_hostBits(self) -> None:
         """A delegated prefix with host bits set does not."""

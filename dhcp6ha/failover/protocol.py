@@ -770,35 +770,42 @@ def checkBinding(box: dict[str, Any]) -> str | None:
     """
     What is wrong with one received binding box (already parsed by
     L{BindingUpdate}'s AmpList), or C{None} if nothing is.
+
+    The binding is described in text only when something is wrong (a
+    resync checks a million good ones).
     """
     leaseType = box["lease_type"]
     length = box["prefix_length"]
     address: IPv6Address = box["address"]
-    where = str(address) + "/" + str(length)
     if leaseType is LeaseType.PD:
         if not 1 <= length <= 128:
             return "prefix length " + str(length) + " out of range"
         if int(address) & ((1 << (128 - length)) - 1):
-            return where + " has host bits set"
+            return _where(address, length) + " has host bits set"
     elif length != 128:
         return "an address binding (" + str(address) + ") with prefix length " + str(length)
     if len(box["duid"]) > MAX_DUID_LENGTH:
-        return where + ": a DUID of " + str(len(box["duid"])) + " bytes"
+        return _where(address, length) + ": a DUID of " + str(len(box["duid"])) + " bytes"
     if not 0 <= box["iaid"] <= _UINT32:
-        return where + ": IAID out of range"
+        return _where(address, length) + ": IAID out of range"
     for key in ("preferred_lifetime", "valid_lifetime"):
         if not 0 <= box[key] <= _UINT32:
-            return where + ": " + key + " out of range"
+            return _where(address, length) + ": " + key + " out of range"
     for key in ("start_time_of_state", "cltt", "expires", "partner_lifetime"):
-        if not _finite(box[key]) or box[key] < 0:
-            return where + ": " + key + " is not a time"
+        # False for NaN, infinities and negative times.
+        if not 0 <= box[key] < math.inf:
+            return _where(address, length) + ": " + key + " is not a time"
     fqdn = box.get("fqdn")
     if fqdn is not None and len(fqdn) > MAX_FQDN_LENGTH:
-        return where + ": an FQDN of " + str(len(fqdn)) + " characters"
+        return _where(address, length) + ": an FQDN of " + str(len(fqdn)) + " characters"
     flags = box.get("fqdn_flags")
     if flags is not None and not 0 <= flags <= 0xFF:
-        return where + ": FQDN flags out of range"
+        return _where(address, length) + ": FQDN flags out of range"
     return None
+
+
+def _where(address: IPv6Address, length: int) -> str:
+    return str(address) + "/" + str(length)
 
 
 @frozen

@@ -159,6 +159,80 @@ class CoverageTests(SynchronousTestCase):
         self.assertFalse(coverage.covers(lease("2001:db8:300::", LeaseType.PD, 56)))
         self.assertTrue(Coverage(everything=True).covers(lease("2001:db8::6")))
 
+    def test_sameAsPools(self) -> None:
+        """
+        Around the edges of overlapping, adjacent and separate pools, and of
+        reservations, C{covers} answers what the pools themselves say.
+        """
+        pools = (
+            AddressPool(IPv6Address("2001:db8::100"), IPv6Address("2001:db8::1ff")),
+            AddressPool(IPv6Address("2001:db8::180"), IPv6Address("2001:db8::2ff")),
+            AddressPool(IPv6Address("2001:db8::300"), IPv6Address("2001:db8::3ff")),
+            AddressPool(IPv6Address("2001:db8::500"), IPv6Address("2001:db8::500")),
+        )
+        pdPools = (
+            PrefixPool(IPv6Network("2001:db8:100::/48"), 56),
+            PrefixPool(IPv6Network("2001:db8:100::/52"), 60),
+            PrefixPool(IPv6Network("2001:db8:101::/48"), 56),
+            PrefixPool(IPv6Network("2001:db8:200::/40"), 64),
+        )
+        addresses = frozenset({IPv6Address("2001:db8::5"), IPv6Address("2001:db8::400")})
+        prefixes = frozenset({IPv6Network("2001:db8:300::/56"), IPv6Network("2001:db8:300::/64")})
+        coverage = Coverage(pools, pdPools, addresses, prefixes)
+
+        def expected(one: Lease) -> bool:
+            if one.lease_type is LeaseType.PD:
+                return one.prefix in prefixes or any(
+                    one.prefix_length == pool.delegated_length and one.address in pool.prefix
+                    for pool in pdPools
+                )
+            return one.prefix_length == 128 and (
+                one.address in addresses or any(one.address in pool for pool in pools)
+            )
+
+        candidates: list[Lease] = []
+        for edge in (0x0, 0x5, 0xFF, 0x100, 0x17F, 0x180, 0x1FF, 0x200, 0x2FF, 0x300, 0x3FF):
+            for delta in (-1, 0, 1):
+                text = str(IPv6Address(int(IPv6Address("2001:db8::")) + edge + delta))
+                candidates.append(lease(text))
+                candidates.append(lease(text, LeaseType.NA, 64))
+        candidates += [lease("2001:db8::400"), lease("2001:db8::4ff"), lease("2001:db8::500")]
+        for network in (
+            "2001:db8:ff::/56",
+            "2001:db8:100::/56",
+            "2001:db8:100:ff00::/56",
+            "2001:db8:101:ff00::/56",
+            "2001:db8:102::/56",
+            "2001:db8:100:fff0::/60",
+            "2001:db8:100:ff0::/60",
+            "2001:db8:100:1000::/60",
+            "2001:db8:2ff:ffff::/64",
+            "2001:db8:300::/64",
+            "2001:db8:300::/56",
+            "2001:db8:300::/60",
+            "2001:db8:1ff::/56",
+        ):
+            prefix = IPv6Network(network)
+            for length in (prefix.prefixlen, 56, 60, 64):
+                if length >= prefix.prefixlen:
+                    candidates.append(lease(str(prefix.network_address), LeaseType.PD, length))
+        for one in candidates:
+            self.assertEqual(coverage.covers(one), expected(one), (one.address, one.prefix_length))
+
+    def test_hostBits(self) -> None:
+        """A delegated prefix with host bits set is no prefix of a pool."""
+        coverage = Coverage(pdPools=(PrefixPool(IPv6Network("2001:db8:100::/48"), 56),))
+        self.assertFalse(coverage.covers(lease("2001:db8:100:1201::", LeaseType.PD, 56)))
+        self.assertTrue(coverage.covers(lease("2001:db8:100:1200::", LeaseType.PD, 56)))
+
+    def test_equality(self) -> None:
+        """Coverages of the same pools are equal, hash alike and show only the pools."""
+        one = Coverage(pdPools=(PrefixPool(IPv6Network("2001:db8:100::/48"), 56),))
+        two = Coverage(pdPools=(PrefixPool(IPv6Network("2001:db8:100::/48"), 56),))
+        self.assertEqual(one, two)
+        self.assertEqual(hash(one), hash(two))
+        self.assertNotIn("_prefixRanges", repr(one))
+
 
 DAY = 86400
 T0 = 1_700_000_000.0

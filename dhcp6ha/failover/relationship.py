@@ -86,11 +86,12 @@ Operator control (L{IRelationshipControl}):
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any, cast
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
@@ -163,12 +164,36 @@ _PARTNER_DUID_KEY = "failover.{name}.partner-duid"
 _BACKUP_REACH_KEY = "failover.{name}.backup-reach"
 
 
+def _merged(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Inclusive integer ranges merged into sorted disjoint ones: (starts, ends)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for first, last in sorted(ranges):
+        if ends and first <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], last)
+        else:
+            starts.append(first)
+            ends.append(last)
+    return starts, ends
+
+
+def _within(ranges: tuple[list[int], list[int]], value: int) -> bool:
+    """Is C{value} in one of these merged ranges?"""
+    starts, ends = ranges
+    i = bisect_right(starts, value) - 1
+    return i >= 0 and value <= ends[i]
+
+
 @frozen
 class Coverage:
     """
     The addresses and prefixes one relationship covers: the pools and
     reservations of its subnets (RFC 7031 section 7 requirement 2: a pool
     belongs to at most one relationship).
+
+    L{covers} runs for every binding stored or received (a resync asks it a
+    million times): it looks integers up in sets and sorted ranges made once
+    from the pools and reservations.
 
     @ivar pools: the address pools.
     @ivar pdPools: the delegable prefix pools.
@@ -182,6 +207,35 @@ class Coverage:
     addresses: frozenset[IPv6Address] = frozenset()
     prefixes: frozenset[IPv6Network] = frozenset()
     everything: bool = False
+    # Made from the above: address ranges; reserved addresses; prefix
+    # ranges by delegated length; reserved prefixes as (network, length).
+    _addressRanges: tuple[list[int], list[int]] = field(init=False, eq=False, repr=False)
+    _reservedAddresses: frozenset[int] = field(init=False, eq=False, repr=False)
+    _prefixRanges: dict[int, tuple[list[int], list[int]]] = field(init=False, eq=False, repr=False)
+    _reservedPrefixes: frozenset[tuple[int, int]] = field(init=False, eq=False, repr=False)
+
+    @_addressRanges.default
+    def _addressRangesDefault(self) -> tuple[list[int], list[int]]:
+        return _merged([(int(pool.first), int(pool.last)) for pool in self.pools])
+
+    @_reservedAddresses.default
+    def _reservedAddressesDefault(self) -> frozenset[int]:
+        return frozenset(int(address) for address in self.addresses)
+
+    @_prefixRanges.default
+    def _prefixRangesDefault(self) -> dict[int, tuple[list[int], list[int]]]:
+        byLength: dict[int, list[tuple[int, int]]] = {}
+        for pool in self.pdPools:
+            byLength.setdefault(pool.delegated_length, []).append(
+                (int(pool.prefix.network_address), int(pool.prefix.broadcast_address))
+            )
+        return {length: _merged(ranges) for length, ranges in byLength.items()}
+
+    @_reservedPrefixes.default
+    def _reservedPrefixesDefault(self) -> frozenset[tuple[int, int]]:
+        return frozenset(
+            (int(prefix.network_address), prefix.prefixlen) for prefix in self.prefixes
+        )
 
     @classmethod
     def of(cls, config: ServerConfig, failover: FailoverConfig) -> Coverage:
@@ -200,19 +254,29 @@ class Coverage:
         return cls(tuple(pools), tuple(pdPools), frozenset(addresses), frozenset(prefixes))
 
     def covers(self, lease: Lease) -> bool:
-        """Is C{lease} an address or prefix of this relationship?"""
+        """
+        Is C{lease} an address or prefix of this relationship?  An address
+        binding (prefix length 128) in an address pool or reserved; a
+        delegated prefix reserved, or of a prefix pool's delegated length
+        inside it and without host bits set.
+        """
         if self.everything:
             return True
+        address = int(lease.address)
+        length = lease.prefix_length
         if lease.lease_type is LeaseType.PD:
-            if lease.prefix in self.prefixes:
+            if (address, length) in self._reservedPrefixes:
                 return True
-            return any(
-                lease.prefix_length == pool.delegated_length and lease.address in pool.prefix
-                for pool in self.pdPools
+            ranges = self._prefixRanges.get(length)
+            return (
+                ranges is not None
+                and 0 <= length <= 128
+                and not address & ((1 << (128 - length)) - 1)
+                and _within(ranges, address)
             )
-        if lease.prefix_length != 128:
+        if length != 128:
             return False
-        return lease.address in self.addresses or any(lease.address in pool for pool in self.pools)
+        return address in self._reservedAddresses or _within(self._addressRanges, address)
 
 
 @frozen

@@ -114,7 +114,14 @@ DEFAULT_FAILOVER_LISTEN_ADDRESS: IPAddress = IPv6Address("::")
 DEFAULT_MCLT = 3600
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_UNREACHABLE_AFTER = 30.0
-DEFAULT_MAX_UNACKED = 100
+#: Bindings sent to the partner and not yet acknowledged, at most (ours,
+#: or the partner's smaller one from Connect).  RFC 8156's
+#: OPTION_F_MAX_UNACKED_BNDUPD counts BNDUPD messages; we count bindings, a
+#: stricter bound on memory whatever the batch size: 2000 is about 500 KB of
+#: encoded batches (each at most 60 KB, a few hundred bindings) on the way.
+#: Enough for the batches of a resync to pipeline, so that the receiver
+#: stores about 2000 bindings per transaction (one fsync) instead of 100.
+DEFAULT_MAX_UNACKED = 2000
 MAX_MAX_UNACKED = 100000
 DEFAULT_MAX_CLOCK_SKEW = 5.0
 DEFAULT_AUTO_PARTNER_DOWN = 0
@@ -304,7 +311,8 @@ class FailoverConfig:
     @ivar heartbeat_interval: seconds between two Contact messages.
     @ivar unreachable_after: seconds without a message from the partner
         before it is taken to be unreachable; more than C{heartbeat_interval}.
-    @ivar max_unacked: most binding updates sent and not yet acknowledged.
+    @ivar max_unacked: most bindings sent to the partner and not yet
+        acknowledged (see L{DEFAULT_MAX_UNACKED}).
     @ivar max_clock_skew: largest difference, in seconds, between the two
         servers' clocks accepted at Connect.
     @ivar auto_partner_down: seconds in COMMUNICATIONS-INTERRUPTED before

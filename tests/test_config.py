@@ -1646,7 +1646,7 @@ class FailoverSectionTests(_FailoverTestMixin):
                 mclt=3600,
                 heartbeat_interval=10.0,
                 unreachable_after=30.0,
-                max_unacked=100,
+                max_unacked=2000,
                 max_clock_skew=5.0,
                 auto_partner_down=0,
                 prefix_share=0.5,

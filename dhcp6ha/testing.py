@@ -37,6 +37,9 @@ class MemoryLeaseStore:
     exactly (the shared contract tests in C{tests.storetests} run against
     both).
 
+    Like the real store, L{count} scans nothing: the counts per state are
+    kept up to date as bindings are stored.
+
     @ivar committed: every batch passed to L{commit}, in order.
     """
 
@@ -45,6 +48,8 @@ class MemoryLeaseStore:
         # Per key: (version, relationship it is pending for, or None).
         self._marks: dict[tuple[IPv6Address, int], tuple[int, str | None]] = {}
         self._metadata: dict[str, str] = {}
+        # Bindings per state name.
+        self._counts: dict[str, int] = {}
         self._autoFlush = autoFlush
         self._replicate = replicate
         self._version = 0
@@ -71,21 +76,21 @@ class MemoryLeaseStore:
         self.committed.append(tuple(changes))
         for lease, relationship in zip(changes, marks, strict=True):
             self._version += 1
-            self._leases[lease.key] = lease
+            self._store(lease)
             self._marks[lease.key] = (self._version, relationship)
         return self._written(self._version)
 
     def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
         for lease in changes:
             if lease.key in self._leases:
-                self._leases[lease.key] = lease
+                self._store(lease)
         return self._written()
 
     def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
         for record, version in acks:
             if record.key not in self._leases:
                 continue
-            self._leases[record.key] = record
+            self._store(record)
             current, pendingFor = self._marks[record.key]
             if pendingFor == relationship and current == version:
                 self._marks[record.key] = (current, None)
@@ -124,6 +129,15 @@ class MemoryLeaseStore:
     def _classify(self, lease: Lease) -> str | None:
         return None if self._replicate is None else self._replicate(lease)
 
+    def _store(self, lease: Lease) -> None:
+        """Store C{lease} under its key, moving it between the counts."""
+        previous = self._leases.get(lease.key)
+        self._leases[lease.key] = lease
+        counts = self._counts
+        if previous is not None:
+            counts[previous.state.value] -= 1
+        counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
+
     def _written(self, version: int = 0) -> Deferred[None]:
         """A write's Deferred: fired now, or at L{flush}, with its version durable then."""
         if self._autoFlush:
@@ -160,10 +174,7 @@ class MemoryLeaseStore:
         return succeed(None)
 
     def count(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for lease in self._leases.values():
-            counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
-        return counts
+        return {state: n for state, n in self._counts.items() if n}
 
     def close(self) -> Deferred[None]:
         self.flush()

@@ -242,6 +242,53 @@ class LeaseStoreTestsMixin(_Base):
             self.assertEqual(store.count(), {"active": 2, "released": 1, "free-backup": 1})
             await d
 
+    async def test_countFollowsEveryChange(self) -> None:
+        """
+        C{count} follows every change as reads see it, durable or not:
+        commits (new bindings, replaced ones, the same key twice in one
+        call), C{amend} and C{acknowledge} that change a state, and
+        C{markPending}, which changes none; it always equals a count of
+        what C{iterLeases} yields.
+        """
+        store = self.makeStore(oddEven)
+
+        def check(expected: dict[str, int]) -> None:
+            self.assertEqual(store.count(), expected)
+            counted: dict[str, int] = {}
+            for lease in store.iterLeases(7):
+                counted[lease.state.value] = counted.get(lease.state.value, 0) + 1
+            self.assertEqual(counted, expected)
+
+        check({})
+        d = store.commit([makeLease(n) for n in range(1, 6)])
+        check({"active": 5})
+        await d
+        check({"active": 5})
+        d = store.commit(
+            [
+                evolve(makeLease(1), state=BindingState.EXPIRED),
+                evolve(makeLease(1), state=BindingState.RELEASED),
+                makeLease(6, state=BindingState.FREE),
+                makeLease(1, prefix_length=56, lease_type=LeaseType.PD),
+            ]
+        )
+        check({"active": 5, "released": 1, "free": 1})
+        await d
+        check({"active": 5, "released": 1, "free": 1})
+        d = store.amend([evolve(makeLease(2), state=BindingState.ABANDONED), makeLease(99)])
+        check({"active": 4, "released": 1, "free": 1, "abandoned": 1})
+        await d
+        (version, three), *_ = [
+            (version, lease)
+            for version, lease in store.pendingUpdates("odd", 0, 10)
+            if lease.key == makeLease(3).key
+        ]
+        d = store.acknowledge("odd", [(evolve(three, state=BindingState.EXPIRED), version)])
+        check({"active": 3, "released": 1, "free": 1, "abandoned": 1, "expired": 1})
+        await d
+        await store.markPending([makeLease(n).key for n in range(1, 7)])
+        check({"active": 3, "released": 1, "free": 1, "abandoned": 1, "expired": 1})
+
     async def test_commitEmpty(self) -> None:
         """Committing nothing succeeds."""
         await self.makeStore().commit([])

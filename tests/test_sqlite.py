@@ -553,6 +553,117 @@ class ReadYourWritesTests(StoreFixture):
         self.assertEqual(store.count(), {"active": 1, "expired": 2})
 
 
+class CountTests(StoreFixture):
+    """
+    L{SQLiteLeaseStore.count} scans nothing: counted once at open, then
+    kept up to date by every change, also when a transaction fails.
+    """
+
+    def statements(self, store: SQLiteLeaseStore) -> list[str]:
+        """The statements the store's read connection runs from now on."""
+        seen: list[str] = []
+        reader = store._reader
+        assert reader is not None
+        reader.set_trace_callback(seen.append)
+        return seen
+
+    async def test_noScan(self) -> None:
+        """C{count} runs no SQL statement, with changes pending or not."""
+        store = self.openStore()
+        await store.commit([makeLease(n) for n in range(10)])
+        store.commit([evolve(makeLease(1), state=BindingState.EXPIRED)])
+        seen = self.statements(store)
+        self.assertEqual(store.count(), {"active": 9, "expired": 1})
+        self.assertEqual(seen, [])
+
+    async def test_countedAtOpen(self) -> None:
+        """A database opened again gives the counts it held."""
+        path = self.databasePath()
+        store = self.openStore(path)
+        await store.commit(
+            [
+                makeLease(n, state=BindingState.FREE if n % 3 else BindingState.ACTIVE)
+                for n in range(9)
+            ]
+        )
+        store = await self.reopen(store, path)
+        self.assertEqual(store.count(), {"active": 3, "free": 6})
+
+    async def test_readStatesNotReadAgain(self) -> None:
+        """
+        A commit of bindings just read (C{get}, C{getMany}, C{byClient})
+        reads nothing more for the counts; others it reads with one query.
+        """
+        store = self.openStore()
+        await store.commit([makeLease(n) for n in range(4)])
+        await turn()
+        store.get(makeLease(0).address, 128)
+        store.getMany([makeLease(1).key, makeLease(7).key])
+        store.byClient(makeLease(2).duid, 1, LeaseType.NA)
+        seen = self.statements(store)
+        d = store.commit(
+            [evolve(makeLease(n), state=BindingState.RELEASED) for n in (0, 1, 2, 3)]
+            + [makeLease(7)]
+        )
+        self.assertEqual(seen, [])
+        self.assertEqual(store.count(), {"released": 4, "active": 1})
+        await d
+        await turn()
+        seen = self.statements(store)
+        d = store.commit([makeLease(n, state=BindingState.EXPIRED) for n in (0, 1, 8)])
+        self.assertEqual(len([sql for sql in seen if "IN (" in sql]), 1, seen)
+        self.assertEqual(store.count(), {"released": 2, "active": 1, "expired": 3})
+        await d
+
+    async def test_failedChangesUncounted(self) -> None:
+        """
+        Changes whose transaction failed leave the counts as what is stored:
+        a state changed by a failed commit comes back, a new binding of a
+        failed commit goes, a later successful change of the same key stays.
+        """
+        path = self.databasePath()
+        store = self.openStore(path, maxBatch=1)
+        await store.commit([makeLease(1), makeLease(2), makeLease(3)])
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute(
+            "CREATE TRIGGER injected BEFORE INSERT ON leases WHEN NEW.iaid = 666"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        raw.close()
+        bad = store.commit(
+            [
+                evolve(makeLease(1), state=BindingState.EXPIRED, iaid=666),
+                makeLease(4, state=BindingState.FREE, iaid=666),
+                evolve(makeLease(2), state=BindingState.EXPIRED, iaid=666),
+            ]
+        )
+        later = store.commit([evolve(makeLease(2), state=BindingState.RELEASED)])
+        badAgain = store.commit([evolve(makeLease(3), state=BindingState.ABANDONED, iaid=666)])
+        self.assertEqual(store.count(), {"expired": 1, "free": 1, "released": 1, "abandoned": 1})
+        with capturedLogs():
+            await failureOf(bad, sqlite3.IntegrityError)
+            await later
+            await failureOf(badAgain, sqlite3.IntegrityError)
+        self.assertEqual(store.count(), {"active": 2, "released": 1})
+        self.assertEqual(store.count(), {"active": 2, "released": 1})
+        store = await self.reopen(store, path)
+        self.assertEqual(store.count(), {"active": 2, "released": 1})
+
+    async def test_staleCountsRescanned(self) -> None:
+        """
+        When a read for the counts failed (the counts are marked stale),
+        the next C{count} counts with a scan and goes on from there.
+        """
+        store = self.openStore()
+        await store.commit([makeLease(n) for n in range(3)])
+        store._counts = {"active": 99}
+        store._countsStale = True
+        store.commit([makeLease(5, state=BindingState.FREE)])
+        self.assertEqual(store.count(), {"active": 3, "free": 1})
+        store.commit([evolve(makeLease(0), state=BindingState.FREE)])
+        self.assertEqual(store.count(), {"active": 2, "free": 2})
+
+
 class DifferentialTests(StoreFixture):
     """
     Random commits, with the writer at random points of its work, read the

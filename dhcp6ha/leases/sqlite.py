@@ -57,6 +57,16 @@ the primary key C{(address, prefix_length)}, C{(duid, iaid, lease_type)} for
 L{SQLiteLeaseStore.byClient} and a partial index on C{expires} over ACTIVE
 and ABANDONED bindings for L{SQLiteLeaseStore.expiredBefore}.
 
+Counts.  L{SQLiteLeaseStore.count} (status) scans nothing: the number of
+bindings per state, as reads see them, is counted once when the store opens
+and then kept up to date by every change put in the overlay (the state it
+replaces is the overlay's, or the stored one read in the same snapshot: by
+L{SQLiteLeaseStore.get}, L{SQLiteLeaseStore.getMany} or the change's own
+read).  A change that becomes durable changes no count; one whose
+transaction failed and leaves the overlay gives its key the stored state
+back (read then).  Should a read for the counts fail, the next
+L{SQLiteLeaseStore.count} counts with a scan again.
+
 Replication marks (failover, RFC 8156 section 4.3 lazy updates).  The store
 takes an optional classifier, C{replicate(lease)}, naming the failover
 relationship that replicates a binding.  Every change passed to L{commit}
@@ -199,6 +209,8 @@ SQL_GET = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address = ? AND prefix_len
 SQL_GET_MANY = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address IN ({{}})"
 _MANY = 500
 SQL_GET_STATE = "SELECT state FROM leases WHERE address = ? AND prefix_length = ?"
+# The states of the bindings of up to _MANY addresses ("{}" as in SQL_GET_MANY).
+SQL_GET_STATES = "SELECT address, prefix_length, state FROM leases WHERE address IN ({})"
 SQL_BY_CLIENT = (
     f"SELECT {_LEASE_COLUMNS} FROM leases WHERE duid = ? AND iaid = ? AND lease_type = ?"
     " ORDER BY address, prefix_length"
@@ -588,6 +600,9 @@ class SQLiteLeaseStore:
         ((maxVersion,),) = self._read(SQL_MAX_VERSION, ())
         self._version: int = maxVersion
         self._durableVersion: int = maxVersion
+        # Bindings per state name as reads see them (see "Counts" above).
+        self._counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
+        self._countsStale = False
         self._overlay: dict[_Key, _Change] = {}
         self._overlayByClient: dict[_ClientKey, set[_Key]] = {}
         self._metadataOverlay: dict[str, tuple[int, str]] = {}
@@ -661,13 +676,16 @@ class SQLiteLeaseStore:
         self._checkOpen()
         found: dict[_Key, Lease] = {}
         wanted: dict[bytes, list[int]] = {}
+        read: list[_Key] = []
         for key in keys:
             change = self._overlay.get(key)
             if change is not None:
                 found[key] = change.lease
             else:
                 wanted.setdefault(key[0].packed, []).append(key[1])
+                read.append(key)
         addresses = list(wanted)
+        stored = self._stored
         for start in range(0, len(addresses), _MANY):
             chunk = addresses[start : start + _MANY]
             sql = SQL_GET_MANY.format(", ".join("?" * len(chunk)))
@@ -675,6 +693,10 @@ class SQLiteLeaseStore:
                 if row[1] in wanted[row[0]]:
                     lease = _fromRow(row)
                     found[lease.key] = lease
+        # Kept for this snapshot, as get() keeps what it reads (a commit of
+        # these keys then knows the states it replaces without a read).
+        for key in read:
+            stored[key] = found.get(key)
         return found
 
     def byClient(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
@@ -748,7 +770,18 @@ class SQLiteLeaseStore:
             after = upTo
 
     def count(self) -> dict[str, int]:
-        """Bindings per state name (a scan of the table: for status and tests)."""
+        """
+        Bindings per state name, as reads see them: kept up to date by every
+        change, so no scan (see "Counts" in the module documentation).
+        """
+        self._checkOpen()
+        if self._countsStale:
+            self._counts = self._scanCounts()
+            self._countsStale = False
+        return {state: n for state, n in self._counts.items() if n}
+
+    def _scanCounts(self) -> dict[str, int]:
+        """Bindings per state name, by a scan of the table."""
         # The totals and the stored states of the pending keys come from the
         # same snapshot (the turn's) even if the writer commits meanwhile.
         counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
@@ -758,7 +791,53 @@ class SQLiteLeaseStore:
                 counts[rows[0][0]] -= 1
             state = change.lease.state.value
             counts[state] = counts.get(state, 0) + 1
-        return {state: n for state, n in counts.items() if n}
+        return counts
+
+    def _storedStates(self, keys: Iterable[_Key]) -> dict[_Key, BindingState | None]:
+        """
+        The stored states of these keys (C{None}: no binding), from what
+        this snapshot has read already, else one query per C{_MANY}
+        addresses.  For the counts: a failure marks them stale.
+        """
+        states: dict[_Key, BindingState | None] = {}
+        wanted: dict[bytes, list[_Key]] = {}
+        stored = self._stored
+        for key in keys:
+            if key in stored:
+                lease = stored[key]
+                states[key] = None if lease is None else lease.state
+            else:
+                wanted.setdefault(key[0].packed, []).append(key)
+        if not wanted:
+            return states
+        try:
+            addresses = list(wanted)
+            found: dict[tuple[bytes, int], str] = {}
+            for start in range(0, len(addresses), _MANY):
+                chunk = addresses[start : start + _MANY]
+                sql = SQL_GET_STATES.format(", ".join("?" * len(chunk)))
+                for row in self._read(sql, chunk):
+                    found[(row[0], row[1])] = row[2]
+            for packed, sameAddress in wanted.items():
+                for key in sameAddress:
+                    value = found.get((packed, key[1]))
+                    states[key] = (
+                        None if value is None else _STATES.get(value) or BindingState(value)
+                    )
+        except Exception:
+            self.log.failure("Reading binding states for the counts failed; they will be rescanned")
+            self._countsStale = True
+        return states
+
+    def _recount(self, before: BindingState | None, after: BindingState | None) -> None:
+        """A key's state, as reads see it, went from C{before} to C{after}."""
+        if before is after:
+            return
+        counts = self._counts
+        if before is not None:
+            counts[before.value] = counts.get(before.value, 0) - 1
+        if after is not None:
+            counts[after.value] = counts.get(after.value, 0) + 1
 
     def getMetadata(self, key: str) -> str | None:
         self._checkOpen()
@@ -870,7 +949,16 @@ class SQLiteLeaseStore:
         except Exception as e:
             self.log.failure("The replication classifier failed; nothing stored")
             return fail(e)
-        entries = [self._put(lease, row, self._nextVersion(), rel) for lease, row, rel in prepared]
+        overlay = self._overlay
+        states = self._storedStates(
+            [lease.key for lease, _, _ in prepared if lease.key not in overlay]
+        )
+        entries: list[_Change] = []
+        for lease, row, rel in prepared:
+            key = lease.key
+            replaced = overlay.get(key)
+            before = replaced.lease.state if replaced is not None else states.get(key)
+            entries.append(self._put(lease, row, self._nextVersion(), rel, before))
         return self._enqueue(_Request(entries, [], self._version if entries else 0))
 
     def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
@@ -893,7 +981,9 @@ class SQLiteLeaseStore:
             current = self._current(lease.key)
             if current is None or current.lease == lease:
                 continue
-            entries.append(self._put(lease, row, current.version, current.pendingFor))
+            entries.append(
+                self._put(lease, row, current.version, current.pendingFor, current.lease.state)
+            )
         return self._enqueue(_Request(entries, []))
 
     def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
@@ -922,7 +1012,7 @@ class SQLiteLeaseStore:
                 pendingFor = None
             if record == current.lease and pendingFor == current.pendingFor:
                 continue
-            entries.append(self._put(record, row, current.version, pendingFor))
+            entries.append(self._put(record, row, current.version, pendingFor, current.lease.state))
         return self._enqueue(_Request(entries, []))
 
     def markPending(self, keys: Sequence[_Key]) -> Deferred[None]:
@@ -949,7 +1039,7 @@ class SQLiteLeaseStore:
             self.log.failure("The replication classifier failed; nothing marked")
             return fail(e)
         entries = [
-            self._put(lease, _toRow(lease), self._nextVersion(), relationship)
+            self._put(lease, _toRow(lease), self._nextVersion(), relationship, lease.state)
             for lease, relationship in found.values()
         ]
         return self._enqueue(_Request(entries, [], self._version if entries else 0))
@@ -961,8 +1051,19 @@ class SQLiteLeaseStore:
         self._version += 1
         return self._version
 
-    def _put(self, lease: Lease, row: _Row, version: int, pendingFor: str | None) -> _Change:
-        """A change, put in the overlay at once (later ones of the same call see it)."""
+    def _put(
+        self,
+        lease: Lease,
+        row: _Row,
+        version: int,
+        pendingFor: str | None,
+        before: BindingState | None,
+    ) -> _Change:
+        """
+        A change, put in the overlay at once (later ones of the same call
+        see it) and counted; C{before} is the state it replaces as reads
+        saw it (C{None}: no binding).
+        """
         change = _Change(
             self._nextSequence(),
             lease,
@@ -971,6 +1072,7 @@ class SQLiteLeaseStore:
             row[:_LEASE_FIELDS] + (version, pendingFor),
         )
         self._overlayPut(change)
+        self._recount(before, lease.state)
         return change
 
     def setMetadata(self, key: str, value: str) -> Deferred[None]:
@@ -1005,18 +1107,23 @@ class SQLiteLeaseStore:
             if not keys:
                 del self._overlayByClient[clientKey]
 
-    def _overlayRelease(self, request: _Request) -> None:
+    def _overlayRelease(self, request: _Request) -> list[_Change]:
         """The transaction of C{request} is over: drop its overlay entries
-        unless a later change to the same key has replaced them."""
+        unless a later change to the same key has replaced them.
+
+        @return: the changes dropped."""
+        dropped: list[_Change] = []
         for change in request.leases:
             current = self._overlay.get(change.lease.key)
             if current is not None and current.sequence == change.sequence:
                 del self._overlay[change.lease.key]
                 self._clientIndexDiscard(change.lease)
+                dropped.append(change)
         for sequence, key, _ in request.metadata:
             currentMeta = self._metadataOverlay.get(key)
             if currentMeta is not None and currentMeta[0] == sequence:
                 del self._metadataOverlay[key]
+        return dropped
 
     def _enqueue(self, request: _Request) -> Deferred[None]:
         self._queue.append(request)
@@ -1067,7 +1174,13 @@ class SQLiteLeaseStore:
         # they leave the overlay: the next read takes a new one.
         self._endSnapshot()
         for request, outcome in zip(batch, outcomes, strict=True):
-            self._overlayRelease(request)
+            dropped = self._overlayRelease(request)
+            if outcome is not None and dropped:
+                # Not stored: reads see the stored state of these keys again.
+                states = self._storedStates([change.lease.key for change in dropped])
+                if not self._countsStale:
+                    for change in dropped:
+                        self._recount(change.lease.state, states.get(change.lease.key))
             # Requests end in order, so every version up to this one is now
             # durable (or failed, and no longer visible).
             self._durableVersion = max(self._durableVersion, request.newVersion)

@@ -68,7 +68,7 @@ from typing import IO, Any
 
 import attrs
 from attrs import frozen
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
@@ -1046,14 +1046,18 @@ class ChaosRun:
         assert self.recorder is not None
         if self._poller is not None and self._poller.running:
             self._poller.stop()
+        # Both stop together, then both are read: a dump is the database as
+        # of the moment both servers had stopped (nothing changes it after),
+        # so both dumps carry that one time (a binding that expires between
+        # two stops is then expired in both).
+        codes = await gatherResults([self._thread(self.servers[name].stop) for name in SERVERS])
+        stopped = self._now()
         dumps: list[DatabaseDump] = []
-        for name in SERVERS:
+        for name, code in zip(SERVERS, codes, strict=True):
             server = self.servers[name]
-            code = await self._thread(server.stop)
             # twistd ends a SIGTERM shutdown by raising the signal again.
             if code not in (0, None, -signal.SIGTERM):
                 self._note(f"{name} exited with status {code} when stopped")
-            stopped = self._now()
             records, pending = await self._thread(readDatabase, server.database)
             if pending:
                 self._note(f"{name}'s database still has {pending} bindings marked pending")
@@ -1083,12 +1087,16 @@ class ChaosRun:
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         self._stopClients()
+        # Status requests still in flight record into the history.
+        await self._until(lambda: not self._polling, 5.0)
         for server in self.servers.values():
             if server.running():
                 await self._thread(server.stop, 5.0)
         if self.recorder is not None:
             self.recorder.flush()
         if self._historyFile is not None:
+            if self.recorder is not None:
+                self.recorder.out = None
             self._historyFile.close()
             self._historyFile = None
         if not self.keep:

@@ -372,7 +372,9 @@ class ControlTarget:
             the L{DROPPED_COUNTERS});
           - C{"counters"}: every counter of the DHCPv6 protocol;
           - C{"leases"}: bindings per state name (C{None} if the store is
-            closed, with C{"leases_error"} saying why);
+            closed, with C{"leases_error"} saying why), from
+            L{ILeaseStore.count}, which the stores keep up to date as
+            bindings change: no scan of the database per status;
           - C{"relationships"}: L{RelationshipStatus.asDict} of each
             registered relationship, by name (an entry that failed is
             C{{"name": ..., "error": ...}}).

@@ -45,6 +45,7 @@ from dhcp6ha.control import (
 )
 from dhcp6ha.interfaces import IControlTarget, ILeaseStore, IRelationshipControl
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.leases.sqlite import SQLiteLeaseStore
 from dhcp6ha.message import duidToText
 from dhcp6ha.service import DHCPv6Service, LeaseStoreService, StartupError, makeService
 from dhcp6ha.testing import MemoryLeaseStore
@@ -275,6 +276,28 @@ def filledStore() -> MemoryLeaseStore:
         ]
     )
     return store
+
+
+class StatusCostTests(TestCase):
+    """A status is cheap with the real store, however many bindings it holds."""
+
+    async def test_countsWithoutScan(self) -> None:
+        """
+        The leases of the status come from the store's kept counts: with
+        the SQLite store, a status runs no SQL statement.
+        """
+        store = SQLiteLeaseStore(self.mktemp() + ".sqlite", globalReactor)
+        self.addCleanup(store.close)
+        await store.commit(
+            [lease("2001:db8:1::1000"), lease("2001:db8:1::1001", state=BindingState.EXPIRED)]
+        )
+        target, _, _, _ = makeTarget(store)
+        seen: list[str] = []
+        reader = store._reader
+        assert reader is not None
+        reader.set_trace_callback(seen.append)
+        self.assertEqual(target.status()["leases"], {"active": 1, "expired": 1})
+        self.assertEqual(seen, [])
 
 
 class ControlTargetTests(SynchronousTestCase):

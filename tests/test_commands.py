@@ -172,6 +172,34 @@ class FastAmpListTests(SynchronousTestCase):
             [{"address": _lease(1).address, "prefix_length": 128, "status": 16, "message": None}],
         )
 
+    def test_duplicateKey(self) -> None:
+        """A field given twice keeps its last value, as with AmpList."""
+        good = BINDING_RESULTS.toStringProto(_results(1), None)
+        twice = good[:-2] + b"\x00\x06status\x00\x0221\x00\x00"
+        decoded = BINDING_RESULTS.fromStringProto(twice, None)
+        self.assertEqual(decoded[0]["status"], 21)
+        self.assertEqual(decoded, GENERIC_RESULTS.fromStringProto(twice, None))
+
+    def test_protocolPassed(self) -> None:
+        """An argument that needs the protocol gets it, both ways."""
+        seen: list[object] = []
+
+        class Tagged(amp.Integer):
+            def toStringProto(self, inObject: int, proto: object) -> bytes:
+                seen.append(proto)
+                return b"%d" % (inObject,)
+
+            def fromStringProto(self, inString: bytes, proto: object) -> int:
+                seen.append(proto)
+                return int(inString)
+
+        schema = FastAmpList([(b"n", Tagged()), (b"m", amp.Integer(optional=True))])
+        proto = object()
+        wire = schema.toStringProto([{"n": 5}], proto)
+        self.assertEqual(schema.fromStringProto(wire, proto), [{"n": 5, "m": None}])
+        self.assertEqual(schema.fromStringProto(b"\x00\x01x\x00\x00" + wire, proto)[0]["n"], 5)
+        self.assertEqual(seen, [proto, proto, proto])
+
     def test_malformed(self) -> None:
         """
         A missing required field, a value that does not convert, a key

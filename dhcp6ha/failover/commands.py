@@ -93,38 +93,34 @@ class Enum(amp.Argument):
         return wire
 
 
-def _converter(argument: amp.Argument) -> Callable[[bytes, Any], Any]:
-    """C{argument.fromStringProto}, or a shortcut that gives the same result."""
+def _converter(argument: amp.Argument) -> tuple[Callable[..., Any], bool]:
+    """
+    What decodes a value of C{argument} as C{argument.fromStringProto}
+    does, and whether it takes the protocol too: a plain Argument's
+    C{fromString} (C{int} for an Integer, C{float} for a Float), called
+    directly.
+    """
     if type(argument).fromStringProto is amp.Argument.fromStringProto:
-        if type(argument) is amp.String:
-            return _same
         fromString: Callable[[bytes], Any] = argument.fromString
-
-        def convert(value: bytes, proto: Any) -> Any:
-            return fromString(value)
-
-        return convert
+        return fromString, False
     fromStringProto: Callable[[bytes, Any], Any] = argument.fromStringProto
-    return fromStringProto
+    return fromStringProto, True
 
 
-def _same(value: bytes, proto: Any) -> bytes:
-    return value
-
-
-def _encoder(argument: amp.Argument) -> Callable[[Any, Any], bytes]:
-    """C{argument.toStringProto}, or a shortcut that gives the same result."""
+def _encoder(argument: amp.Argument) -> tuple[Callable[..., bytes], bool]:
+    """
+    What encodes a value of C{argument} as C{argument.toStringProto}
+    does, and whether it takes the protocol too.
+    """
     if type(argument).toStringProto is amp.Argument.toStringProto:
-        if type(argument) is amp.String:
-            return _same
+        if type(argument) is amp.Integer:
+            # Integer.toString is b"%d" % (value,)
+            integer: Callable[[Any], bytes] = b"%d".__mod__
+            return integer, False
         toString: Callable[[Any], bytes] = argument.toString
-
-        def encode(value: Any, proto: Any) -> bytes:
-            return toString(value)
-
-        return encode
+        return toString, False
     toStringProto: Callable[[Any, Any], bytes] = argument.toStringProto
-    return toStringProto
+    return toStringProto, True
 
 
 class FastAmpList(amp.AmpList):
@@ -154,20 +150,33 @@ class FastAmpList(amp.AmpList):
         for name, _ in fields:
             if not 0 < len(name) <= amp.MAX_KEY_LENGTH:
                 raise ValueError("an AmpList field name must be 1 to 255 bytes: " + repr(name))
-        # name -> (identifier, converter), for decoding
+        # name -> (identifier, converter, takes the protocol), for decoding
         self._decoders = {
-            name: (_identifier(name), _converter(argument)) for name, argument in fields
+            name: (_identifier(name), *_converter(argument)) for name, argument in fields
         }
         # The values of the optional fields when absent; with the required
         # ones present, an element's dict has exactly len(subargs) keys.
         self._absent = {_identifier(name): None for name, argument in fields if argument.optional}
         self._required = [_identifier(name) for name, argument in fields if not argument.optional]
-        # (identifier, wire prefix, encoder, optional) in key order, for encoding
+        # (wire prefix, its length, identifier, converter, takes the
+        # protocol, optional) in key order, for decoding what we write
+        self._ordered = [
+            (
+                len(name).to_bytes(2, "big") + name,
+                2 + len(name),
+                _identifier(name),
+                *_converter(argument),
+                bool(argument.optional),
+            )
+            for name, argument in fields
+        ]
+        # (identifier, wire prefix, encoder, takes the protocol, optional,
+        # name) in key order, for encoding
         self._encoders = [
             (
                 _identifier(name),
                 len(name).to_bytes(2, "big") + name,
-                _encoder(argument),
+                *_encoder(argument),
                 bool(argument.optional),
                 name,
             )
@@ -177,25 +186,65 @@ class FastAmpList(amp.AmpList):
     def fromStringProto(self, inString: bytes, proto: Any) -> list[dict[str, Any]]:
         data = inString
         end = len(data)
-        decoders = self._decoders
-        absent = self._absent
-        size = len(self.subargs)
         values: list[dict[str, Any]] = []
-        objects = dict(absent)
         i = 0
-        started = False
         while i < end:
-            if i + 2 > end:
-                raise ValueError("an AmpList element cut in a key length")
+            found = self._canonical(data, i, end, proto)
+            if found is None:
+                found = self._element(data, i, end, proto)
+            objects, i = found
+            values.append(objects)
+        return values
+
+    def _canonical(
+        self, data: bytes, i: int, end: int, proto: Any
+    ) -> tuple[dict[str, Any], int] | None:
+        """
+        The element at C{i} if it is as this class (and AmpList) writes it:
+        the schema's keys in sorted order, each at most once, no other key;
+        else C{None} (L{_element} then reads it, or says what is wrong).
+
+        @return: the element and where the next one starts.
+        """
+        objects: dict[str, Any] = {}
+        for prefix, skip, identifier, convert, withProto, optional in self._ordered:
+            if data.startswith(prefix, i):
+                i += skip
+                if i + 2 > end:
+                    return None
+                stop = i + 2 + ((data[i] << 8) | data[i + 1])
+                if stop > end:
+                    return None
+                if withProto:
+                    objects[identifier] = convert(data[i + 2 : stop], proto)
+                else:
+                    objects[identifier] = convert(data[i + 2 : stop])
+                i = stop
+            elif optional:
+                objects[identifier] = None
+            else:
+                return None
+        if data.startswith(b"\x00\x00", i):
+            return objects, i + 2
+        return None
+
+    def _element(self, data: bytes, i: int, end: int, proto: Any) -> tuple[dict[str, Any], int]:
+        """
+        The element at C{i}, whatever the order of its keys.
+
+        @return: the element and where the next one starts.
+        @raise ValueError: it is cut short or has a key longer than AMP allows.
+        @raise KeyError: it lacks a required field.
+        """
+        decoders = self._decoders
+        objects = dict(self._absent)
+        while i + 2 <= end:
             length = (data[i] << 8) | data[i + 1]
             i += 2
             if not length:
-                if len(objects) != size:
+                if len(objects) != len(self.subargs):
                     self._missing(objects)
-                values.append(objects)
-                objects = dict(absent)
-                started = False
-                continue
+                return objects, i
             if length > amp.MAX_KEY_LENGTH:
                 raise ValueError("an AmpList key of " + str(length) + " bytes")
             key = data[i : i + length]
@@ -206,14 +255,15 @@ class FastAmpList(amp.AmpList):
             i += 2
             if i + length > end:
                 raise ValueError("an AmpList element cut in a value")
-            started = True
             decoder = decoders.get(key)
             if decoder is not None:
-                objects[decoder[0]] = decoder[1](data[i : i + length], proto)
+                identifier, convert, withProto = decoder
+                if withProto:
+                    objects[identifier] = convert(data[i : i + length], proto)
+                else:
+                    objects[identifier] = convert(data[i : i + length])
             i += length
-        if started:
-            raise ValueError("an AmpList element without its end")
-        return values
+        raise ValueError("an AmpList element without its end")
 
     def _missing(self, objects: dict[str, Any]) -> None:
         """Raise the C{KeyError} of the first required field C{objects} lacks."""
@@ -243,13 +293,13 @@ class FastAmpList(amp.AmpList):
         parts: list[bytes] = []
         append = parts.append
         get = objects.get
-        for identifier, prefix, encode, optional, name in self._encoders:
+        for identifier, prefix, encode, withProto, optional, name in self._encoders:
             value = get(identifier)
             if value is None:
                 if optional:
                     continue
                 raise KeyError(identifier)
-            encoded = encode(value, proto)
+            encoded = encode(value, proto) if withProto else encode(value)
             length = len(encoded)
             if length > 0xFFFF:
                 raise _tooLong(False, True, encoded, name)

@@ -231,6 +231,9 @@ SQL_SET_METADATA = "INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)"
 
 _RECLAIMABLE = (BindingState.ACTIVE, BindingState.ABANDONED)
 
+# Not read in this snapshot (a binding read and found missing is None).
+_UNREAD: Any = object()
+
 
 class StoreClosed(Exception):
     """The store was closed (or is closing): it takes no more changes or reads."""
@@ -949,15 +952,29 @@ class SQLiteLeaseStore:
         except Exception as e:
             self.log.failure("The replication classifier failed; nothing stored")
             return fail(e)
+        # The states these changes replace, for the counts: the overlay's,
+        # else what this snapshot read already, else read now.
         overlay = self._overlay
-        states = self._storedStates(
-            [lease.key for lease, _, _ in prepared if lease.key not in overlay]
-        )
+        stored = self._stored
+        unread = [
+            key
+            for key in [lease.key for lease, _, _ in prepared]
+            if key not in overlay and key not in stored
+        ]
+        states = self._storedStates(unread) if unread else {}
         entries: list[_Change] = []
         for lease, row, rel in prepared:
             key = lease.key
             replaced = overlay.get(key)
-            before = replaced.lease.state if replaced is not None else states.get(key)
+            before: BindingState | None
+            if replaced is not None:
+                before = replaced.lease.state
+            else:
+                read = stored.get(key, _UNREAD)
+                if read is _UNREAD:
+                    before = states.get(key)
+                else:
+                    before = None if read is None else read.state
             entries.append(self._put(lease, row, self._nextVersion(), rel, before))
         return self._enqueue(_Request(entries, [], self._version if entries else 0))
 

@@ -590,12 +590,22 @@ class DHCPv6Port(udp.Port):
     Interface names are remembered by index for L{INTERFACE_NAMES_TTL}
     seconds.
 
+    The socket's receive buffer is L{receiveBufferSize}: Linux's default
+    (208 KiB, about 200 small datagrams with their overhead) overflows
+    when the process is kept off the CPU for a few tens of milliseconds
+    under load; 1 MiB holds a few hundred milliseconds of a busy server's
+    traffic, still less than a client's first retransmission timeout (RFC
+    8415: 1 s for Solicit and Request).
+
     @ivar maxDatagramsPerRead: the most datagrams one L{doRead} delivers.
+    @ivar receiveBufferSize: C{SO_RCVBUF} asked for (bytes; the kernel caps
+        it at C{net.core.rmem_max}), or 0 for the system's default.
     """
 
     addressFamily = socket.AF_INET6
     log = Logger()
     maxDatagramsPerRead = 32
+    receiveBufferSize = 1 << 20
 
     def __init__(
         self,
@@ -620,6 +630,9 @@ class DHCPv6Port(udp.Port):
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
         skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        if self.receiveBufferSize:
+            # The kernel caps it at net.core.rmem_max.
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receiveBufferSize)
         return skt
 
     def doRead(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
+from twisted.internet import udp
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
@@ -741,6 +742,27 @@ class DHCPv6PortTests(SynchronousTestCase):
                 (b"bye", ("::1", 547, 0, 0), PacketInfo(None, None)),
             ],
         )
+
+    def test_socketOptions(self) -> None:
+        """
+        The socket asks for C{IPV6_RECVPKTINFO} and for C{receiveBufferSize}
+        bytes of receive buffer (the kernel caps it at C{rmem_max}).
+        """
+        fake = FakeSocket([])
+        self.patch(udp.Port, "createInternetSocket", lambda self: fake)
+        port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
+        self.assertIs(port.createInternetSocket(), fake)
+        self.assertEqual(
+            fake.options,
+            [
+                (socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1),
+                (socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20),
+            ],
+        )
+        port.receiveBufferSize = 0
+        fake.options.clear()
+        port.createInternetSocket()
+        self.assertEqual(fake.options, [(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)])
 
     def test_readsAtMostMaxDatagrams(self) -> None:
         """

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from tests.integration import wire
-from tests.integration.netns import Namespace, netnsProblem, tempDir
+from tests.integration.netns import Namespace, netnsProblem, tempDir, waitFor
 from tests.integration.relayclient import Hop, Lease, NoReply, RelayedClients, leasesOf
 from tests.integration.serverproc import (
     LOOP,
@@ -113,7 +113,11 @@ class DurabilityTests(TestCase):
         server.start()
         await server.ready()
         db = LeaseDB(database)
-        serverDuid = db.metadata().get("server-duid")
+        # The server makes its DUID durable before it answers any client, but
+        # it may already listen while that write is in flight.
+        serverDuid = await waitFor(
+            lambda: db.metadata().get("server-duid"), 10.0, "the server DUID on disk"
+        )
 
         clients = RelayedClients(self, ("::1", port), [Hop(LOOP.network_address + 1, b"dur")],
                                  ns=ns, bindAddress="::1")  # fmt: skip

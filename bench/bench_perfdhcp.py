@@ -167,6 +167,42 @@ def _bucketPercentile(
 
 
 @dataclass
+class CPU:
+    """
+    What one server process got of the CPUs during a run (C{/proc}).
+
+    @ivar seconds: user and system time, all threads.
+    @ivar onCPU: share of the run its main (reactor) thread ran.
+    @ivar waiting: share of the run its main thread was runnable but waited
+        for a CPU (other processes had them: on a shared machine, the
+        throughput measured is bounded by this, not by the server).
+    """
+
+    seconds: float
+    onCPU: float
+    waiting: float
+
+
+def cpuSample(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds of the process, ns on CPU and ns waiting of its main thread)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        onCPU, waiting, _ = (int(x) for x in f.read().split())
+    return seconds, onCPU, waiting
+
+
+def cpuBetween(before: tuple[float, int, int], after: tuple[float, int, int],
+               wall: float) -> CPU:  # fmt: skip
+    return CPU(
+        after[0] - before[0],
+        (after[1] - before[1]) / 1e9 / wall,
+        (after[2] - before[2]) / 1e9 / wall,
+    )
+
+
+@dataclass
 class Result:
     """One perfdhcp run."""
 
@@ -182,6 +218,7 @@ class Result:
     samples: dict[str, list[float]] = field(default_factory=dict)  # ms, from -x t
     lag: Lag | None = None
     lagSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+    cpu: dict[str, CPU] = field(default_factory=dict)  # per server process
 
     @property
     def exchanges(self) -> int:
@@ -304,7 +341,18 @@ def describe(r: Result, long: bool = False) -> str:
             text += f" (std {d.get('std', 0):.2f})"
     if r.lag is not None:
         text += f"  lag ms p50/p99 {describeLag(r.lag)}"
+    if r.cpu:
+        text += "  " + describeCPU(r.cpu, r.exchanges)
     return text
+
+
+def describeCPU(cpu: dict[str, CPU], exchanges: int) -> str:
+    """CPU per exchange of each process, and how much its main thread got."""
+    return "; ".join(
+        f"{name} CPU {1e6 * c.seconds / max(1, exchanges):.0f} us/exchange"
+        f" (main thread ran {100 * c.onCPU:.0f}%, waited for a CPU {100 * c.waiting:.0f}%)"
+        for name, c in cpu.items()
+    )
 
 
 def describeLag(lag: Lag) -> str:
@@ -368,6 +416,10 @@ class Setup:
         """C{None}, or what died (with its log tail)."""
         raise NotImplementedError
 
+    def pids(self) -> dict[str, int]:
+        """The server processes, by name."""
+        raise NotImplementedError
+
     async def beforeRun(self) -> None:
         """Called before each perfdhcp run."""
 
@@ -410,6 +462,10 @@ class Alone(Setup):
         if self.proc is None or self.proc.process is None or not self.proc.process.running():
             return f"{self.name}: the server died:\n" + (self.proc.logTail() if self.proc else "")
         return None
+
+    def pids(self) -> dict[str, int]:
+        assert self.proc is not None and self.proc.process is not None
+        return {"server": self.proc.process.pid}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.process is not None:
@@ -522,6 +578,13 @@ class Pair(Setup):
                 return f"{self.name}: the {name} died:\n" + (server.logTail() if server else "")
         return None
 
+    def pids(self) -> dict[str, int]:
+        found = {}
+        for server in (self.primary, self.secondary):
+            assert server is not None and server.process.process is not None
+            found[server.name] = server.process.process.pid
+        return found
+
     def stop(self) -> None:
         for server in (self.primary, self.secondary):
             if server is not None and server.running():
@@ -569,9 +632,18 @@ async def measure(setup: Setup, leaseType: str, rate: int, args: argparse.Namesp
                   n: int) -> Result:  # fmt: skip
     await setup.beforeRun()
     log = setup.directory / f"perfdhcp-{rate}-{n}.log"
+    pids = setup.pids()
+    before = {name: cpuSample(pid) for name, pid in pids.items()}
+    started = time.monotonic()
     r = await runPerfdhcp(setup.client, log, leaseType, rate, args.period, args.clients)
     r.setup = setup.name
     await setup.afterRun(r)
+    # After the pair has settled: the replication work of the run included.
+    wall = time.monotonic() - started
+    try:
+        r.cpu = {name: cpuBetween(before[name], cpuSample(pid), wall) for name, pid in pids.items()}
+    except OSError:
+        pass  # a server died: alive() says so
     return r
 
 
@@ -648,7 +720,10 @@ async def benchType(
     alive = [s for s in setups if searches[s.name].failure is None]
     bests = [searches[s.name].best for s in alive]
     if args.compare_runs and alive and all(b is not None for b in bests):
-        rate = args.compare_rate or min(b.rate for b in bests if b is not None)
+        # The pair against the server alone, when both run; else every setup.
+        main = [b for s, b in zip(alive, bests, strict=True) if not isinstance(s, Alone)
+                or s.name == "alone"] if len(args.setups) > 1 else bests  # fmt: skip
+        rate = args.compare_rate or min(b.rate for b in (main or bests) if b is not None)
         comparison = Comparison(rate, {s.name: [] for s in alive})
         print(f"  {leaseType}: every setup at {rate}/s, {args.compare_runs} runs each, in turns",
               flush=True)  # fmt: skip

@@ -44,7 +44,11 @@ binding certainly ran, for each (holder, lease):
   - it is cut at the first send of: a Release or Decline listing the
     lease; a Request or a Solicit with Rapid Commit carrying the IA (a
     server may move the IA to another lease there, and the Reply may be
-    lost); any transaction whose Reply gives the lease valid lifetime 0.
+    lost); any transaction whose Reply gives the lease valid lifetime 0;
+  - a Reply received after such a cut, to a transaction first sent before
+    it (a late answer, e.g. to a retransmission, that crossed the Release),
+    opens or extends nothing: the server may have decided it before it
+    processed the cutting message.
     A Renew or Rebind does not cut it: answered or not, a Renew never
     legitimately takes a running lease away (that is invariant 2 itself).
 
@@ -378,6 +382,10 @@ class _Sweep:
         self.open: dict[tuple[Holder, Key], _Holding] = {}
         self.segments: list[_Segment] = []
         self.violations: list[Violation] = []
+        # When each (holder, lease) was last cut by a Release or Decline,
+        # and each holder by a Request (or rapid-commit Solicit).
+        self.cuts: dict[tuple[Holder, Key], float] = {}
+        self.holderCuts: dict[Holder, float] = {}
 
     def run(self, transactions: Sequence[_Transaction]) -> None:
         # Steps: (time, position in the history, transaction, reply or
@@ -415,9 +423,11 @@ class _Sweep:
         if tx.msgType in _LEAVING_TYPES:
             for holder, ia in self._holders(tx):
                 for entry in ia.leases:
+                    self.cuts[(holder, entry.key)] = tx.lo
                     self._close(holder, entry.key, tx.lo)
         elif tx.cutting:
             for holder, _ in self._holders(tx):
+                self.holderCuts[holder] = tx.lo
                 for openHolder, key in [k for k in self.open if k[0] == holder]:
                     self._close(openHolder, key, tx.lo)
 
@@ -439,6 +449,9 @@ class _Sweep:
         self, holder: Holder, key: Key, tx: _Transaction, reply: ClientReceived, valid: int
     ) -> None:
         lo, r = tx.lo, reply.time
+        if max(self.cuts.get((holder, key), -_INF), self.holderCuts.get(holder, -_INF)) > lo:
+            # A late answer that crossed a Release, Decline or Request.
+            return
         end = lo + valid
         holding = self.open.get((holder, key))
         if holding is not None:

@@ -915,7 +915,7 @@ class ChaosRun:
 
     async def _run(self) -> list[Violation]:
         config = self.config
-        self._historyFile = open(self.directory / "history.jsonl", "w")  # noqa: SIM115
+        self._historyFile = open(self.directory / "history.jsonl", "w", buffering=1)  # noqa: SIM115
         self.recorder = HistoryRecorder(self.reactor, self._historyFile)
         await self._thread(self.topology.create)
         # Control sockets in a short directory of their own: the run's

@@ -125,6 +125,7 @@ from dhcp6ha.message import (
 )
 
 __all__ = [
+    "DROP_LOG_INTERVAL",
     "MAX_RELAY_DEPTH",
     "Decision",
     "Engine",
@@ -135,6 +136,11 @@ __all__ = [
 
 #: The deepest RELAY-FORW nesting accepted (HOP_COUNT_LIMIT, RFC 8415 section 7.6).
 MAX_RELAY_DEPTH = 32
+
+#: Seconds between two log lines about dropped messages of one reason: a
+#: secondary in NORMAL drops every message not for it, a misconfigured relay
+#: every message it sends, and a line per message would flood the log.
+DROP_LOG_INTERVAL = 60.0
 
 #: RFC 4704 section 4.1 flag bits.
 FQDN_S = 0x01
@@ -345,6 +351,8 @@ class Engine:
         self.server_duid = server_duid
         self.allocator = Allocator(store, self.policies)
         self.counters: collections.Counter[str] = collections.Counter()
+        # Per drop reason: when it was last logged, and drops since.
+        self._dropsLogged: dict[str, tuple[float, int]] = {}
         self._byInterface: dict[str, SubnetConfig] = {}
         for subnet in config.subnets:
             if subnet.interface is not None:
@@ -389,17 +397,26 @@ class Engine:
         Decide what to do about one received message.
 
         @return: the L{Decision}, or C{None} when the message is dropped
-            (counted in L{counters} as C{dropped.<reason>}).
+            (counted in L{counters} as C{dropped.<reason>}, logged at debug
+            level at most once per L{DROP_LOG_INTERVAL} per reason).
         """
         try:
             return self._handle(message, received, now)
         except _Drop as drop:
-            self.counters["dropped." + drop.reason] += 1
-            self.log.debug(
-                "Dropped a message from {source}: {reason}",
-                source=received.source,
-                reason=drop.reason,
-            )
+            reason = drop.reason
+            self.counters["dropped." + reason] += 1
+            logged = self._dropsLogged.get(reason)
+            if logged is not None and 0 <= now - logged[0] < DROP_LOG_INTERVAL:
+                self._dropsLogged[reason] = (logged[0], logged[1] + 1)
+            else:
+                self._dropsLogged[reason] = (now, 0)
+                self.log.debug(
+                    "Dropped a message from {source}: {reason}"
+                    " ({suppressed} more dropped for this reason since the last line)",
+                    source=received.source,
+                    reason=reason,
+                    suppressed=0 if logged is None else logged[1],
+                )
             return None
 
     def reclaim(self, now: float, limit: int) -> tuple[Lease, ...]:

@@ -9,6 +9,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
 from attrs import define, evolve
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -21,7 +22,14 @@ from dhcp6ha.config import (
     ServerSection,
     SubnetConfig,
 )
-from dhcp6ha.engine import MAX_RELAY_DEPTH, Decision, Engine, Received, timers
+from dhcp6ha.engine import (
+    DROP_LOG_INTERVAL,
+    MAX_RELAY_DEPTH,
+    Decision,
+    Engine,
+    Received,
+    timers,
+)
 from dhcp6ha.failover.machine import EndpointState, Role
 from dhcp6ha.failover.policy import FailoverPolicy
 from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy
@@ -1067,6 +1075,30 @@ class ValidationTests(EngineTestCase):
         )
         self.assertEqual(self.engine.counters["dropped.serverMessage"], 4)
         self.assertEqual(self.engine.counters["received.REPLY"], 1)
+
+    def test_dropsLoggedOncePerInterval(self) -> None:
+        """
+        A dropped message is logged at debug level, at most once per
+        C{DROP_LOG_INTERVAL} for each reason, with the number of drops not
+        logged since the previous line.
+        """
+        unknown = Message(99, 1, (ClientId(CLIENT),))
+        noClient = message(MessageType.SOLICIT, na(1), duid=None)
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.engine.handle(unknown, DIRECT, NOW)
+            self.engine.handle(noClient, DIRECT, NOW + 1)
+            self.engine.handle(unknown, DIRECT, NOW + DROP_LOG_INTERVAL - 1)
+            self.engine.handle(unknown, DIRECT, NOW + DROP_LOG_INTERVAL)
+        self.assertEqual(
+            [(e["log_level"], e["reason"], e["suppressed"]) for e in events],
+            [
+                (LogLevel.debug, "unknownType", 0),
+                (LogLevel.debug, "missingClientId", 0),
+                (LogLevel.debug, "unknownType", 3),
+            ],
+        )
+        self.assertEqual(self.engine.counters["dropped.unknownType"], 5)
 
     def test_unknownType(self) -> None:
         """An unknown message type is dropped."""

@@ -1055,6 +1055,34 @@ class SnapshotTests(StoreFixture):
         await committed
         self.assertEqual((seen, store.pending), ([[lease]], 0))
 
+    async def test_pendingReadOnce(self) -> None:
+        """
+        Amending and acknowledging bindings that pendingUpdates() has just
+        read (the update queue's send and ack) reads nothing more; the
+        changes are seen at once, and in the next turn's reads.
+        """
+        store = self.openStore(replicate=lambda lease: "rel")
+        leases = [makeLease(n) for n in range(3)]
+        await store.commit(leases)
+        await turn()
+        reader = store._reader
+        assert reader is not None
+        statements: list[str] = []
+        reader.set_trace_callback(statements.append)
+        pending = store.pendingUpdates("rel", 0, 10)
+        self.assertEqual([lease for _, lease in pending], leases)
+        proposed = [evolve(lease, partner_lifetime_sent=5000.0) for lease in leases]
+        amended = store.amend(proposed)
+        acked = store.acknowledge("rel", [(proposed[0], pending[0][0])])
+        self.assertEqual(statements, ["BEGIN", statements[1]])
+        self.assertIn("pending_for = ", statements[1])
+        reader.set_trace_callback(None)
+        await gatherResults([amended, acked])
+        await turn()
+        self.assertEqual(store.get(leases[1].address, 128), proposed[1])
+        self.assertEqual(store.pendingCount("rel"), 2)
+        self.assertEqual([lease for _, lease in store.pendingUpdates("rel", 0, 10)], proposed[1:])
+
     async def test_countsInOneSnapshot(self) -> None:
         """count() and pendingCount() work inside a turn that has read already."""
         store = self.openStore(replicate=lambda lease: "rel")

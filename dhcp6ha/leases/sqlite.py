@@ -597,6 +597,10 @@ class SQLiteLeaseStore:
         # What get() and byClient() read in the current snapshot.
         self._stored: dict[_Key, Lease | None] = {}
         self._storedByClient: dict[_ClientKey, list[Lease]] = {}
+        # Stored bindings with their version and mark, as _current() and
+        # pendingUpdates() read them in the current snapshot (the update
+        # queue amends and acknowledges what it has just read).
+        self._storedCurrent: dict[_Key, _Change | None] = {}
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
         self._sequence = 0
@@ -642,6 +646,7 @@ class SQLiteLeaseStore:
         """End the read transaction of this turn, if one is open."""
         self._stored.clear()
         self._storedByClient.clear()
+        self._storedCurrent.clear()
         end, self._snapshotEnd = self._snapshotEnd, None
         if end is None:
             return
@@ -857,11 +862,16 @@ class SQLiteLeaseStore:
         change = self._overlay.get(key)
         if change is not None:
             return change
+        try:
+            return self._storedCurrent[key]
+        except KeyError:
+            pass
         rows = self._read(SQL_GET_CURRENT, (key[0].packed, key[1]))
-        if not rows:
-            return None
-        row = rows[0]
-        return _Change(0, _fromRow(row), row[_LEASE_FIELDS], row[_LEASE_FIELDS + 1], ())
+        if rows:
+            row = rows[0]
+            change = _Change(0, _fromRow(row), row[_LEASE_FIELDS], row[_LEASE_FIELDS + 1], ())
+        self._storedCurrent[key] = change
+        return change
 
     def pendingUpdates(
         self, relationship: str, afterVersion: int, limit: int
@@ -888,7 +898,11 @@ class SQLiteLeaseStore:
             for row in rows:
                 lease = _fromRow(row)
                 if lease.key not in self._overlay:
-                    found.append((row[_LEASE_FIELDS], lease))
+                    version = row[_LEASE_FIELDS]
+                    found.append((version, lease))
+                    self._storedCurrent[lease.key] = _Change(
+                        0, lease, version, row[_LEASE_FIELDS + 1], ()
+                    )
             if len(rows) < limit:
                 exhausted = True
                 break

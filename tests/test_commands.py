@@ -386,3 +386,37 @@ class ExtensibilityTests(SynchronousTestCase):
         )
         self.assertEqual(parsed["relationship"], "lan")
         self.assertEqual(parsed["mclt"], 3600)
+
+
+class SchemaTypesTests(SynchronousTestCase):
+    """
+    The schemas are made of AMP's own argument classes (called through typed
+    views for mypy): L{FastAmpList} encodes an exact C{amp.Integer} without
+    calling it, so a subclass there would change nothing but speed, and an
+    optional flag lost would change the wire.
+    """
+
+    def test_exactClasses(self) -> None:
+        """Each schema argument is an instance of exactly the AMP class named."""
+        connect = dict(Connect.arguments)
+        self.assertIs(type(connect[b"mclt"]), amp.Integer)
+        self.assertIs(type(connect[b"relationship"]), amp.Unicode)
+        self.assertIs(type(connect[b"sender_time"]), amp.Float)
+        self.assertIs(type(connect[b"server_duid"]), amp.String)
+        self.assertIs(type(dict(commands.State.arguments)[b"startup"]), amp.Boolean)
+        fields = dict(BINDING_FIELDS)
+        self.assertIs(type(fields[b"iaid"]), amp.Integer)
+        self.assertIs(type(fields[b"address"]), commands.Address)
+
+    def test_optional(self) -> None:
+        """C{optional=True} reaches the argument; the default is required."""
+        connect = dict(Connect.arguments)
+        self.assertFalse(connect[b"mclt"].optional)
+        self.assertTrue(connect[b"server_duid"].optional)
+        self.assertFalse(commands.Address().optional)
+        self.assertTrue(commands.Address(optional=True).optional)
+        self.assertTrue(Enum(LeaseType, optional=True).optional)
+        self.assertEqual(
+            [name for name, argument in BINDING_FIELDS if argument.optional],
+            [b"fqdn", b"fqdn_flags"],
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Iterator
 from ipaddress import IPv6Address
-from typing import Any, Self, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 
 from twisted.protocols import amp
 
@@ -27,6 +27,24 @@ PROTOCOL_VERSION = 1
 _ampListInit = cast(Callable[..., None], amp.AmpList.__init__)
 _tooLong = cast(Callable[..., Exception], amp.TooLong)
 _pythonIdentifier = cast(Callable[[bytes], str], amp._wireNameToPythonIdentifier)
+_argumentInit = cast(Callable[[amp.Argument, bool], None], amp.Argument.__init__)
+
+_A_co = TypeVar("_A_co", bound=amp.Argument, covariant=True)
+
+
+class _ArgumentClass(Protocol[_A_co]):
+    """An AMP argument class, as called to make an argument."""
+
+    def __call__(self, optional: bool = False) -> _A_co: ...
+
+
+# The AMP argument classes the schemas use, typed (their constructor is not):
+# each is the class itself, so the arguments are exactly those classes.
+_Integer = cast(_ArgumentClass[amp.Integer], amp.Integer)
+_Float = cast(_ArgumentClass[amp.Float], amp.Float)
+_String = cast(_ArgumentClass[amp.String], amp.String)
+_Unicode = cast(_ArgumentClass[amp.Unicode], amp.Unicode)
+_Boolean = cast(_ArgumentClass[amp.Boolean], amp.Boolean)
 
 # AMP limits one value to 65,535 bytes; a binding batch is one AmpList value,
 # so batches are cut well below that (room for the box's own framing).
@@ -61,6 +79,9 @@ class NotInState(Exception):
 class Address(amp.Argument):
     """An IPv6 address as its 16 raw bytes."""
 
+    def __init__(self, optional: bool = False) -> None:
+        _argumentInit(self, optional)
+
     def fromString(self, inString: bytes) -> IPv6Address:
         if len(inString) != 16:
             raise ValueError("an IPv6 address is 16 bytes, got " + str(len(inString)))
@@ -74,7 +95,7 @@ class Enum(amp.Argument):
     """A member of an C{enum.Enum} whose values are text."""
 
     def __init__(self, enumType: type[enum.Enum], optional: bool = False) -> None:
-        amp.Argument.__init__(self, optional)
+        _argumentInit(self, optional)
         self.enumType = enumType
         # Both directions by dict lookup (a resync converts a million).
         self._members = {str(member.value).encode("ascii"): member for member in enumType}
@@ -371,27 +392,27 @@ class BindingBox(dict[str, Any]):
 BINDING_FIELDS: list[tuple[bytes, amp.Argument]] = [
     (b"lease_type", Enum(LeaseType)),
     (b"address", Address()),
-    (b"prefix_length", amp.Integer()),
+    (b"prefix_length", _Integer()),
     (b"state", Enum(BindingState)),
-    (b"duid", amp.String()),
-    (b"iaid", amp.Integer()),
-    (b"start_time_of_state", amp.Float()),
-    (b"cltt", amp.Float()),
-    (b"preferred_lifetime", amp.Integer()),
-    (b"valid_lifetime", amp.Integer()),
-    (b"expires", amp.Float()),
+    (b"duid", _String()),
+    (b"iaid", _Integer()),
+    (b"start_time_of_state", _Float()),
+    (b"cltt", _Float()),
+    (b"preferred_lifetime", _Integer()),
+    (b"valid_lifetime", _Integer()),
+    (b"expires", _Float()),
     # OPTION_F_PARTNER_LIFETIME: the expiry the sender proposes the receiver
     # may allow (the receiver acks it; the sender's MCLT cap then moves on).
-    (b"partner_lifetime", amp.Float()),
-    (b"fqdn", amp.Unicode(optional=True)),
-    (b"fqdn_flags", amp.Integer(optional=True)),
+    (b"partner_lifetime", _Float()),
+    (b"fqdn", _Unicode(optional=True)),
+    (b"fqdn_flags", _Integer(optional=True)),
 ]
 
 BINDING_RESULT_FIELDS: list[tuple[bytes, amp.Argument]] = [
     (b"address", Address()),
-    (b"prefix_length", amp.Integer()),
-    (b"status", amp.Integer()),
-    (b"message", amp.Unicode(optional=True)),
+    (b"prefix_length", _Integer()),
+    (b"status", _Integer()),
+    (b"message", _Unicode(optional=True)),
 ]
 
 
@@ -503,27 +524,27 @@ class Connect(amp.Command):
     """
 
     arguments = [
-        (b"protocol_version", amp.Integer()),
-        (b"relationship", amp.Unicode()),
-        (b"role", amp.Unicode()),
-        (b"mclt", amp.Integer()),
-        (b"sender_time", amp.Float()),
-        (b"max_unacked", amp.Integer()),
-        (b"keepalive", amp.Float()),
+        (b"protocol_version", _Integer()),
+        (b"relationship", _Unicode()),
+        (b"role", _Unicode()),
+        (b"mclt", _Integer()),
+        (b"sender_time", _Float()),
+        (b"max_unacked", _Integer()),
+        (b"keepalive", _Float()),
         # The sender's server DUID, so the partner can recognise a client
         # message naming it (Server Identifier) when it takes over.
-        (b"server_duid", amp.String(optional=True)),
+        (b"server_duid", _String(optional=True)),
     ]
     response = [
-        (b"protocol_version", amp.Integer()),
-        (b"role", amp.Unicode()),
-        (b"sender_time", amp.Float()),
-        (b"max_unacked", amp.Integer()),
+        (b"protocol_version", _Integer()),
+        (b"role", _Unicode()),
+        (b"sender_time", _Float()),
+        (b"max_unacked", _Integer()),
         # Section 6.1.2: CONNECTREPLY carries the MCLT in use (which must
         # equal the CONNECT's) and the responder's FO_KEEPALIVE_TIME.
-        (b"mclt", amp.Integer(optional=True)),
-        (b"keepalive", amp.Float(optional=True)),
-        (b"server_duid", amp.String(optional=True)),
+        (b"mclt", _Integer(optional=True)),
+        (b"keepalive", _Float(optional=True)),
+        (b"server_duid", _String(optional=True)),
     ]
     errors = {ConnectRefused: b"CONNECT_REFUSED"}
     fatalErrors = {ConnectRefused: b"CONNECT_REFUSED"}
@@ -533,15 +554,15 @@ class State(amp.Command):
     """RFC 8156 STATE: the sender's endpoint state and when it began."""
 
     arguments = [
-        (b"state", amp.Unicode()),
-        (b"start_time_of_state", amp.Float()),
-        (b"partner_down_time", amp.Float(optional=True)),
-        (b"has_database", amp.Boolean(optional=True)),
+        (b"state", _Unicode()),
+        (b"start_time_of_state", _Float()),
+        (b"partner_down_time", _Float(optional=True)),
+        (b"has_database", _Boolean(optional=True)),
         # The STARTUP flag (section 5.5.18): the sender is in STARTUP and
         # C{state} is the state it will resume.
-        (b"startup", amp.Boolean(optional=True)),
+        (b"startup", _Boolean(optional=True)),
     ]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class Contact(amp.Command):
@@ -552,18 +573,18 @@ class Contact(amp.Command):
     """
 
     arguments = [
-        (b"sender_time", amp.Float()),
-        (b"clients_seen", amp.Integer(optional=True)),
+        (b"sender_time", _Float()),
+        (b"clients_seen", _Integer(optional=True)),
     ]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class Disconnect(amp.Command):
     """RFC 8156 DISCONNECT: the sender is closing the connection, and why."""
 
     arguments = [
-        (b"status", amp.Integer()),
-        (b"reason", amp.Unicode()),
+        (b"status", _Integer()),
+        (b"reason", _Unicode()),
     ]
     requiresAnswer = False
 
@@ -586,8 +607,8 @@ class PoolRequest(amp.Command):
     follow as BindingUpdates).
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response = [(b"pending", amp.Integer())]
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    response = [(b"pending", _Integer())]
     errors = {NotInState: b"NOT_IN_STATE"}
 
 
@@ -599,8 +620,8 @@ class UpdateRequest(amp.Command):
     the answer, so the requester can tell which request it ends.
     """
 
-    arguments = [(b"request_id", amp.Integer(optional=True))]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = [(b"request_id", _Integer(optional=True))]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class UpdateRequestAll(amp.Command):
@@ -611,8 +632,8 @@ class UpdateRequestAll(amp.Command):
     the answer, so the requester can tell which request it ends.
     """
 
-    arguments = [(b"request_id", amp.Integer(optional=True))]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = [(b"request_id", _Integer(optional=True))]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class UpdateDone(amp.Command):
@@ -621,5 +642,5 @@ class UpdateDone(amp.Command):
     C{request_id} echoes the request's, when it had one.
     """
 
-    arguments = [(b"request_id", amp.Integer(optional=True))]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = [(b"request_id", _Integer(optional=True))]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []

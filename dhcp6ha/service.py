@@ -68,6 +68,13 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from dhcp6ha._typedtwisted import (
+    multiServiceInit,
+    serviceStart,
+    serviceStop,
+    setName,
+    setServiceParent,
+)
 from dhcp6ha.allocation import StandalonePolicy, SubnetPolicies
 from dhcp6ha.config import FailoverConfig, ServerConfig
 from dhcp6ha.control import ControlService, ControlTarget
@@ -116,12 +123,8 @@ SERVER_DUID_KEY = "server-duid"
 RECLAIM_LIMIT = 1000
 """Most bindings reclaimed in one transaction."""
 
-# Typed views of the untyped Twisted service and port API used here (mypy --strict).
-_serviceStart = cast(Callable[[Service], None], Service.startService)
-_serviceStop = cast(Callable[[Service], object], Service.stopService)
-_setName = cast(Callable[[Service, str], None], Service.setName)
-_setParent = cast(Callable[[Service, MultiService], object], Service.setServiceParent)
-_multiServiceInit = cast(Callable[[MultiService], None], MultiService.__init__)
+# Typed views of the untyped Twisted port API used here (mypy --strict);
+# those of the service API are in dhcp6ha._typedtwisted.
 
 
 def _stopListening(port: DHCPv6Port) -> Deferred[None] | None:
@@ -304,10 +307,10 @@ class LeaseStoreService(Service):
             self.store = self._openStore()
         except Exception as e:
             raise StartupError(f"cannot open the lease database {self._description}: {e}") from e
-        _serviceStart(self)
+        serviceStart(self)
 
     def stopService(self) -> Deferred[None]:
-        _serviceStop(self)
+        serviceStop(self)
         store, self.store = self.store, None
         if store is None:
             return succeed(None)
@@ -436,7 +439,7 @@ class DHCPv6Service(Service):
             storing.addCallbacks(self._duidStored, self._duidNotStored, errbackArgs=(duid,))
         self.reclaimer.start()
         self.started = self.reactor.seconds()
-        _serviceStart(self)
+        serviceStart(self)
         self.log.info(
             "DHCPv6 server {duid} listening on [{address}]:{port}{groups}",
             duid=describeDuid(duid),
@@ -464,7 +467,7 @@ class DHCPv6Service(Service):
         )
 
     def stopService(self) -> Deferred[None]:
-        _serviceStop(self)
+        serviceStop(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -498,19 +501,19 @@ class SequentialService(MultiService):
     log = Logger()
 
     def startService(self) -> None:
-        _serviceStart(self)
+        serviceStart(self)
         started: list[Service] = []
         for child in self:
             try:
                 child.startService()
             except BaseException:
-                _serviceStop(self)
+                serviceStop(self)
                 Deferred.fromCoroutine(self._stopSequentially(started))
                 raise
             started.append(child)
 
     def stopService(self) -> Deferred[None]:
-        _serviceStop(self)
+        serviceStop(self)
         return Deferred.fromCoroutine(self._stopSequentially(list(self)))
 
     async def _stopSequentially(self, children: list[Service]) -> None:
@@ -530,12 +533,12 @@ class FailoverService(SequentialService):
     """
 
     def __init__(self) -> None:
-        _multiServiceInit(self)
+        multiServiceInit(self)
         self.relationships: dict[str, FailoverRelationship] = {}
 
     def addRelationship(self, relationship: FailoverRelationship) -> None:
         """Add C{relationship} as a child (its service name is its own name)."""
-        _setParent(relationship, self)
+        setServiceParent(relationship, self)
         self.relationships[relationship.config.name] = relationship
 
 
@@ -564,7 +567,7 @@ class ServerService(SequentialService):
     onStarted: Callable[[], None] | None = None
 
     def __init__(self) -> None:
-        _multiServiceInit(self)
+        multiServiceInit(self)
         self.relationships: Mapping[str, FailoverRelationship] = {}
 
     def startService(self) -> None:
@@ -658,14 +661,14 @@ def makeService(
 
     top = ServerService()
     leases = LeaseStoreService(lambda: opener(classifier), server.database)
-    _setName(leases, "leases")
-    _setParent(leases, top)
+    setName(leases, "leases")
+    setServiceParent(leases, top)
     if relationships:
         failoverService = FailoverService()
-        _setName(failoverService, "failover")
+        setName(failoverService, "failover")
         for relationship in relationships:
             failoverService.addRelationship(relationship)
-        _setParent(failoverService, top)
+        setServiceParent(failoverService, top)
         top.relationships = failoverService.relationships
         policyFactory = failoverPolicies(relationships)
     else:
@@ -682,11 +685,11 @@ def makeService(
         linkLayerAddress=(lambda: None) if relationships else None,
         logExchanges=logExchanges,
     )
-    _setName(dhcpv6, "dhcpv6")
-    _setParent(dhcpv6, top)
+    setName(dhcpv6, "dhcpv6")
+    setServiceParent(dhcpv6, top)
     top.controlTarget = ControlTarget(config, reactor, leases, dhcpv6, relationships)
     if server.control_socket is not None:
         control = ControlService(server.control_socket, top.controlTarget, reactor)
-        _setName(control, "control")
-        _setParent(control, top)
+        setName(control, "control")
+        setServiceParent(control, top)
     return top

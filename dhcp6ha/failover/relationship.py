@@ -114,6 +114,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dhcp6ha._typedtwisted import multiServiceInit, multiServiceStart, multiServiceStop
 from dhcp6ha.config import (
     AddressPool,
     FailoverConfig,
@@ -150,11 +151,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectExchangeEndpoint", "Coverage", "DesiredLifetimes", "FailoverRelationship"]
 
-# Typed views of the untyped Twisted service API used here (mypy --strict).
-_multiServiceInit = cast(Callable[[MultiService], None], MultiService.__init__)
-_multiServiceStart = cast(Callable[[MultiService], None], MultiService.startService)
-_multiServiceStop = cast(Callable[[MultiService], "Deferred[object]"], MultiService.stopService)
-
+# Typed views of the untyped Twisted endpoint API used here (mypy --strict);
+# those of the service API are in dhcp6ha._typedtwisted.
 _tcp6Client = cast(Callable[..., IStreamClientEndpoint], TCP6ClientEndpoint)
 _tcp4Client = cast(Callable[..., IStreamClientEndpoint], TCP4ClientEndpoint)
 _tcp6Server = cast(Callable[..., IStreamServerEndpoint], TCP6ServerEndpoint)
@@ -469,7 +467,7 @@ class FailoverRelationship(MultiService):
             or CA cannot be used.
         @raise ValueError: the partner identity does not parse.
         """
-        _multiServiceInit(self)
+        multiServiceInit(self)
         self.name = config.name
         self.config = config
         self.reactor = reactor
@@ -618,7 +616,7 @@ class FailoverRelationship(MultiService):
             # the start here, with nothing to undo.
             self._startListening(session)
         endpoint.start()
-        _multiServiceStart(self)
+        multiServiceStart(self)
         if self.role is Role.PRIMARY:
             self._startConnecting(session)
 
@@ -876,7 +874,7 @@ class FailoverRelationship(MultiService):
             listening.addErrback(lambda _: None)
         if self.queue is not None:
             self.queue.detach()
-        await _multiServiceStop(self)
+        await multiServiceStop(self)
 
     # --- the partner's DUID ------------------------------------------------------------
 

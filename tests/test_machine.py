@@ -249,6 +249,7 @@ class RecordTests(SynchronousTestCase):
             has_state=True,
             synced=False,
             recover_wait_until=None,
+            record_interval=5.0,
         )
         self.assertEqual(FailoverRecord.fromJSON(record.toJSON()), record)
         minimal = FailoverRecord(S.RECOVER_WAIT, 1.0, recover_wait_until=9.0)
@@ -470,6 +471,70 @@ class StartupTests(SynchronousTestCase):
                 ],
             )
 
+    def test_partnerDownStoredInterval(self) -> None:
+        """
+        Step 5 bounds the last recorded operation with the interval stored
+        with it (the one in force when it was recorded), not the one
+        configured now: 5 s stored, 60 s now, partner down 20 s after it:
+        RECOVER; 60 s stored, 5 s now: POTENTIAL-CONFLICT.
+        """
+        last = T0 - 10_000
+        for storedInterval, configured, expected in [
+            (5.0, 60.0, S.RECOVER),
+            (60.0, 5.0, S.POTENTIAL_CONFLICT),
+        ]:
+            record = stored(
+                S.COMMUNICATIONS_INTERRUPTED,
+                last - 50,
+                last_operation=last,
+                record_interval=storedInterval,
+            )
+            h = Harness(record=record, recordInterval=configured)
+            h.ep.start()
+            h.connect()
+            h.take()
+            h.partner(S.PARTNER_DOWN, last + 20, partnerDownTime=last + 20)
+            self.assertIs(h.ep.state, expected)
+
+    def test_partnerDownRecordWithoutInterval(self) -> None:
+        """
+        A record without C{record_interval} was written when the interval
+        was always 60 s: with 5 s configured, a partner down 20 s after the
+        last recorded operation still means POTENTIAL-CONFLICT; past 60 s
+        and the skew bound, RECOVER.  A longer configured interval counts.
+        """
+        last = T0 - 10_000
+        record = stored(S.COMMUNICATIONS_INTERRUPTED, last - 50, last_operation=last)
+        for configured, downAt, expected in [
+            (5.0, last + 20, S.POTENTIAL_CONFLICT),
+            (5.0, last + 66, S.RECOVER),
+            (100.0, last + 66, S.POTENTIAL_CONFLICT),
+        ]:
+            h = Harness(record=record, recordInterval=configured)
+            h.ep.start()
+            h.connect()
+            h.take()
+            h.partner(S.PARTNER_DOWN, downAt, partnerDownTime=downAt)
+            self.assertIs(h.ep.state, expected)
+
+    def test_partnerDownShortInterval(self) -> None:
+        """
+        A server that recorded its operation every 5 s (stored with it)
+        takes RECOVER from a partner down just past that time + 5 s + the
+        5 s skew bound, POTENTIAL-CONFLICT at it.
+        """
+        last = T0 - 10_000
+        for downAt, expected in [(last + 10, S.POTENTIAL_CONFLICT), (last + 10.5, S.RECOVER)]:
+            record = stored(
+                S.COMMUNICATIONS_INTERRUPTED, last - 50, last_operation=last, record_interval=5.0
+            )
+            h = Harness(record=record, recordInterval=5.0)
+            h.ep.start()
+            h.connect()
+            h.take()
+            h.partner(S.PARTNER_DOWN, downAt, partnerDownTime=downAt)
+            self.assertIs(h.ep.state, expected)
+
     def test_partnerDownNoRecord(self) -> None:
         """Step 1: with no record the time of failure is 0: RECOVER, UPDREQALL."""
         h = Harness(Role.SECONDARY)
@@ -688,6 +753,22 @@ class RecoverTests(SynchronousTestCase):
         self.assertIs(h.ep.state, S.RECOVER_WAIT)
         h.clock.advance(1)
         self.assertIs(h.ep.state, S.RECOVER_DONE)
+
+    def test_recoverWaitDeadlineStoredInterval(self) -> None:
+        """
+        8.6.2: the RECOVER-WAIT deadline bounds the last recorded operation
+        with the interval stored with it (5 s), whatever is configured now.
+        """
+        last = T0 - 1000
+        record = stored(S.RECOVER, T0 - 900, last_operation=last, record_interval=5.0)
+        h = Harness(record=record, recordInterval=60.0)
+        h.ep.start()
+        h.clock.advance(STARTUP)
+        h.connect()
+        h.partner(S.PARTNER_DOWN, partnerDownTime=T0 - 900)
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.RECOVER_WAIT)
+        self.assertEqual(h.store.stored().recover_wait_until, last + 5 + 5 + MCLT)
 
     def test_recoverWaitIgnoresPartnerAndCommunications(self) -> None:
         """8.6.2: partner states and lost communications do not move RECOVER-WAIT."""
@@ -1218,6 +1299,7 @@ class DurabilityTests(SynchronousTestCase):
                 last_operation=T0 + STARTUP,
                 has_state=True,
                 synced=True,
+                record_interval=QUIET,
             ),
         )
         self.assertEqual(h.ep.record(), record)
@@ -1229,6 +1311,7 @@ class DurabilityTests(SynchronousTestCase):
         effects = [e for e in h.take() if e != ("sendContact",)]
         self.assertEqual(effects, [persist(S.NORMAL, T0 + STARTUP)])
         self.assertEqual(h.store.stored().last_operation, h.clock.seconds())
+        self.assertEqual(h.store.stored().record_interval, 30.0)
         h = inState(S.RECOVER, recordInterval=30.0)
         h.clock.advance(3000)
         self.assertEqual(h.take(), [])

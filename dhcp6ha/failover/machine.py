@@ -70,7 +70,9 @@ Choices stricter than, or not spelled out by, RFC 8156 (DESIGN.md wins):
     recorded every C{recordInterval} seconds while the server serves
     clients and at every transition into or out of a serving state; it is
     compared as C{last + recordInterval + maxSkew} (an upper bound), so a
-    doubt goes to POTENTIAL-CONFLICT.
+    doubt goes to POTENTIAL-CONFLICT.  The interval is stored with the time
+    (C{record_interval}): a restart with another interval keeps the bound
+    of the time stored before it.
   - RECOVER-WAIT waits until MCLT after the last recorded time of operation
     (or after this process started, when that time is unknown), section
     8.6.2; the deadline is stored, so a restart resumes the same wait.
@@ -307,6 +309,11 @@ _CONNECTION_TIMERS = ("keepalive", "contact")
 
 _RECORD_VERSION = 1
 
+#: The recording interval of the time of operation before it was
+#: configurable: what a stored record without C{record_interval} was
+#: written with.
+_RECORD_INTERVAL_BEFORE = 60.0
+
 
 # --- values ---------------------------------------------------------------------
 
@@ -349,6 +356,11 @@ class FailoverRecord:
     @ivar partner_start_time: when the partner entered it.
     @ivar last_operation: the last recorded time this server served clients
         (C{None}: never).
+    @ivar record_interval: the recording interval in force when
+        C{last_operation} was recorded: how much later this server may have
+        served.  C{None}: not stored (a record from before it was), taken
+        as the larger of the configured interval and the 60 s that was then
+        the only one.
     @ivar has_state: see L{StateMessage.has_state}.
     @ivar synced: this server's binding database is complete: it has never
         been without one since it joined the relationship, or it has
@@ -366,6 +378,7 @@ class FailoverRecord:
     has_state: bool = False
     synced: bool = False
     recover_wait_until: float | None = None
+    record_interval: float | None = None
 
     def toJSON(self) -> str:
         """This record as a JSON object (sorted keys)."""
@@ -386,6 +399,7 @@ class FailoverRecord:
                 "has_state": self.has_state,
                 "synced": self.synced,
                 "recover_wait_until": self.recover_wait_until,
+                "record_interval": self.record_interval,
             },
             sort_keys=True,
         )
@@ -444,6 +458,7 @@ class FailoverRecord:
             has_state=flag("has_state"),
             synced=flag("synced"),
             recover_wait_until=time("recover_wait_until", True),
+            record_interval=time("record_interval", True),
         )
 
 
@@ -746,6 +761,9 @@ class FailoverEndpoint:
         self._keepaliveTime = keepaliveTime
         self._contactsPerKeepalive = max(1, contactsPerKeepalive)
         self._recordInterval = recordInterval
+        # How much later than _lastOperation we may have served: the
+        # interval in force when it was recorded.
+        self._lastOperationInterval = recordInterval
         self._maxSkew = maxSkew
 
         self._state = S.INIT
@@ -911,6 +929,10 @@ class FailoverEndpoint:
             self._hasState = record.has_state
             self._synced = record.synced
             self._lastOperation = record.last_operation
+            if record.record_interval is not None:
+                self._lastOperationInterval = record.record_interval
+            else:
+                self._lastOperationInterval = max(_RECORD_INTERVAL_BEFORE, self._recordInterval)
             if resume is S.RECOVER_WAIT:
                 self._recoverWaitUntil = record.recover_wait_until
             if record.partner_state is not None and record.partner_start_time is not None:
@@ -1207,7 +1229,7 @@ class FailoverEndpoint:
             if self._lastOperation is None:
                 operated = 0.0  # TIME-OF-FAILURE 0 (step 1)
             else:
-                operated = self._lastOperation + self._recordInterval + self._maxSkew
+                operated = self._lastOperation + self._lastOperationInterval + self._maxSkew
             current = S.RECOVER if downSince > operated else S.POTENTIAL_CONFLICT
         self._transition(current, resumed=current is self._resume)
         if not message.startup:
@@ -1275,6 +1297,7 @@ class FailoverEndpoint:
             self._start = now
         if target in SERVING or old in SERVING:
             self._lastOperation = now
+            self._lastOperationInterval = self._recordInterval
         if target in SERVING:
             self._hasState = True
         if target is not S.RECOVER_WAIT:
@@ -1285,7 +1308,7 @@ class FailoverEndpoint:
         if target is S.RECOVER_WAIT:
             if self._recoverWaitUntil is None:
                 if self._lastOperation is not None:
-                    base = self._lastOperation + self._recordInterval + self._maxSkew
+                    base = self._lastOperation + self._lastOperationInterval + self._maxSkew
                 else:
                     base = self._startedAt
                 self._recoverWaitUntil = base + self.mclt
@@ -1367,6 +1390,7 @@ class FailoverEndpoint:
         self._startTimer("record", self._recordInterval, self._recordOperation)
         if self._state in SERVING:
             self._lastOperation = self._clock.seconds()
+            self._lastOperationInterval = self._recordInterval
             self._persist()
 
     # --- timers ------------------------------------------------------------------
@@ -1410,6 +1434,7 @@ class FailoverEndpoint:
             has_state=self._hasState,
             synced=self._synced,
             recover_wait_until=self._recoverWaitUntil,
+            record_interval=None if self._lastOperation is None else self._lastOperationInterval,
         )
 
     def _persist(self) -> None:

@@ -132,6 +132,10 @@ DEFAULT_MAX_BACKUP_PREFIXES = 1024
 MAX_MAX_BACKUP_PREFIXES = 1_000_000
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
+#: How often a serving endpoint stores its time of operation (RFC 8156
+#: section 8.3.2 step 5); see L{FailoverConfig.operation_record_interval}.
+DEFAULT_OPERATION_RECORD_INTERVAL = 60.0
+MAX_OPERATION_RECORD_INTERVAL = 86400.0
 
 
 class ConfigError(Exception):
@@ -333,6 +337,19 @@ class FailoverConfig:
         connection before it is closed; at least C{unreachable_after}.
     @ivar subnets: the names of the subnets (C{[subnet:NAME]}) whose pools
         this relationship covers.
+    @ivar operation_record_interval: seconds between two writes of "the last
+        recorded time of operation" (RFC 8156 section 8.3.2 step 5) while
+        this server serves clients (it is also written at every change into
+        or out of a serving state).  It bounds how stale that stored time
+        can be: after a crash, this server may have served until the stored
+        time plus this interval, so at restart it counts itself as possibly
+        operating until then plus C{max-clock-skew}: a partner that entered
+        PARTNER-DOWN before that makes it go to POTENTIAL-CONFLICT rather
+        than RECOVER, and RECOVER-WAIT lasts MCLT from then.  Shorter: those
+        windows shrink, for one more small write per interval.  No relation
+        to C{mclt} is required for safety (the interval is added to every
+        bound).  The interval in force is stored with the time, so changing
+        it across a restart keeps the bound of the time already stored.
     """
 
     name: str
@@ -357,6 +374,7 @@ class FailoverConfig:
     idle_timeout: float
     subnets: tuple[str, ...]
     max_backup_prefixes: int = DEFAULT_MAX_BACKUP_PREFIXES
+    operation_record_interval: float = DEFAULT_OPERATION_RECORD_INTERVAL
 
 
 @frozen
@@ -517,6 +535,7 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
                 "max-backup-prefixes",
                 "handshake-timeout",
                 "idle-timeout",
+                "operation-record-interval",
                 "subnets",
             ),
             required=("role", "certificate", "key", "ca", "partner-identity", "subnets"),
@@ -1275,6 +1294,11 @@ def _buildFailover(section: _Section, checkFiles: bool) -> FailoverConfig:
             "max-backup-prefixes",
             _integer(1, MAX_MAX_BACKUP_PREFIXES),
             DEFAULT_MAX_BACKUP_PREFIXES,
+        ),
+        operation_record_interval=section.get(
+            "operation-record-interval",
+            _seconds(0, MAX_OPERATION_RECORD_INTERVAL, False, "60 or 5"),
+            DEFAULT_OPERATION_RECORD_INTERVAL,
         ),
     )
 

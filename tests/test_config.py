@@ -1654,6 +1654,7 @@ class FailoverSectionTests(_FailoverTestMixin):
                 idle_timeout=60.0,
                 subnets=("lan",),
                 max_backup_prefixes=1024,
+                operation_record_interval=60.0,
             ),
         )
 
@@ -1673,6 +1674,7 @@ class FailoverSectionTests(_FailoverTestMixin):
                 handshake_timeout="3",
                 idle_timeout="7.5",
                 max_backup_prefixes="64",
+                operation_record_interval="2.5",
             )
         )
         self.assertEqual(relationship.partner_address, IPv4Address("192.0.2.2"))
@@ -1687,6 +1689,7 @@ class FailoverSectionTests(_FailoverTestMixin):
         self.assertEqual(relationship.handshake_timeout, 3.0)
         self.assertEqual(relationship.idle_timeout, 7.5)
         self.assertEqual(relationship.max_backup_prefixes, 64)
+        self.assertEqual(relationship.operation_record_interval, 2.5)
 
     def test_noFailover(self) -> None:
         """Without [failover:NAME] sections the server runs alone."""
@@ -2149,6 +2152,31 @@ class FailoverSectionTests(_FailoverTestMixin):
         """max-clock-skew is above 0."""
         self.assertPairError(self.primary(max_clock_skew="0"), "max-clock-skew", "above 0")
 
+    def test_operationRecordInterval(self) -> None:
+        """
+        operation-record-interval is a number of seconds above 0 and at
+        most a day, unrelated to mclt (it may exceed it).
+        """
+        for value, expected in (("5", 5.0), ("0.5", 0.5), ("86400", 86400.0)):
+            self.assertEqual(
+                self.relationship(
+                    self.primary(operation_record_interval=value)
+                ).operation_record_interval,
+                expected,
+            )
+        self.assertEqual(
+            self.relationship(
+                self.primary(mclt="30", operation_record_interval="600")
+            ).operation_record_interval,
+            600.0,
+        )
+        for value in ("0", "-1", "86401", "x", ""):
+            self.assertPairError(
+                self.primary(operation_record_interval=value),
+                "operation-record-interval",
+                "expected a number of seconds above 0 and at most 86400",
+            )
+
     def test_autoPartnerDown(self) -> None:
         """auto-partner-down is a whole number of seconds; 0 (off) is allowed."""
         self.assertEqual(
@@ -2446,6 +2474,24 @@ class FailoverExampleTests(SynchronousTestCase):
         with _workingDirectory(directory):
             primary, secondary = self.pair(checkFiles=True)
         self.assertEqual(len(primary.failover) + len(secondary.failover), 2)
+
+    def test_operationRecordIntervalDocumented(self) -> None:
+        """
+        Both files show operation-record-interval (each partner has its
+        own) commented out in their failover section; uncommented, it
+        parses to the default.
+        """
+        for name in ("primary.ini", "secondary.ini"):
+            text = _ETC.child(name).getContent().decode("utf-8")
+            commented = ";   operation-record-interval = 60\n"
+            self.assertEqual(text.count(commented), 1)
+            text = text.replace(commented, "operation-record-interval = 60\n")
+            config = parseConfigText(text, name, checkFiles=False)
+            [relationship] = config.failover
+            self.assertEqual(relationship.operation_record_interval, 60.0)
+            self.assertEqual(
+                relationship, parseConfig(_ETC.child(name).path, checkFiles=False).failover[0]
+            )
 
     def test_dhcp6haIniUnchanged(self) -> None:
         """etc/dhcp6ha.ini still parses, as a server with no failover."""

@@ -40,7 +40,7 @@ from dhcp6ha.config import (
 )
 from dhcp6ha.control import ControlError, RelationshipStatus
 from dhcp6ha.engine import Engine, Received
-from dhcp6ha.failover.machine import EndpointState
+from dhcp6ha.failover.machine import EndpointState, FailoverRecord
 from dhcp6ha.failover.protocol import PartnerFactory
 from dhcp6ha.failover.relationship import Coverage, DesiredLifetimes, FailoverRelationship
 from dhcp6ha.failover.tls import TLSMaterial
@@ -653,6 +653,60 @@ class ControlTests(SynchronousTestCase):
         endpoint = self.relationship.endpoint
         assert endpoint is not None
         self.assertIn('"partner-down"', self.store.getMetadata(endpoint.metadataKey) or "")
+
+    def serving(self, config: FailoverConfig) -> tuple[MemoryLeaseStore, str]:
+        """
+        Start a relationship of C{config} and take it to PARTNER-DOWN (a
+        serving state).
+
+        @return: its store and the metadata key of its endpoint's record.
+        """
+        ca = CertificateAuthority()
+        store = MemoryLeaseStore(replicate=lambda lease: NAME)
+        relationship = FailoverRelationship(
+            config,
+            self.clock,
+            lambda: store,
+            material=material(ca.issue(dns=[PRIMARY]), ca),
+            tcpEndpoint=NeverConnects(),
+        )
+        relationship.startService()
+        self.addCleanup(relationship.stopService)
+        self.successResultOf(relationship.partnerDown())
+        endpoint = relationship.endpoint
+        assert endpoint is not None
+        return store, endpoint.metadataKey
+
+    def test_operationRecordInterval(self) -> None:
+        """
+        C{operation-record-interval} is how often the serving endpoint
+        stores its time of operation, and is stored with it.
+        """
+        store, key = self.serving(
+            failoverConfig(FailoverRole.PRIMARY, operation_record_interval=7.0)
+        )
+        entered = self.clock.seconds()
+        record = FailoverRecord.fromJSON(store.getMetadata(key) or "")
+        self.assertEqual((record.last_operation, record.record_interval), (entered, 7.0))
+        self.clock.advance(6)
+        record = FailoverRecord.fromJSON(store.getMetadata(key) or "")
+        self.assertEqual(record.last_operation, entered)
+        self.clock.advance(1)
+        record = FailoverRecord.fromJSON(store.getMetadata(key) or "")
+        self.assertEqual(record.last_operation, entered + 7)
+
+    def test_operationRecordIntervalDefault(self) -> None:
+        """By default the time of operation is stored every 60 s."""
+        config = failoverConfig(FailoverRole.PRIMARY)
+        self.assertEqual(config.operation_record_interval, 60.0)
+        store, key = self.serving(config)
+        entered = self.clock.seconds()
+        self.clock.advance(59)
+        record = FailoverRecord.fromJSON(store.getMetadata(key) or "")
+        self.assertEqual((record.last_operation, record.record_interval), (entered, 60.0))
+        self.clock.advance(1)
+        record = FailoverRecord.fromJSON(store.getMetadata(key) or "")
+        self.assertEqual(record.last_operation, entered + 60)
 
     def test_partnerDownRefused(self) -> None:
         """In POTENTIAL-CONFLICT, partner-down is refused with a ControlError naming the state."""

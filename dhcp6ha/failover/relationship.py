@@ -546,6 +546,7 @@ class FailoverRelationship(MultiService):
             autoPartnerDown=float(config.auto_partner_down) if config.auto_partner_down else None,
             keepaliveTime=config.unreachable_after,
             contactsPerKeepalive=max(1, int(config.unreachable_after // config.heartbeat_interval)),
+            recordInterval=config.operation_record_interval,
             maxSkew=config.max_clock_skew,
         )
         queue = UpdateQueue(config.name, store, reactor, maxUnacked=config.max_unacked)

@@ -3,7 +3,8 @@ Recovery of a failover pair of real dhcp6ha processes over real TLS
 (RFC 8156 section 8, DESIGN.md "What never happens"):
 
   - (a) the primary killed and declared down by the operator once its last
-    recorded operation is past: it comes back through RECOVER (UPDREQ);
+    recorded operation is past (it records it every 5 s here,
+    C{operation-record-interval}): it comes back through RECOVER (UPDREQ);
     (a2) declared down at once: it comes back through POTENTIAL-CONFLICT;
   - (b) the primary's database lost: RECOVER with UPDREQALL, RECOVER-WAIT;
   - (c) the partner link cut while clients reach both servers, healed:
@@ -37,7 +38,6 @@ states seen) for the record.
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Iterable
@@ -45,7 +45,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 from twisted.trial.unittest import TestCase
 
-from dhcp6ha.failover.machine import FailoverEndpoint
+from dhcp6ha.config import DEFAULT_OPERATION_RECORD_INTERVAL
 from tests.integration import wire
 from tests.integration.clients import DHCLIENT, DHClient, dhclientBytes
 from tests.integration.netns import CLIENT_MAC, Capture, skipReason, sleep, tempDir, waitFor
@@ -92,9 +92,12 @@ PREFERRED, VALID, T1, T2 = 200, 300, 100, 160
 #: Skew bound configured on both sides (max-clock-skew): the machine adds it
 #: to the last recorded time of operation (RFC 8156 section 8.3.2 step 5).
 SKEW = 1.0
-#: How often the machine stores its time of operation while serving (not
-#: configurable: the endpoint's default).
-RECORD_INTERVAL = float(inspect.signature(FailoverEndpoint).parameters["recordInterval"].default)
+#: How often the machine stores its time of operation while serving
+#: (operation-record-interval): the default, except in test (a).
+RECORD_INTERVAL = DEFAULT_OPERATION_RECORD_INTERVAL
+#: Test (a)'s primary records it this often, so that its last recorded
+#: operation is past a few seconds after it is killed.
+SHORT_RECORD_INTERVAL = 5.0
 #: The proxy's port inside the pair's namespace (a free port without one).
 PROXY_PORT = 6700
 
@@ -276,7 +279,8 @@ class PartnerDownTests(RecoveryTestCase):
         The primary is killed with SIGKILL; the secondary, in
         COMMUNICATIONS-INTERRUPTED, renews the primary's clients; once the
         primary's last recorded time of operation is surely past (RFC 8156
-        section 8.3.2 step 5: recorded every minute, plus the skew bound),
+        section 8.3.2 step 5: recorded every L{SHORT_RECORD_INTERVAL}
+        seconds here, plus the skew bound),
         the operator runs C{dhcp6ha-ctl partner-down pair --yes} on it.  In
         PARTNER-DOWN the secondary gives new clients even addresses (its
         own half) with the full lifetime, its FREE-BACKUP prefixes and then
@@ -287,7 +291,12 @@ class PartnerDownTests(RecoveryTestCase):
         RECOVER (UPDREQ), RECOVER-WAIT, RECOVER-DONE, NORMAL while the
         secondary goes PARTNER-DOWN to NORMAL; both databases then agree.
         """
-        servers, _ = await self.pair(primaryExtra={"max-backup-prefixes": "2"})
+        servers, _ = await self.pair(
+            primaryExtra={
+                "max-backup-prefixes": "2",
+                "operation-record-interval": f"{SHORT_RECORD_INTERVAL:g}",
+            }
+        )
         primary, secondary = servers.primary, servers.secondary
         journal = Journal()
         toPrimary = Relay(self, "to-primary", [primary], LINK, journal)
@@ -316,7 +325,8 @@ class PartnerDownTests(RecoveryTestCase):
         # Partner-down only once the primary's last recorded operation is
         # older than the entry into PARTNER-DOWN: then its restart goes to
         # RECOVER, not POTENTIAL-CONFLICT.
-        bound = float(record["last_operation"]) + RECORD_INTERVAL + SKEW + 1.0
+        self.assertEqual(record["record_interval"], SHORT_RECORD_INTERVAL)
+        bound = float(record["last_operation"]) + SHORT_RECORD_INTERVAL + SKEW + 1.0
         waited = max(0.0, bound - time.time())
         await sleep(waited)
         done = secondary.ctl("partner-down", REL, "--yes")

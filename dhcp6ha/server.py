@@ -619,7 +619,8 @@ class DHCPv6Port(udp.Port):
         """
         @param ifIndexToName: maps interface indexes to names.
         """
-        super().__init__(port, proto, interface, maxPacketSize, reactor)
+        # udp.Port.__init__ is untyped (mypy --strict): called through a typed view.
+        cast(Callable[..., None], super().__init__)(port, proto, interface, maxPacketSize, reactor)
         self._ifIndexToName = ifIndexToName
         if self.addressFamily != socket.AF_INET6:
             raise ValueError("DHCPv6Port needs an IPv6 address to bind, not " + repr(interface))
@@ -735,5 +736,5 @@ def listenDHCPv6(
     @raise twisted.internet.error.CannotListenError: the bind failed.
     """
     listening = DHCPv6Port(port, protocol, interface, reactor=reactor)
-    listening.startListening()
+    cast(Callable[[], None], listening.startListening)()  # untyped in Twisted
     return listening

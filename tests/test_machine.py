@@ -7,13 +7,16 @@ messages), like magic-wormhole's C{test_machines.py}.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dhcp6ha.failover.machine import (
@@ -1118,6 +1121,140 @@ class PotentialConflictTests(SynchronousTestCase):
             ],
         )
 
+    def test_secondaryResolvesTwiceOnOneConnection(self) -> None:
+        """
+        A second POTENTIAL-CONFLICT on the same connection: the secondary
+        asks UPDREQ again when the primary is CONFLICT-DONE (8.10.2); its
+        first resolution's request does not count for the second (chaos
+        finding 2).
+        """
+        h = inState(S.COMMUNICATIONS_INTERRUPTED, Role.SECONDARY)
+        now = T0 + STARTUP
+        for _ in range(2):
+            h.partner(S.PARTNER_DOWN, partnerDownTime=now)
+            h.partner(S.POTENTIAL_CONFLICT)
+            h.partner(S.CONFLICT_DONE)
+            self.assertEqual(
+                h.take(),
+                [
+                    persist(S.POTENTIAL_CONFLICT, now),
+                    sendState(S.POTENTIAL_CONFLICT, now),
+                    ("sendUpdateRequest",),
+                ],
+            )
+            h.ep.updateDoneReceived()
+            self.assertIs(h.ep.state, S.NORMAL)
+            h.partner(S.NORMAL)
+            self.assertEqual(
+                h.take(),
+                [
+                    persist(S.NORMAL, now),
+                    sendState(S.NORMAL, now),
+                    ("sendUnackedUpdates",),
+                    ("sendPoolRequest",),
+                ],
+            )
+
+    def test_primaryResolvesTwiceOnOneConnection(self) -> None:
+        """The primary asks UPDREQ on each entry into POTENTIAL-CONFLICT."""
+        h = inState(S.NORMAL)
+        now = T0 + STARTUP
+        for _ in range(2):
+            h.partner(S.PARTNER_DOWN, partnerDownTime=now)
+            self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+            self.assertEqual(h.take()[-1], ("sendUpdateRequest",))
+            h.ep.updateDoneReceived()
+            self.assertIs(h.ep.state, S.CONFLICT_DONE)
+            h.partner(S.NORMAL)
+            self.assertIs(h.ep.state, S.NORMAL)
+            h.take()
+
+    def test_partnerStatesWhileWriting(self) -> None:
+        """
+        No lost wakeup: the partner's STATEs arriving back to back while our
+        own state's write is still in flight are reacted to against the
+        state we are entering (the machine decides at once; only the
+        write and the sends wait), and the sends follow the write.
+        """
+        h = inState(S.NORMAL, Role.SECONDARY)
+        now = T0 + STARTUP
+        h.store.hold = True
+        h.partner(S.PARTNER_DOWN, partnerDownTime=now)
+        h.partner(S.POTENTIAL_CONFLICT)
+        h.partner(S.CONFLICT_DONE)
+        self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+        self.assertEqual(h.take(), [persist(S.POTENTIAL_CONFLICT, now)])
+        h.store.release()
+        self.assertEqual(h.take(), [sendState(S.POTENTIAL_CONFLICT, now), ("sendUpdateRequest",)])
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.NORMAL)
+
+        # The primary: the secondary's NORMAL arrives before CONFLICT-DONE
+        # is stored.
+        h = inState(S.POTENTIAL_CONFLICT)
+        h.store.hold = True
+        h.ep.updateDoneReceived()
+        h.partner(S.NORMAL)
+        self.assertIs(h.ep.state, S.NORMAL)
+        self.assertEqual(h.take(), [persist(S.CONFLICT_DONE, now)])
+        h.store.release()
+        self.assertEqual(h.take(), [sendState(S.CONFLICT_DONE, now), persist(S.NORMAL, now)])
+        h.store.release()
+        self.assertEqual(h.take(), [sendState(S.NORMAL, now), ("sendUnackedUpdates",)])
+        self.successResultOf(h.ep.whenIdle())
+
+    def test_updateDoneAnswersOldestRequest(self) -> None:
+        """
+        RECOVER's UPDREQ is still unanswered when the partner's state takes
+        us to POTENTIAL-CONFLICT, which asks again: the first UPDDONE
+        answers RECOVER's request and moves nothing; the second moves the
+        primary to CONFLICT-DONE.
+        """
+        h = inState(S.RECOVER)
+        h.partner(S.NORMAL)
+        self.assertEqual(h.take(), [("sendUpdateRequest",)])
+        h.partner(S.CONFLICT_DONE)
+        self.assertEqual(h.take()[-1], ("sendUpdateRequest",))
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+        self.assertEqual(h.take(), [])
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.CONFLICT_DONE)
+        with capturedLogs() as events:
+            h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.CONFLICT_DONE)
+        self.assertTrue(any("no update request" in e["log_format"] for e in events))
+
+    def test_catchUpOutstandingThenConflict(self) -> None:
+        """
+        A fresh server in PARTNER-DOWN catches up with UPDREQALL; it is not
+        asked again while it is out, whatever the serving state; entering
+        POTENTIAL-CONFLICT meanwhile asks UPDREQ only (the UPDREQALL brings
+        everything); its UPDDONE marks the database complete, the next
+        one ends the conflict.
+        """
+        h = Harness()
+        h.ep.start()
+        self.assertTrue(h.ep.operatorPartnerDown())
+        h.connect()
+        h.partner(S.RECOVER_DONE, T0 - 5)
+        self.assertIs(h.ep.state, S.NORMAL)
+        self.assertEqual(h.take()[-1], ("sendUpdateRequestAll",))
+        h.partner(S.RECOVER)
+        self.assertIs(h.ep.state, S.COMMUNICATIONS_INTERRUPTED)
+        h.partner(S.NORMAL)
+        self.assertIs(h.ep.state, S.NORMAL)
+        self.assertNotIn(("sendUpdateRequestAll",), h.take())
+        h.partner(S.PARTNER_DOWN, partnerDownTime=T0)
+        self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+        self.assertEqual(h.take()[-1], ("sendUpdateRequest",))
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
+        self.assertEqual(h.take(), [persist(S.POTENTIAL_CONFLICT, T0)])
+        self.assertTrue(h.store.stored().synced)
+        h.ep.updateDoneReceived()
+        self.assertIs(h.ep.state, S.CONFLICT_DONE)
+
     def test_resolutionInterrupted(self) -> None:
         """
         8.10.2: communications fail -> RESOLUTION-INTERRUPTED (alarm,
@@ -1719,3 +1856,264 @@ class ServingForPartnerTests(SynchronousTestCase):
         h = Harness(Role.SECONDARY, keepaliveTime=60.0)
         self.assertEqual(h.ep.partnerTraffic.window, 60.0)
         self.assertEqual(h.ep.partnerTraffic.threshold, 3)
+
+
+@implementer(IFailoverPeer)
+class WiredPeer:
+    """
+    One direction of a connection between two endpoints of a L{Pair}: every
+    message goes on the pair's wire, in order, and reaches the other
+    endpoint only when the wire is pumped.  UPDREQ and UPDREQALL are
+    answered as the AMP protocol does (the updates, then UPDDONE, here with
+    nothing to send), on the same wire.
+    """
+
+    def __init__(self, pair: Pair, source: str, target: str) -> None:
+        self.pair = pair
+        self.source = source
+        self.target = target
+
+    def _put(self, name: str, deliver: Callable[[], None], *details: object) -> Deferred[None]:
+        self.pair.wire.append(((self.source, name, *details), self.target, deliver))
+        return succeed(None)
+
+    def sendState(self, message: StateMessage) -> Deferred[None]:
+        def deliver() -> None:
+            self.pair[self.target].stateReceived(
+                message.state,
+                message.start_time,
+                startup=message.startup,
+                hasState=message.has_state,
+                partnerDownTime=message.partner_down_time,
+            )
+
+        return self._put("state", deliver, message.state)
+
+    def _request(self, name: str) -> Deferred[None]:
+        answer = self.pair.peers[self.target]
+
+        def deliver() -> None:
+            self.pair[self.target].messageReceived()
+            answer._put("updateDone", self.pair[self.source].updateDoneReceived)
+
+        return self._put(name, deliver)
+
+    def sendUpdateRequest(self) -> Deferred[None]:
+        return self._request("updateRequest")
+
+    def sendUpdateRequestAll(self) -> Deferred[None]:
+        return self._request("updateRequestAll")
+
+    def sendUnackedUpdates(self) -> Deferred[None]:
+        return succeed(None)
+
+    def sendPoolRequest(self) -> Deferred[None]:
+        return self._put("poolRequest", self.pair[self.target].messageReceived)
+
+    def sendContact(self) -> Deferred[None]:
+        return self._put("contact", self.pair[self.target].messageReceived)
+
+    def disconnect(self, reason: str) -> None:
+        raise AssertionError("the pair's connection is never dropped: " + reason)
+
+
+class Pair:
+    """
+    A primary and a secondary endpoint on one clock, each with its own
+    L{RecordingStore}, connected to each other through L{WiredPeer}s.
+
+    @ivar wire: messages sent and not yet delivered, in order:
+        C{(description, target name, deliver)}.
+    @ivar delivered: descriptions of the messages delivered, in order.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.wire: deque[tuple[Effect, str, Callable[[], None]]] = deque()
+        self.delivered: list[Effect] = []
+        self.stores: dict[str, RecordingStore] = {}
+        self.endpoints: dict[str, FailoverEndpoint] = {}
+        for name, role in (("primary", Role.PRIMARY), ("secondary", Role.SECONDARY)):
+            self.stores[name] = RecordingStore([])
+            self.endpoints[name] = FailoverEndpoint(
+                "rel",
+                role,
+                self.clock,
+                self.stores[name],
+                mclt=MCLT,
+                startupTime=STARTUP,
+                keepaliveTime=QUIET,
+                recordInterval=QUIET,
+                takeoverAfter=WINDOW,
+                takeoverMessages=3,
+            )
+        self.peers = {
+            "primary": WiredPeer(self, "primary", "secondary"),
+            "secondary": WiredPeer(self, "secondary", "primary"),
+        }
+
+    def __getitem__(self, name: str) -> FailoverEndpoint:
+        return self.endpoints[name]
+
+    @property
+    def primary(self) -> FailoverEndpoint:
+        return self.endpoints["primary"]
+
+    @property
+    def secondary(self) -> FailoverEndpoint:
+        return self.endpoints["secondary"]
+
+    def hold(self, hold: bool = True) -> None:
+        """Hold (or not) every state write of both endpoints until L{release}."""
+        for store in self.stores.values():
+            store.hold = hold
+
+    def release(self) -> bool:
+        """Fire every held write; return whether there was any."""
+        held = any(store.pending for store in self.stores.values())
+        for store in self.stores.values():
+            store.release()
+        return held
+
+    def pump(self) -> bool:
+        """Deliver everything on the wire (and what that sends); return whether anything was."""
+        any = False
+        for _ in range(1000):
+            if not self.wire:
+                return any
+            description, _, deliver = self.wire.popleft()
+            self.delivered.append(description)
+            deliver()
+            any = True
+        raise AssertionError("the pair never goes quiet")
+
+    def settle(self) -> None:
+        """
+        Alternate: deliver every message on the wire back to back, then fire
+        the writes held meanwhile, until neither is left.
+        """
+        for _ in range(100):
+            pumped = self.pump()
+            if not self.release() and not pumped:
+                return
+        raise AssertionError("the pair never settles")
+
+    def start(self) -> None:
+        """The pair's first start: both in NORMAL, connected."""
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        self.primary.connected(self.peers["primary"])
+        self.secondary.connected(self.peers["secondary"])
+        self.settle()
+        assert (self.primary.state, self.secondary.state) == (S.NORMAL, S.NORMAL)
+
+    def states(self) -> tuple[EndpointState, EndpointState]:
+        return self.primary.state, self.secondary.state
+
+
+class PairTests(SynchronousTestCase):
+    """
+    Two endpoints talking to each other (sections 8.8 to 8.12 as a
+    conversation), the writes of their states held so that the partner's
+    STATE messages arrive back to back.
+    """
+
+    def test_wiredPeer(self) -> None:
+        """L{WiredPeer} is an L{IFailoverPeer}."""
+        pair = Pair()
+        self.assertTrue(verifyObject(IFailoverPeer, pair.peers["primary"]))
+
+    def test_firstStart(self) -> None:
+        """The pair's first start ends in NORMAL on both sides, the secondary asking POOLREQ."""
+        pair = Pair()
+        pair.start()
+        self.assertIn(("secondary", "poolRequest"), pair.delivered)
+
+    def resolve(self, pair: Pair, declaring: str, hold: bool) -> list[Effect]:
+        """
+        The operator declares partner-down on C{declaring} while the pair is
+        connected in NORMAL; return what went over the wire until the pair
+        settled.
+        """
+        pair.hold(hold)
+        del pair.delivered[:]
+        self.assertTrue(pair[declaring].operatorPartnerDown())
+        pair.settle()
+        pair.hold(False)
+        return [d for d in pair.delivered if d[1] != "contact"]
+
+    def assertResolved(self, pair: Pair, delivered: list[Effect]) -> None:
+        """
+        Figure 8: the primary asks first and goes to CONFLICT-DONE on its
+        UPDDONE; then the secondary asks, goes to NORMAL on its UPDDONE, and
+        the primary follows.
+        """
+        self.assertEqual(pair.states(), (S.NORMAL, S.NORMAL))
+        steps = [
+            ("primary", "state", S.POTENTIAL_CONFLICT),
+            ("primary", "updateRequest"),
+            ("secondary", "updateDone"),
+            ("primary", "state", S.CONFLICT_DONE),
+            ("secondary", "updateRequest"),
+            ("primary", "updateDone"),
+            ("secondary", "state", S.NORMAL),
+            ("secondary", "poolRequest"),
+        ]
+        self.assertEqual([d for d in delivered if d in steps], steps)
+        self.assertEqual(delivered[-1], ("primary", "state", S.NORMAL))
+        self.assertLess(
+            delivered.index(("secondary", "state", S.NORMAL)),
+            delivered.index(("primary", "state", S.NORMAL)),
+        )
+        self.assertEqual(pair.stores["primary"].stored().state, S.NORMAL)
+        self.assertEqual(pair.stores["secondary"].stored().state, S.NORMAL)
+
+    def test_partnerDownOnLivePair(self) -> None:
+        """
+        The operator's partner-down on either side of a connected NORMAL
+        pair: NORMAL -> POTENTIAL-CONFLICT -> CONFLICT-DONE -> NORMAL, with
+        and without the writes held.
+        """
+        for declaring in ("primary", "secondary"):
+            for hold in (False, True):
+                pair = Pair()
+                pair.start()
+                self.assertResolved(pair, self.resolve(pair, declaring, hold))
+
+    def test_partnerDownTwiceOnOneConnection(self) -> None:
+        """
+        Chaos finding 2 (seed 200): a first partner-down (the secondary's)
+        resolves; on the same connection, with the primary serving the
+        secondary's clients (RFC 7031 section 4.7) and the writes held so
+        that the primary's STATEs partner-down, potential-conflict and
+        conflict-done reach the secondary back to back, a second
+        partner-down (the primary's) resolves too: the secondary asks UPDREQ
+        again when the primary is CONFLICT-DONE (8.10.2), and both end in
+        NORMAL.  The secondary's UPDREQ of the first resolution used to
+        count for the whole connection, so the second was never sent.
+        """
+        for hold in (False, True):
+            pair = Pair()
+            pair.start()
+            self.assertResolved(pair, self.resolve(pair, "secondary", hold))
+            # The secondary loses its clients; the primary takes them over.
+            primary = pair.primary
+            primary.clientsSeenReceived(100)
+            for _ in range(3):
+                pair.clock.advance(1)
+                primary.clientMessageForPartner()
+            for _ in range(int(WINDOW // 5)):
+                pair.clock.advance(5)
+                primary.clientsSeenReceived(100)
+            self.assertTrue(primary.servingForPartner)
+            delivered = self.resolve(pair, "primary", hold)
+            self.assertEqual(
+                delivered[:2],
+                [
+                    ("primary", "state", S.PARTNER_DOWN),
+                    ("secondary", "state", S.POTENTIAL_CONFLICT),
+                ],
+            )
+            self.assertResolved(pair, delivered)
+            self.assertFalse(primary.servingForPartner)

@@ -31,6 +31,19 @@ dropped, and so is every send queued after a write that failed, until a
 later write succeeds.  L{FailoverEndpoint.whenIdle} fires once the queue is
 empty.
 
+Only the effects wait: the state itself changes at once, when the input
+arrives.  A partner's STATE (or UPDDONE) that arrives while our own write is
+still in flight is therefore judged against the state we are entering, and
+its reaction's effects queue behind that write; no input waits for a write,
+so none is lost to one (tests: C{PairTests}, the partner's STATEs arriving
+back to back).
+
+Update requests: every state that asks (RECOVER, POTENTIAL-CONFLICT, a
+serving server catching up) asks once, on each connection, for each time it
+is entered; the UPDDONEs on a connection answer the requests in the order
+they were sent, and only the answer to the last one (the current state's)
+takes the L{UPDATE_DONE} transition.
+
 Why explicit tables and not Automat
 ===================================
 Almost every transition of section 8 depends on the partner's state as
@@ -782,8 +795,13 @@ class FailoverEndpoint:
         self._partner: StateMessage | None = None
         self._peer: IFailoverPeer | None = None
         self._contactInterval = keepaliveTime / self._contactsPerKeepalive
-        self._requested = False  # an update request went out on this connection
-        self._outstanding: bool | None = None  # None, or "was it UPDREQALL?"
+        # The current state has sent its update request (on this connection).
+        self._requested = False
+        # Update requests sent on this connection and not answered by an
+        # UPDDONE yet, oldest first: True for UPDREQALL.  The partner
+        # answers them in order (each UPDDONE follows the updates it asked
+        # for), so an UPDDONE answers the oldest.
+        self._outstanding: deque[bool] = deque()
 
         self._traffic = PartnerTraffic(
             keepaliveTime if takeoverAfter is None else takeoverAfter, takeoverMessages
@@ -1037,21 +1055,29 @@ class FailoverEndpoint:
         """
         UPDDONE: every update we asked for has been sent and acked.  Ignored
         unless we have an UPDREQ or UPDREQALL outstanding on this connection.
+        It answers the oldest one; only the answer to the last one (the
+        current state's own request) moves the state (L{UPDATE_DONE}).
         """
         if self._peer is None or self._state in (S.INIT, S.PAUSED, S.SHUTDOWN):
             return
         self._resetKeepalive()
-        wasAll = self._outstanding
-        if wasAll is None:
+        if not self._outstanding:
             self.log.warn(
                 "Failover {relationship}: UPDDONE with no update request outstanding",
                 relationship=self.relationship,
             )
             return
-        self._outstanding = None
+        wasAll = self._outstanding.popleft()
         if wasAll:
             self._synced = True
             self._hasState = True
+        if self._outstanding:
+            # An earlier request's answer (e.g. RECOVER's UPDREQ, or the
+            # catch-up UPDREQALL, before POTENTIAL-CONFLICT asked again):
+            # the request of the current state is still out.
+            if wasAll:
+                self._persist()
+            return
         target = UPDATE_DONE.get((self._state, self.role))
         if target is not None:
             self._transition(target)
@@ -1267,9 +1293,10 @@ class FailoverEndpoint:
             and message.has_state
             and self._state in SERVING
             and self._state is not S.RECOVER_DONE
+            and True not in self._outstanding
         ):
             # A server serving without a complete database (partner-down
-            # from a fresh start) catches up.
+            # from a fresh start) catches up, unless its UPDREQALL is out.
             self._requestUpdates()
 
     def _transition(self, target: EndpointState, resumed: bool = False) -> None:
@@ -1284,6 +1311,11 @@ class FailoverEndpoint:
         now = self._clock.seconds()
         for name in _STATE_TIMERS:
             self._cancelTimer(name)
+        # A new state makes its own update request (8.5.2, 8.10), even on
+        # a connection where an earlier state already made one: a pair that
+        # resolves a second POTENTIAL-CONFLICT on one connection needs the
+        # secondary's UPDREQ again (chaos finding 2).
+        self._requested = False
         self._resetTraffic("leaving " + old.value)
         if old is S.STARTUP:
             self._previous = self._resume
@@ -1334,7 +1366,6 @@ class FailoverEndpoint:
                 self._send("sendUnackedUpdates")
         elif target is S.POTENTIAL_CONFLICT and self.role is Role.PRIMARY:
             # 8.10: the primary asks the secondary for what it has not acked.
-            self._requested = False
             self._requestUpdates()
 
     def _logTransition(self, old: EndpointState, new: EndpointState) -> None:
@@ -1358,12 +1389,16 @@ class FailoverEndpoint:
             )
 
     def _requestUpdates(self) -> None:
-        """UPDREQ, or UPDREQALL if our database is not complete; once per connection."""
+        """
+        UPDREQ, or UPDREQALL if our database is not complete; once per state
+        and connection.  An UPDREQALL still unanswered brings everything
+        the partner has: then UPDREQ is enough.
+        """
         if self._peer is None or self._requested:
             return
         self._requested = True
-        everything = not self._synced
-        self._outstanding = everything
+        everything = not self._synced and True not in self._outstanding
+        self._outstanding.append(everything)
         self._send("sendUpdateRequestAll" if everything else "sendUpdateRequest")
 
     def _dropConnection(self) -> None:
@@ -1373,7 +1408,7 @@ class FailoverEndpoint:
             self._cancelTimer(name)
         self._resetTraffic("connection lost")
         self._requested = False
-        self._outstanding = None
+        self._outstanding.clear()
         failed = COMMUNICATIONS_LOST.get(self._state)
         if failed is not None:
             self._transition(failed)

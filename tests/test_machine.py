@@ -1203,12 +1203,12 @@ class PotentialConflictTests(SynchronousTestCase):
         self.assertEqual(h.take(), [sendState(S.NORMAL, now), ("sendUnackedUpdates",)])
         self.successResultOf(h.ep.whenIdle())
 
-    def test_updateDoneAnswersOldestRequest(self) -> None:
+    def test_updateDoneAnswersLastRequest(self) -> None:
         """
         RECOVER's UPDREQ is still unanswered when the partner's state takes
-        us to POTENTIAL-CONFLICT, which asks again: the first UPDDONE
-        answers RECOVER's request and moves nothing; the second moves the
-        primary to CONFLICT-DONE.
+        us to POTENTIAL-CONFLICT, which asks again: the first UPDDONE moves
+        nothing; the one answering the last request moves the primary to
+        CONFLICT-DONE; one more is stray.
         """
         h = inState(S.RECOVER)
         h.partner(S.NORMAL)
@@ -1230,8 +1230,10 @@ class PotentialConflictTests(SynchronousTestCase):
         A fresh server in PARTNER-DOWN catches up with UPDREQALL; it is not
         asked again while it is out, whatever the serving state; entering
         POTENTIAL-CONFLICT meanwhile asks UPDREQ only (the UPDREQALL brings
-        everything); its UPDDONE marks the database complete, the next
-        one ends the conflict.
+        everything).  The UPDDONEs do not say which request they answer
+        (a flush can end before a running UPDREQALL): the first moves
+        nothing, the last ends the conflict and marks the database
+        complete.
         """
         h = Harness()
         h.ep.start()
@@ -1250,10 +1252,12 @@ class PotentialConflictTests(SynchronousTestCase):
         self.assertEqual(h.take()[-1], ("sendUpdateRequest",))
         h.ep.updateDoneReceived()
         self.assertIs(h.ep.state, S.POTENTIAL_CONFLICT)
-        self.assertEqual(h.take(), [persist(S.POTENTIAL_CONFLICT, T0)])
-        self.assertTrue(h.store.stored().synced)
+        self.assertEqual(h.take(), [])
+        self.assertFalse(h.ep.synced)
         h.ep.updateDoneReceived()
         self.assertIs(h.ep.state, S.CONFLICT_DONE)
+        self.assertEqual(h.take(), [persist(S.CONFLICT_DONE, T0), sendState(S.CONFLICT_DONE, T0)])
+        self.assertTrue(h.store.stored().synced)
 
     def test_resolutionInterrupted(self) -> None:
         """

@@ -40,9 +40,10 @@ back to back).
 
 Update requests: every state that asks (RECOVER, POTENTIAL-CONFLICT, a
 serving server catching up) asks once, on each connection, for each time it
-is entered; the UPDDONEs on a connection answer the requests in the order
-they were sent, and only the answer to the last one (the current state's)
-takes the L{UPDATE_DONE} transition.
+is entered.  UPDDONE names no request and the partner may answer two in
+either order: only the UPDDONE that answers the last request outstanding
+takes the L{UPDATE_DONE} transition (and marks the database complete if an
+UPDREQALL was among them).
 
 Why explicit tables and not Automat
 ===================================
@@ -798,10 +799,12 @@ class FailoverEndpoint:
         # The current state has sent its update request (on this connection).
         self._requested = False
         # Update requests sent on this connection and not answered by an
-        # UPDDONE yet, oldest first: True for UPDREQALL.  The partner
-        # answers them in order (each UPDDONE follows the updates it asked
-        # for), so an UPDDONE answers the oldest.
-        self._outstanding: deque[bool] = deque()
+        # UPDDONE yet, and whether one of them is an UPDREQALL.  The partner
+        # may answer them in any order (an UPDREQ's flush can end before a
+        # running UPDREQALL), and UPDDONE does not say which one it answers:
+        # only the last answer counts.
+        self._outstanding = 0
+        self._outstandingAll = False
 
         self._traffic = PartnerTraffic(
             keepaliveTime if takeoverAfter is None else takeoverAfter, takeoverMessages
@@ -1055,8 +1058,9 @@ class FailoverEndpoint:
         """
         UPDDONE: every update we asked for has been sent and acked.  Ignored
         unless we have an UPDREQ or UPDREQALL outstanding on this connection.
-        It answers the oldest one; only the answer to the last one (the
-        current state's own request) moves the state (L{UPDATE_DONE}).
+        Only the UPDDONE that answers the last of them moves the state
+        (L{UPDATE_DONE}), and marks the database complete if one of them
+        was an UPDREQALL.
         """
         if self._peer is None or self._state in (S.INIT, S.PAUSED, S.SHUTDOWN):
             return
@@ -1067,17 +1071,16 @@ class FailoverEndpoint:
                 relationship=self.relationship,
             )
             return
-        wasAll = self._outstanding.popleft()
+        self._outstanding -= 1
+        if self._outstanding:
+            # Another request is still out (e.g. RECOVER's UPDREQ, or the
+            # catch-up UPDREQALL, when POTENTIAL-CONFLICT asked again): the
+            # updates of the current state's request may not all be in.
+            return
+        wasAll, self._outstandingAll = self._outstandingAll, False
         if wasAll:
             self._synced = True
             self._hasState = True
-        if self._outstanding:
-            # An earlier request's answer (e.g. RECOVER's UPDREQ, or the
-            # catch-up UPDREQALL, before POTENTIAL-CONFLICT asked again):
-            # the request of the current state is still out.
-            if wasAll:
-                self._persist()
-            return
         target = UPDATE_DONE.get((self._state, self.role))
         if target is not None:
             self._transition(target)
@@ -1293,7 +1296,7 @@ class FailoverEndpoint:
             and message.has_state
             and self._state in SERVING
             and self._state is not S.RECOVER_DONE
-            and True not in self._outstanding
+            and not self._outstandingAll
         ):
             # A server serving without a complete database (partner-down
             # from a fresh start) catches up, unless its UPDREQALL is out.
@@ -1397,8 +1400,9 @@ class FailoverEndpoint:
         if self._peer is None or self._requested:
             return
         self._requested = True
-        everything = not self._synced and True not in self._outstanding
-        self._outstanding.append(everything)
+        everything = not self._synced and not self._outstandingAll
+        self._outstanding += 1
+        self._outstandingAll = self._outstandingAll or everything
         self._send("sendUpdateRequestAll" if everything else "sendUpdateRequest")
 
     def _dropConnection(self) -> None:
@@ -1408,7 +1412,8 @@ class FailoverEndpoint:
             self._cancelTimer(name)
         self._resetTraffic("connection lost")
         self._requested = False
-        self._outstanding.clear()
+        self._outstanding = 0
+        self._outstandingAll = False
         failed = COMMUNICATIONS_LOST.get(self._state)
         if failed is not None:
             self._transition(failed)

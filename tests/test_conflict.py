@@ -530,6 +530,15 @@ def transitions(at: float) -> list[tuple[str, Lease, Lease]]:
 WITHIN = (0.0, 0.25, 2.5, 4.9, -0.25, -3.0, -4.9)
 
 
+def endsEarlier(before: Lease, after: Lease) -> bool:
+    """
+    Does C{after} end the ACTIVE binding C{before} with a client time
+    earlier than the binding's (the partner's clock behind)?  Not a
+    successor: the binding stands (L{LineageTests.test_endEarlierThanBinding}).
+    """
+    return before.state is ACTIVE and after.state is not ACTIVE and after.cltt < before.cltt
+
+
 class LineageTests(RowTests):
     """
     A record the partner derived from ours is accepted however close the
@@ -569,6 +578,8 @@ class LineageTests(RowTests):
         """
         for d in WITHIN + (60.0,):
             for name, before, after in transitions(T0 + d):
+                if endsEarlier(before, after):
+                    continue
                 for role in Role:
                     now = max(after.start_time_of_state, after.cltt) + 1
                     result = resolve(known(before), after, role, now)
@@ -588,6 +599,8 @@ class LineageTests(RowTests):
             for name, before, after in transitions(T0 + d):
                 if not after.partner_state_acked:
                     continue  # another client's binding: no lineage here
+                if endsEarlier(before, after):
+                    continue
                 for role in Role:
                     now = max(after.start_time_of_state, after.cltt) + 1
                     result = resolve(after, before, role, now)
@@ -618,6 +631,10 @@ class LineageTests(RowTests):
                         continue
                     ours = resolve(after, before, other, now)
                     self.assertTrue(ours.answeredSuccess, where + ": " + ours.rule)
+                    if ours.accepted:
+                        # The binding stands on both sides (endsEarlier).
+                        self.assertTrue(endsEarlier(before, after), where)
+                        continue
                     acked = acknowledged(before, before)
                     theirs = resolve(acked, after, role, now)
                     self.assertIs(theirs.verdict, ACCEPT, where + ": " + theirs.rule)
@@ -639,12 +656,49 @@ class LineageTests(RowTests):
             self.assertTrue(result.sendLocal)
             mirror = resolve(released, renewed, other, T0 + 61)
             self.assertIs(mirror.verdict, ACCEPT, mirror.rule)
-        # Within the tolerance the partner's change is its successor.
+        # Within the tolerance too (chaos finding 3): a renewal or the same
+        # client's Request answered after the partner's Release, while it
+        # was on its way, stands on both sides.
         renewed = evolve(before, cltt=T0 + 4, expires=T0 + 3604)
-        self.assertTrue(resolve(renewed, released, Role.PRIMARY, T0 + 5).accepted)
+        for role in Role:
+            other = Role.SECONDARY if role is Role.PRIMARY else Role.PRIMARY
+            result = resolve(renewed, released, role, T0 + 5)
+            self.assertEqual((result.verdict, result.status), (REJECT, OUTDATED), result.rule)
+            self.assertTrue(result.sendLocal)
+            self.assertIs(resolve(released, renewed, other, T0 + 5).verdict, ACCEPT)
+        # A Release after the renewal the partner knew is its successor.
+        later = changed(renewed, RELEASED, T0 + 4.5)
+        self.assertTrue(resolve(known(renewed), later, Role.PRIMARY, T0 + 5).accepted)
         self.assertIs(
-            resolve(released, renewed, Role.SECONDARY, T0 + 5).verdict, Verdict.SUPERSEDED
+            resolve(later, known(renewed), Role.SECONDARY, T0 + 5).verdict, Verdict.SUPERSEDED
         )
+
+    def test_endEarlierThanBinding(self) -> None:
+        """
+        A Release, Decline or withdrawal of an ACTIVE binding whose client
+        time is earlier than the binding's (the partner's clock behind,
+        within the tolerance) is not the partner's successor of it, and the
+        binding is not its predecessor: concurrent, the binding stands on
+        both sides (one side keeps it and sends it, the other accepts it).
+        An expiry keeps the binding's client time and still follows it.
+        """
+        seen = set()
+        for d in WITHIN:
+            for name, before, after in transitions(T0 + d):
+                if not endsEarlier(before, after):
+                    continue
+                seen.add(name)
+                for role in Role:
+                    other = Role.SECONDARY if role is Role.PRIMARY else Role.PRIMARY
+                    now = max(after.start_time_of_state, after.cltt) + 1
+                    where = f"{name} {d:+} {role.value}"
+                    kept = resolve(known(before), after, role, now)
+                    self.assertIn(kept.verdict, (REJECT, KEEP), where + ": " + kept.rule)
+                    self.assertEqual(kept.status, OUTDATED, where)
+                    self.assertTrue(kept.sendLocal, where)
+                    taken = resolve(after, known(before), other, now)
+                    self.assertIs(taken.verdict, ACCEPT, where + ": " + taken.rule)
+        self.assertEqual(seen, {"release", "decline", "withdraw"})
 
     def test_activeActiveNotByLineage(self) -> None:
         """
@@ -895,3 +949,253 @@ class RivalPairTests(SynchronousTestCase):
         pair, primarys, _ = self.rivals(-60)
         self.assertBoth(pair, primarys)
         self.assertLessEqual(sum(queue.rejected for queue in pair.queues), 1)
+
+
+class RegrantAfterReleaseTests(RowTests):
+    """
+    Chaos finding 3: a Release answered by one server and the same
+    client's Request (or Renew) answered by the other soon after, before
+    the Release reached it (a partition, or the update in flight).  The
+    client holds the binding granted last: it stands on both sides, the
+    older RELEASED record is rejected by the server holding the binding
+    and replaced on the other by the binding.
+    """
+
+    def shapes(self, gap: float) -> list[tuple[str, Lease, Lease]]:
+        """
+        C{(name, released, regrant)}: the Release on one server and the
+        grant on the other C{gap} seconds later, each made from the
+        binding both knew (the engine keeps the start time of state and
+        the acknowledged fields of an ACTIVE binding it grants again).
+        """
+        base = known(rec(ACTIVE, A, T0))
+        # Shape 1 (seed 301): Release on the primary at t + 17.5 during a
+        # partition, the secondary's grant at t + 17.5 + gap.
+        released1 = changed(base, RELEASED, T0 + 17.5)
+        at = T0 + 17.5 + gap
+        regrant1 = evolve(base, cltt=at, expires=at + 20, valid_lifetime=20, preferred_lifetime=10)
+        # Shape 2 (the replay): renewed on the secondary (replicated), released
+        # there at t + 45.65, granted again by the primary gap seconds later.
+        renewed = evolve(base, cltt=T0 + 44.98, expires=T0 + 64.98, valid_lifetime=20)
+        released2 = changed(renewed, RELEASED, T0 + 45.65)
+        at = T0 + 45.65 + gap
+        regrant2 = evolve(renewed, cltt=at, expires=at + 20, valid_lifetime=20)
+        return [("partition", released1, regrant1), ("in flight", released2, regrant2)]
+
+    def test_findingRows(self) -> None:
+        """
+        The two shapes of the finding as seen (the grant 2.46 s and 2.75 s
+        after the Release), on either role: the server holding the grant
+        rejects the RELEASED record (OutdatedBindingInformation) and sends
+        its binding; the server holding the RELEASED record accepts the
+        binding.
+        """
+        rows: list[Row] = []
+        partition = self.shapes(2.46)[0]
+        inFlight = self.shapes(2.75)[1]
+        for name, released, regrant in (partition, inFlight):
+            now = regrant.cltt + 4
+            for role in Role:
+                rows += [
+                    (name + " on the granter", regrant, released, role, now, REJECT, OUTDATED),
+                    (name + " on the releaser", released, regrant, role, now, ACCEPT, None),
+                ]
+        for result in self.check(rows):
+            if not result.accepted:
+                self.assertTrue(result.sendLocal, result.rule)
+            else:
+                assert result.record is not None
+                self.assertIs(result.record.state, ACTIVE)
+
+    def test_anyGap(self) -> None:
+        """
+        Whatever the gap between the Release and the later grant (within
+        the tolerance, at its edge, beyond it), exactly one side accepts
+        the other's record, and it is the binding: same winner, no swap,
+        no rejection both ways.
+        """
+        for gap in (0.01, 0.5, 2.5, 4.9, 5.0, 5.1, 60.0):
+            for name, released, regrant in self.shapes(gap):
+                for granter in Role:
+                    releaser = Role.SECONDARY if granter is Role.PRIMARY else Role.PRIMARY
+                    now = regrant.cltt + 1
+                    onGranter = resolve(regrant, released, granter, now)
+                    onReleaser = resolve(released, regrant, releaser, now)
+                    where = f"{name} +{gap} {granter.value}: {onGranter.rule} / {onReleaser.rule}"
+                    self.assertFalse(onGranter.answeredSuccess, where)
+                    self.assertTrue(onGranter.sendLocal, where)
+                    self.assertIs(onReleaser.verdict, ACCEPT, where)
+
+    def test_releaseAfterRenewal(self) -> None:
+        """
+        A Release after the renewal the partner knew (the same server: Renew
+        at t, Release at t + 1, or 0.01 s) is its successor on the other
+        side, and the renewal the predecessor of the Release on this one:
+        the Release wins on both sides.
+        """
+        base = known(rec(ACTIVE, A, T0))
+        renewed = evolve(base, cltt=T0 + 100, expires=T0 + 3700)
+        for gap in (0.0, 0.01, 1.0, 4.9, 60.0):
+            released = changed(renewed, RELEASED, T0 + 100 + gap)
+            for role in Role:
+                other = Role.SECONDARY if role is Role.PRIMARY else Role.PRIMARY
+                now = T0 + 100 + gap + 1
+                where = f"+{gap} {role.value}"
+                taken = resolve(renewed, released, role, now)
+                self.assertIs(taken.verdict, ACCEPT, where + ": " + taken.rule)
+                self.assertTrue(taken.rule.endswith("successor"), where)
+                mine = resolve(released, renewed, other, now)
+                self.assertIs(mine.verdict, Verdict.SUPERSEDED, where + ": " + mine.rule)
+
+    def test_lostAck(self) -> None:
+        """
+        The Release reached the other server, which granted the binding
+        again (a new start time of state) after storing it, but the ack
+        was lost: the releaser's resend of the RELEASED record is
+        superseded by the grant; the releaser accepts the grant before the
+        answer (concurrent, the binding stands at the same time) and after
+        it (successor of the RELEASED record it now knows acked).
+        """
+        for gap in (0.01, 2.5, 4.9):
+            for _, released, _ in self.shapes(gap):
+                stored = known(released)
+                at = released.cltt + gap
+                back = changed(stored, ACTIVE, at, expires=at + 20, valid_lifetime=20)
+                for role in Role:
+                    other = Role.SECONDARY if role is Role.PRIMARY else Role.PRIMARY
+                    now = at + 1
+                    resent = resolve(back, released, role, now)
+                    self.assertIs(resent.verdict, Verdict.SUPERSEDED, resent.rule)
+                    self.assertTrue(resent.sendLocal)
+                    before = resolve(released, back, other, now)
+                    self.assertIs(before.verdict, ACCEPT, before.rule)
+                    after = resolve(acknowledged(released, released), back, other, now)
+                    self.assertIs(after.verdict, ACCEPT, after.rule)
+                    self.assertTrue(after.rule.endswith("successor"), after.rule)
+
+
+class RegrantAfterReleasePairTests(SynchronousTestCase):
+    """
+    Chaos finding 3 over two update queues wired to each other
+    (L{tests.test_queue.Pair}): the exact sequences of the finding, both
+    orders of arrival, and with the first answers lost.
+    """
+
+    def grant(self, pair: Pair, side: int, at: float, lifetime: int = 20) -> Lease:
+        """
+        The engine's grant of lease 1 on C{side} at C{at} to the client
+        holding it: the stored ACTIVE binding with a new client time and
+        lifetime, its start time of state and acknowledged fields kept.
+        """
+        pair.clock.advance(max(0.0, at - pair.clock.seconds()))
+        current = pair.current(side, 1)
+        self.assertIs(current.state, ACTIVE)
+        return pair.change(
+            side,
+            evolve(
+                current,
+                cltt=at,
+                expires=at + lifetime,
+                valid_lifetime=lifetime,
+                preferred_lifetime=lifetime // 2,
+            ),
+        )
+
+    def heal(self, pair: Pair, first: int | None, loseFirstAnswers: bool = False) -> None:
+        """
+        Reconnect: C{first}'s queue alone for a moment (its update arrives
+        first), or both at once; optionally with the first answers lost.
+        """
+        pair.loseAnswers = loseFirstAnswers
+        with capturedLogs():
+            if first is not None:
+                pair.queues[first].attach(pair._sender(1 - first))
+                pair.settle()
+            pair.connect()
+            pair.settle()
+            if loseFirstAnswers:
+                pair.disconnect()
+                pair.loseAnswers = False
+                pair.connect()
+            pair.settle(120)
+
+    def assertGrantStands(self, pair: Pair, grant: Lease) -> None:
+        """Both stores hold C{grant}'s binding, agree, and nothing is pending."""
+        self.assertEqual(pair.pending(), [0, 0])
+        self.assertEqual(pair.records(Pair.PRIMARY), pair.records(Pair.SECONDARY))
+        for side in (Pair.PRIMARY, Pair.SECONDARY):
+            found = pair.current(side, 1)
+            self.assertEqual(
+                (found.state, found.duid, found.iaid, found.cltt, found.expires),
+                (ACTIVE, grant.duid, grant.iaid, grant.cltt, grant.expires),
+            )
+        self.assertLessEqual(sum(queue.rejected for queue in pair.queues), 2)
+
+    def test_partition(self) -> None:
+        """
+        Seed 301: the binding granted by the primary and replicated; the
+        partner link down at t + 16.9; the client releases on the primary
+        at t + 17.5 and the secondary grants it the same lease at t +
+        19.96; the link heals at t + 24.  The secondary's grant stands on
+        both sides, whichever update arrives first, answers lost or not.
+        """
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        for first in (None, P, S):
+            for lose in (False, True):
+                pair = Pair()
+                pair.change(P, queueLease(1))
+                pair.settle()
+                self.assertTrue(pair.current(S, 1).stateAcked)
+                pair.clock.advance(16.9)
+                pair.disconnect()
+                pair.clientChange(P, 1, RELEASED, T0 + 17.5)
+                grant = self.grant(pair, S, T0 + 19.96)
+                pair.clock.advance(T0 + 24 - pair.clock.seconds())
+                self.heal(pair, first, lose)
+                self.assertGrantStands(pair, grant)
+
+    def test_updateInFlight(self) -> None:
+        """
+        The replay: the secondary's binding renewed there at t + 44.98
+        (replicated), released there at t + 45.65, its update held back
+        (in flight); the primary grants the same lease to the client at t
+        + 48.4.  The primary's grant stands on both sides, whether it
+        reaches the secondary before the RELEASED record leaves, after it
+        arrives, or with the answers lost.
+        """
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        for first in (None, P, S):
+            for lose in (False, True):
+                pair = Pair()
+                pair.change(S, queueLease(1))
+                pair.settle()
+                self.grant(pair, S, T0 + 44.98)
+                pair.settle()
+                self.assertEqual(pair.current(P, 1).cltt, T0 + 44.98)
+                self.assertEqual(pair.pending(), [0, 0])
+                pair.queues[S].detach()  # the Release's update held back
+                pair.clientChange(S, 1, RELEASED, T0 + 45.65)
+                if first != P:
+                    pair.queues[P].detach()  # the grant's too, till the heal
+                grant = self.grant(pair, P, T0 + 48.4)
+                pair.settle()  # first == P: the grant reaches the secondary now
+                self.heal(pair, first, lose)
+                self.assertGrantStands(pair, grant)
+
+    def test_releaseAfterRenewal(self) -> None:
+        """
+        The same server renews at t and the client releases there at t +
+        1, its update crossing nothing: the Release wins on both sides.
+        """
+        P, S = Pair.PRIMARY, Pair.SECONDARY
+        pair = Pair()
+        pair.change(P, queueLease(1))
+        pair.settle()
+        self.grant(pair, P, T0 + 30)
+        pair.settle()
+        pair.clientChange(P, 1, RELEASED, T0 + 31)
+        pair.settle(10)
+        self.assertEqual(pair.pending(), [0, 0])
+        self.assertEqual(pair.records(P), pair.records(S))
+        self.assertIs(pair.current(S, 1).state, RELEASED)
+        self.assertEqual([queue.rejected for queue in pair.queues], [0, 0])

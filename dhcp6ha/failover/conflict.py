@@ -31,15 +31,38 @@ clock: no skew, no tolerance.
     the partner's rejection of ours (it does not know the lineage while it
     misses our ack): the pair would reject each other's updates for ever.
 
-One guard on both: a change of the same state (a renewal) leaves
-C{stateAcked} as it was, so a record the partner sends without a client
-transaction we hold (its CLT earlier than ours by more than C{tolerance},
-the one comparison across clocks) is not a successor, and ours is not the
-predecessor of one with a client transaction we lack: those are
-concurrent.  The guard is the same on both sides, so what one server finds
-a successor of its record the other finds a predecessor of its own.  Two
-ACTIVE bindings are never compared by lineage: the rules below keep the
-longer binding of a client, and another client's only by role.
+One guard on both: a change of the same state (a renewal, or the same
+client's Request answered with the binding it holds) leaves C{stateAcked}
+as it was, so the partner may know our state without our last client
+transaction.  A record derived from ours is a successor only if it
+carries a client transaction at least as late as ours (L{_follows}), and
+ours is the predecessor of the incoming one only if the same holds the
+other way round: the guard is one function of the base record and the
+derived one, the same on both sides, so what one server finds a
+successor of its record the other finds a predecessor of its own.  It
+leans towards an ACTIVE binding, which its client may hold:
+
+  - the end of an ACTIVE binding (a Release, a Decline, a withdrawal, an
+    expiry) follows it only if its CLT is not earlier than the binding's,
+    without tolerance: the client's own transactions are ordered (its
+    Release was sent before its next Request), and a Release the partner
+    answered before our grant or renewal must not take back what we
+    granted after it (chaos finding 3: a Release on one server, the same
+    client's Request answered by the other within the tolerance, during a
+    partition or while the Release was on its way).  An expiry keeps the
+    binding's CLT: it follows the binding it expired, not a renewal the
+    partner did not know;
+  - anything else (a re-grant after a Release or an expiry, a lease of a
+    FREE-BACKUP prefix, the quarantine's end) follows unless its CLT is
+    earlier than ours by more than C{tolerance}, the one comparison
+    across clocks.
+
+What is not a successor or a predecessor is concurrent.  Two ACTIVE
+bindings are never compared by lineage: the rules below keep the longer
+binding of a client, and another client's only by role.  Near the
+tolerance the clocks can still misorder a Release and a grant that came
+within the skew after it on the other server: the guard keeps the
+binding whenever the records' times allow, not beyond.
 
 Concurrent changes
 ==================
@@ -55,7 +78,11 @@ time: only here does the skew matter.  "Later wins": accept if the
 incoming time is later, reject (OutdatedBindingInformation) if the local
 one is; at the same time the later start time of state wins; then both
 servers pick the same record (L{_tieBreak}): an ACTIVE binding over any
-other state (a client may hold it), else the primary's record.
+other state (a client may hold it), else the primary's record.  Between a
+client's ACTIVE binding and the same client's record in another state,
+the start times of state are not compared: the ACTIVE binding's is its
+first grant, kept by every renewal, and says nothing of its last client
+transaction; at the same time the ACTIVE binding stands.
 
 =============  ==========================  =========================================
 local          incoming                    result
@@ -79,8 +106,10 @@ any            successor (see above)       accept
 any            predecessor (see above)     answer success, keep ours (superseded)
 ACTIVE         EXPIRED, FREE, FREE-BACKUP, keep local until its expiry (reject
                PENDING-FREE                Outdated), then accept
-ACTIVE         RELEASED, RESET, ABANDONED  same client: later wins; another client:
-                                           keep local until its expiry, then accept
+ACTIVE         RELEASED, RESET, ABANDONED  same client: later wins, the same time
+                                           keeps the ACTIVE binding; another
+                                           client: keep local until its expiry,
+                                           then accept
 EXPIRED, FREE, ACTIVE that has expired,    reject Outdated (the mirror of the two
 ...            where the partner would     rows above: the partner takes ours)
                keep it until its expiry
@@ -288,6 +317,27 @@ def _reject(rule: str, status: FailoverStatus, sendLocal: bool = True) -> Resolu
     return Resolution(Verdict.REJECT, rule, status=status, sendLocal=sendLocal)
 
 
+def _follows(base: Lease, derived: Lease, tolerance: float) -> bool:
+    """
+    Can C{derived}, a change of C{base} made by the server that knew
+    C{base}'s state, have been made after C{base}'s last client
+    transaction (the guard of the lineage rules, see the module
+    docstring)?
+
+    The end of an ACTIVE binding follows it only with a CLT not earlier
+    than the binding's, compared as they are, without tolerance: the
+    same client's transactions are ordered, and an ACTIVE binding the
+    client may hold is never taken back by a change made before it.
+    Anything else follows unless its CLT is earlier by more than
+    C{tolerance}.  One function of the two records, whichever server
+    asks: the successor rule calls it as C{_follows(ours, theirs)}, the
+    predecessor rule as C{_follows(theirs, ours)}.
+    """
+    if base.state is BindingState.ACTIVE and derived.state is not BindingState.ACTIVE:
+        return derived.cltt >= base.cltt
+    return derived.cltt >= base.cltt - tolerance
+
+
 def _lineage(local: Lease, incoming: Lease, tolerance: float) -> int:
     """
     1 if the incoming record is the partner's successor of ours, -1 if ours
@@ -306,13 +356,13 @@ def _lineage(local: Lease, incoming: Lease, tolerance: float) -> int:
         return 0  # the same state: a renewal, or concurrent grants
     if local.stateAcked:
         # The partner knew our state, and changed it since.
-        return 1 if incoming.cltt >= local.cltt - tolerance else 0
+        return 1 if _follows(local, incoming, tolerance) else 0
     if (
         local.partner_state_acked is incoming.state
         and local.partner_stos_acked == incoming.start_time_of_state
     ):
         # We knew theirs, and changed it since.
-        return -1 if incoming.cltt <= local.cltt + tolerance else 0
+        return -1 if _follows(incoming, local, tolerance) else 0
     return 0
 
 
@@ -326,11 +376,22 @@ def _order(local: Lease, incoming: Lease, tolerance: float) -> int:
     record's time is its CLT as section 7.5.4 takes a local record's (the
     freeing of an older binding does not outweigh a later grant because the
     freeing came later still; in the mirror case a local ACTIVE binding is
-    kept until it expires anyway).
+    kept until it expires anyway).  At the same time, the later start
+    time of state, except between the same client's ACTIVE binding and
+    another state of it (0: L{_tieBreak} keeps the binding).
     """
     active = BindingState.ACTIVE
     timeOf = _clientTime if active in (local.state, incoming.state) else _time
     order = _compare(timeOf(incoming), timeOf(local), tolerance)
+    if (
+        order == 0
+        and (local.state is active) is not (incoming.state is active)
+        and local.heldBy(incoming.duid, incoming.iaid)
+    ):
+        # The same client's ACTIVE binding and another state of it: the
+        # binding's start time of state is its first grant, not its last
+        # transaction; at the same time the binding stands (L{_tieBreak}).
+        return 0
     if order == 0:
         order = _compare(incoming.start_time_of_state, local.start_time_of_state, tolerance)
     return order

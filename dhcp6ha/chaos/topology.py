@@ -50,6 +50,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -283,8 +284,6 @@ class Namespace:
     def ifindex(self, iface: str) -> int:
         """The index of an interface of this namespace."""
         with self.entered():
-            import socket
-
             return socket.if_nametoindex(iface)
 
     def linkLocal(self, iface: str) -> str | None:

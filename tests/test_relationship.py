@@ -6,6 +6,7 @@ one pair of relationships over real TLS on loopback.
 
 from __future__ import annotations
 
+import datetime
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
@@ -21,7 +22,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import capturedLogs
+from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -42,7 +43,12 @@ from dhcp6ha.control import ControlError, RelationshipStatus
 from dhcp6ha.engine import Engine, Received
 from dhcp6ha.failover.machine import EndpointState, FailoverRecord
 from dhcp6ha.failover.protocol import PartnerFactory
-from dhcp6ha.failover.relationship import Coverage, DesiredLifetimes, FailoverRelationship
+from dhcp6ha.failover.relationship import (
+    CERTIFICATE_CHECK_INTERVAL,
+    Coverage,
+    DesiredLifetimes,
+    FailoverRelationship,
+)
 from dhcp6ha.failover.tls import TLSMaterial
 from dhcp6ha.interfaces import IRelationshipControl
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
@@ -59,7 +65,7 @@ from dhcp6ha.message import (
 )
 from dhcp6ha.service import StartupError
 from dhcp6ha.testing import FakePeer, MemoryLeaseStore
-from tests.certs import CertificateAuthority, Issued
+from tests.certs import CertificateAuthority, Issued, expired
 
 reactor: Any = globalReactor
 
@@ -793,6 +799,113 @@ class ControlTests(SynchronousTestCase):
         [error] = events
         self.assertIn("the partner has this server's own DUID", error["log_format"])
         self.assertEqual(error["duid"], ours.hex())
+
+
+class CertificateCheckTests(SynchronousTestCase):
+    """
+    A relationship checks this server's own certificate when it starts and
+    daily while it runs, and warns (naming the relationship and the file) if
+    it has expired, is not yet valid or expires within 30 days.
+
+    The certificates' validity is relative to the wall clock (L{tests.certs}):
+    the L{Clock} is set from each certificate's own dates.
+    """
+
+    CERTIFICATE = "/etc/dhcp6ha/primary.pem"
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority()
+        self.clock = Clock()
+        self.store = MemoryLeaseStore(replicate=lambda lease: NAME)
+
+    def relationship(self, leaf: Issued) -> FailoverRelationship:
+        return FailoverRelationship(
+            failoverConfig(FailoverRole.PRIMARY, certificate=self.CERTIFICATE),
+            self.clock,
+            lambda: self.store,
+            material=material(leaf, self.ca),
+            tcpEndpoint=NeverConnects(),
+        )
+
+    def warnings(self, events: list[LogEvent]) -> list[LogEvent]:
+        return [event for event in events if event["log_level"] is LogLevel.warn]
+
+    def test_expiredAtStart(self) -> None:
+        """An expired certificate is a warning at start, with the file and the problem."""
+        relationship = self.relationship(expired(self.ca, dns=[PRIMARY]))
+        self.clock.advance(relationship.material.notValidAfter.timestamp() + 3600)
+        with capturedLogs() as events:
+            relationship.startService()
+        [warning] = self.warnings(events)
+        self.assertEqual(warning["relationship"], NAME)
+        self.assertEqual(warning["certificate"], self.CERTIFICATE)
+        self.assertEqual(
+            warning["problem"],
+            "this server's certificate expired at "
+            + relationship.material.notValidAfter.isoformat(),
+        )
+        text = formatEvent(warning)
+        self.assertIn("Failover lan: this server's certificate expired at", text)
+        self.assertIn(self.CERTIFICATE, text)
+        # It still starts: the server serves its clients.
+        self.assertTrue(relationship.running)
+        self.assertEqual(relationship.status().state, "startup")
+
+    def test_notYetValid(self) -> None:
+        """A certificate that is not valid yet is a warning at start."""
+        relationship = self.relationship(self.ca.issue(dns=[PRIMARY]))
+        self.clock.advance(relationship.material.notValidBefore.timestamp() - 60)
+        with capturedLogs() as events:
+            relationship.startService()
+        [warning] = self.warnings(events)
+        self.assertIn("not valid before", warning["problem"])
+
+    def test_validCertificate(self) -> None:
+        """A certificate valid for more than 30 days is not mentioned."""
+        now = datetime.datetime.now(datetime.UTC)
+        leaf = self.ca.issue(dns=[PRIMARY], notAfter=now + datetime.timedelta(days=400))
+        relationship = self.relationship(leaf)
+        self.clock.advance(relationship.material.notValidBefore.timestamp() + 86400)
+        with capturedLogs() as events:
+            relationship.startService()
+        self.assertEqual(self.warnings(events), [])
+        self.assertIsNone(relationship.checkCertificate())
+
+    def test_dailyRecheck(self) -> None:
+        """
+        A running relationship checks again every day: the warning starts
+        30 days before the end, comes daily, and says when it has expired;
+        stopping ends the checks.
+        """
+        now = datetime.datetime.now(datetime.UTC)
+        leaf = self.ca.issue(dns=[PRIMARY], notAfter=now + datetime.timedelta(days=400))
+        relationship = self.relationship(leaf)
+        end = relationship.material.notValidAfter.timestamp()
+        self.clock.advance(end - 32 * 86400)
+        with capturedLogs() as events:
+            relationship.startService()
+            self.clock.advance(CERTIFICATE_CHECK_INTERVAL)
+        self.assertEqual(self.warnings(events), [])
+        with capturedLogs() as events:
+            self.clock.advance(CERTIFICATE_CHECK_INTERVAL)
+        [warning] = self.warnings(events)
+        self.assertIn("expires in 30 days", warning["problem"])
+        with capturedLogs() as events:
+            self.clock.advance(CERTIFICATE_CHECK_INTERVAL)
+        [warning] = self.warnings(events)
+        self.assertIn("expires in 29 days", warning["problem"])
+        with capturedLogs() as events:
+            for _ in range(30):
+                self.clock.advance(CERTIFICATE_CHECK_INTERVAL)
+        warnings = self.warnings(events)
+        self.assertEqual(len(warnings), 30)
+        self.assertIn("expired at", warnings[-1]["problem"])
+        with capturedLogs():
+            self.successResultOf(relationship.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        with capturedLogs() as events:
+            self.clock.advance(10 * CERTIFICATE_CHECK_INTERVAL)
+        self.assertEqual(events, [])
 
 
 class LoopbackTests(TestCase):

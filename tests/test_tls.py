@@ -8,6 +8,7 @@ Certificates are made by the tests themselves (L{tests.certs}).
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address
@@ -49,6 +50,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dhcp6ha.failover.tls import (
+    DEFAULT_EXPIRY_WARNING,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     AuthenticatedPartnerAddress,
@@ -388,6 +390,35 @@ class TLSMaterialTests(SynchronousTestCase):
         problem = loaded.validityProblem(before - 1)
         assert problem is not None
         self.assertIn("not valid before", problem)
+
+    def test_validityProblemExpiringSoon(self) -> None:
+        """
+        With C{warnWithin}, a certificate that ends within that many seconds
+        is reported, with the days left; without it, it is not.
+        """
+        notBefore = self.ca.certificate.not_valid_before_utc
+        leaf = self.ca.issue(
+            dns=[PRIMARY], notBefore=notBefore, notAfter=notBefore + datetime.timedelta(days=90)
+        )
+        loaded = self.load(cert=leaf.certPEM, key=leaf.keyPEM)
+        after = loaded.notValidAfter.timestamp()
+        month = DEFAULT_EXPIRY_WARNING
+        self.assertEqual(month, 30 * 86400)
+        self.assertIsNone(loaded.validityProblem(after - 3 * 86400))
+        self.assertIsNone(loaded.validityProblem(after - month - 1, warnWithin=month))
+        self.assertEqual(
+            loaded.validityProblem(after - month, warnWithin=month),
+            "this server's certificate expires in 30 days, at " + loaded.notValidAfter.isoformat(),
+        )
+        problem = loaded.validityProblem(after - 86400 - 1, warnWithin=month)
+        assert problem is not None
+        self.assertIn("expires in 1 day, at", problem)
+        problem = loaded.validityProblem(after - 10, warnWithin=month)
+        assert problem is not None
+        self.assertIn("expires in less than a day, at", problem)
+        problem = loaded.validityProblem(after + 1, warnWithin=month)
+        assert problem is not None
+        self.assertIn("expired at", problem)
 
     def test_expiredOwnCertificateLoads(self) -> None:
         """An expired certificate of ours loads: the server can still serve clients."""

@@ -66,6 +66,13 @@ has no transition for a disconnection in the Connecting or Waiting states).
 So the exchange runs inside the endpoint (L{ConnectExchangeEndpoint}), and
 C{ClientService} sees a connection only once it is established.
 
+This server's own certificate is checked at start and then daily
+(L{CERTIFICATE_CHECK_INTERVAL}) against the reactor's time: one expired, not
+yet valid or expiring within 30 days (L{DEFAULT_EXPIRY_WARNING}) is logged as
+a warning naming the relationship and the certificate file
+(L{FailoverRelationship.checkCertificate}).  It does not stop the start: the
+server still serves its clients, and the partner refuses what it must.
+
 Stopping (C{stopService}): the endpoint goes to PAUSED, stored and announced
 (RFC 8156 section 8.3.1), the connection is closed with a Disconnect, the
 client service or listener stops.  Unacked updates are durable in the store
@@ -110,6 +117,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -137,6 +145,7 @@ from dhcp6ha.failover.protocol import (
 )
 from dhcp6ha.failover.queue import UpdateQueue, receiveBindings
 from dhcp6ha.failover.tls import (
+    DEFAULT_EXPIRY_WARNING,
     PartnerConnectionStats,
     PartnerIdentity,
     TLSMaterial,
@@ -149,7 +158,16 @@ from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 if TYPE_CHECKING:
     from dhcp6ha.interfaces import ILeaseStore
 
-__all__ = ["ConnectExchangeEndpoint", "Coverage", "DesiredLifetimes", "FailoverRelationship"]
+__all__ = [
+    "CERTIFICATE_CHECK_INTERVAL",
+    "ConnectExchangeEndpoint",
+    "Coverage",
+    "DesiredLifetimes",
+    "FailoverRelationship",
+]
+
+CERTIFICATE_CHECK_INTERVAL = 86400.0
+"""Seconds between two checks of this server's own certificate while running."""
 
 # Typed views of the untyped Twisted endpoint API used here (mypy --strict);
 # those of the service API are in dhcp6ha._typedtwisted.
@@ -506,6 +524,8 @@ class FailoverRelationship(MultiService):
         self.port: IListeningPort | None = None
         self.connectionService: ClientService | None = None
         self._listening: Deferred[IListeningPort] | None = None
+        self._certificateCheck = LoopingCall(self.checkCertificate)
+        self._certificateCheck.clock = reactor
 
     # --- what the wiring reads ---------------------------------------------------------
 
@@ -620,6 +640,35 @@ class FailoverRelationship(MultiService):
         multiServiceStart(self)
         if self.role is Role.PRIMARY:
             self._startConnecting(session)
+        # Now, then daily: a server runs for longer than a certificate's
+        # last 30 days.
+        self._certificateCheck.start(CERTIFICATE_CHECK_INTERVAL, now=True).addErrback(
+            lambda failure: self.log.failure(
+                "Failover {relationship}: checking the certificate failed",
+                failure,
+                relationship=self.config.name,
+            )
+        )
+
+    def checkCertificate(self) -> str | None:
+        """
+        Check this server's own certificate at the reactor's time; log a
+        warning if it has expired, is not yet valid or expires within
+        L{DEFAULT_EXPIRY_WARNING}.
+
+        @return: the problem in words, or C{None}.
+        """
+        problem = self.material.validityProblem(
+            self.reactor.seconds(), warnWithin=DEFAULT_EXPIRY_WARNING
+        )
+        if problem is not None:
+            self.log.warn(
+                "Failover {relationship}: {problem} (certificate file {certificate})",
+                relationship=self.config.name,
+                problem=problem,
+                certificate=self.config.certificate,
+            )
+        return problem
 
     # --- the secondary's reserve of prefixes (the primary's side) ---------------------
 
@@ -848,6 +897,8 @@ class FailoverRelationship(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self._certificateCheck.running:
+            self._certificateCheck.stop()
         endpoint, session = self.endpoint, self.session
         if session is not None:
             session.accepting = False

@@ -99,6 +99,7 @@ if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
+    "DEFAULT_EXPIRY_WARNING",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "AuthenticatedPartnerAddress",
@@ -126,6 +127,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: is closed; RFC 8156 FO_KEEPALIVE_TIME.  The failover protocol must send
 #: something (CONTACT) well within it.
 DEFAULT_IDLE_TIMEOUT = 60.0
+
+#: Seconds before its end from which this server's own certificate is
+#: reported as expiring soon (L{TLSMaterial.validityProblem}): 30 days.
+DEFAULT_EXPIRY_WARNING = 30 * 86400.0
 
 #: Bytes held, before the identity check, for later delivery.  With Twisted's
 #: TLSMemoryBIOProtocol nothing arrives before the check at all (see
@@ -618,13 +623,18 @@ class TLSMaterial:
             + " CA(s)>"
         )
 
-    def validityProblem(self, now: float) -> str | None:
+    def validityProblem(self, now: float, *, warnWithin: float = 0.0) -> str | None:
         """
         Whether this server's own certificate is outside its validity period
-        at C{now} (POSIX seconds, from the injected clock), for a startup
-        warning: the partner will refuse it, but the server can still serve
-        its clients.
+        at C{now} (POSIX seconds, from the injected clock), or ends within
+        C{warnWithin} seconds of it, for a warning at start and now and then
+        while running: the partner will refuse an expired or not yet valid
+        certificate, but the server can still serve its clients.
 
+        @param warnWithin: also report a certificate that is still valid
+            but expires at most this many seconds after C{now}
+            (L{DEFAULT_EXPIRY_WARNING}, say); C{0} for expired or not yet
+            valid only.
         @return: the problem in words, or C{None}.
         """
         moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
@@ -634,6 +644,22 @@ class TLSMaterial:
             )
         if moment > self.notValidAfter:
             return "this server's certificate expired at " + self.notValidAfter.isoformat()
+        remaining = (self.notValidAfter - moment).total_seconds()
+        if remaining <= warnWithin:
+            days = int(remaining // 86400)
+            within = (
+                "in less than a day"
+                if days == 0
+                else "in 1 day"
+                if days == 1
+                else "in " + str(days) + " days"
+            )
+            return (
+                "this server's certificate expires "
+                + within
+                + ", at "
+                + self.notValidAfter.isoformat()
+            )
         return None
 
     def clientOptions(self, identity: PartnerIdentity) -> IOpenSSLClientConnectionCreator:

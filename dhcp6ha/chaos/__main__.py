@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chaos_faults -*-
+# -*- test-case-name: tests.test_chaos_faults,tests.test_chaos_cli -*-
 """
 C{python -m dhcp6ha.chaos}: run fault schedules against a dhcp6ha failover
 pair in network namespaces and check every invariant (needs root)::
@@ -15,8 +15,14 @@ injected by kind, clients, Replies checked, violations and failures.  Each
 run's files (history as JSON lines, report, server logs and databases) are
 kept under C{--workdir}, in C{seed-N/}.
 
+C{--kinds} takes C{all}, kinds, and C{-KIND} to leave one out; a list that
+starts with C{-} may follow C{--kinds} as its own word (C{--kinds
+-clock-step}) or be joined to it (C{--kinds=-clock-step}).
+
 Exit status: 0 no violation and no failure; 1 some; 2 usage error, or the
-harness cannot run here (not root, no C{ip netns}).
+harness cannot run here (not root, no C{ip netns}); 141 (128 + SIGPIPE) when
+the reader of the output went away (C{| head}): the output stops there,
+without a traceback, and a run in progress is stopped as by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ from typing import IO, Any
 
 from dhcp6ha.chaos.faults import KINDS, ScheduleParameters, makeSchedule, parseKinds
 
-__all__ = ["main", "summary"]
+__all__ = ["EXIT_BROKEN_PIPE", "main", "summary"]
+
+EXIT_BROKEN_PIPE = 141
+"""The exit status when the output's reader went away: 128 + SIGPIPE, as a
+shell reports a command that SIGPIPE killed."""
 
 
 def _faults(text: str) -> tuple[int, int]:
@@ -52,6 +62,33 @@ def _kinds(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _kindsJoined(argv: Sequence[str]) -> list[str]:
+    """
+    C{argv} with C{--kinds -KIND...} written as C{--kinds=-KIND...}:
+    argparse takes a separate value that starts with C{-} for an option
+    ("expected one argument").  A short option (C{-q}, C{-h}) or a long
+    one after C{--kinds} is left alone, and so is everything after C{--}.
+    """
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            joined.append(word)
+            joined.extend(words)
+            break
+        if len(word) > 3 and "--kinds".startswith(word):
+            value = next(words, None)
+            if value is None:
+                joined.append(word)
+            elif value.startswith("-") and not value.startswith("--") and len(value) > 2:
+                joined.append(word + "=" + value)
+            else:
+                joined += [word, value]
+            continue
+        joined.append(word)
+    return joined
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dhcp6ha.chaos",
@@ -59,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
             "Fault injection against a dhcp6ha failover pair in network namespaces, with"
             " every Reply and both databases checked against DESIGN.md's invariants."
         ),
-        epilog="Exit status: 0 clean; 1 violations or failures; 2 usage or environment.",
+        epilog=(
+            "Exit status: 0 clean; 1 violations or failures; 2 usage or environment;"
+            " 141 the output's reader went away (| head)."
+        ),
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -88,7 +128,11 @@ def _parser() -> argparse.ArgumentParser:
         type=_kinds,
         default=KINDS,
         metavar="LIST",
-        help=f"fault kinds, comma-separated, '-KIND' to leave one out (default all: {','.join(KINDS)})",
+        help=(
+            "fault kinds, comma-separated, 'all', '-KIND' to leave one out"
+            " (--kinds -clock-step or --kinds=-clock-step: all but clock-step;"
+            f" default all: {','.join(KINDS)})"
+        ),
     )
     parser.add_argument(
         "--release-probability",
@@ -177,7 +221,7 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_kindsJoined(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else 2
     if args.seed:
@@ -229,22 +273,36 @@ def _run(
         declineProbability=args.decline_probability,
     )
 
-    def say(text: str) -> None:
-        if not args.quiet:
-            out.write(text + "\n")
-            out.flush()
-
-    out.write(f"chaos: {len(seeds)} seed(s) from {seeds[0]}, files in {workdir}\n")
-    out.flush()
     results: list[Any] = []
     status = [0]
     current: list[Any] = []
+    brokenPipe: list[BrokenPipeError] = []
+
+    def write(text: str) -> None:
+        if brokenPipe:
+            return
+        try:
+            out.write(text)
+            out.flush()
+        except BrokenPipeError as e:
+            # The reader went away (| head): stop as Ctrl-C would (the
+            # current run is aborted), and exit quietly (_command).
+            brokenPipe.append(e)
+            if reactor.running:
+                reactor.stop()
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            write(text + "\n")
+
+    write(f"chaos: {len(seeds)} seed(s) from {seeds[0]}, files in {workdir}\n")
 
     async def runAll() -> None:
         pki = makeCertificates(workdir / "pki")
         for seed in seeds:
-            out.write(f"=== seed {seed}\n")
-            out.flush()
+            if brokenPipe:
+                return
+            write(f"=== seed {seed}\n")
             run = ChaosRun(
                 reactor,
                 seed,
@@ -260,25 +318,25 @@ def _run(
             current[:] = []
             results.append(result)
             verdict = "ok" if result.ok else "FAILED"
-            out.write(
+            write(
                 f"--- seed {seed}: {verdict}: {sum(result.injected.values())} faults,"
                 f" {result.replies} Replies, {len(result.violations)} violations,"
                 f" {len(result.failures)} failures ({result.directory})\n"
             )
             for failure in result.failures:
-                out.write(f"    failure: {failure}\n")
+                write(f"    failure: {failure}\n")
             if result.violations:
-                out.write(result.report)
+                write(result.report)
             if not result.ok:
-                out.write(f"    replay: {result.replay}\n")
-            out.flush()
+                write(f"    replay: {result.replay}\n")
 
     def done(outcome: object) -> None:
         from twisted.python.failure import Failure
 
         if isinstance(outcome, Failure):
-            out.write(outcome.getTraceback())
             status[0] = 1
+            if not isinstance(outcome.value, BrokenPipeError):
+                write(outcome.getTraceback())
         if reactor.running:
             reactor.stop()
 
@@ -293,11 +351,30 @@ def _run(
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     reactor.run()
+    if brokenPipe:
+        raise brokenPipe[0]
     out.write(summary(results))
     if status[0] or any(not r.ok for r in results) or len(results) < len(seeds):
         return 1
     return 0
 
 
+def _command() -> int:
+    """
+    C{python -m dhcp6ha.chaos}: L{main} on stdout; when the reader of the
+    output goes away (C{| head}), no traceback, L{EXIT_BROKEN_PIPE}.
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The Python docs' recipe (signal module, "Note on SIGPIPE"): stdout
+        # to /dev/null, so that the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_command())

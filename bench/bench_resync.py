@@ -30,11 +30,12 @@ command (C{--transport amp}); both sides run in this one process (one
 core), so its time is the sum of both servers' work.  C{--profile} prints
 the top of a C{cProfile}.
 
-C{--max-unacked N} sets both servers' C{max-unacked} (default: the
-configuration's default, 100 bindings in flight, which makes the
-recovering server commit, and fsync, about 100 bindings per round trip;
-2000 lets the batches pipeline).  C{--full primary} gives the database to
-the primary instead.  C{--profile ROLE} runs that server under cProfile
+C{--max-unacked N} sets both servers' C{max-unacked} (C{pair}: by default
+the configuration's default, 2000 bindings in flight, which lets the
+batches pipeline so that the recovering server commits, and fsyncs, about
+2000 bindings per transaction; 100 makes it commit about 100 bindings per
+round trip; C{inprocess}: 100 by default).  C{--full primary} gives the
+database to the primary instead.  C{--profile ROLE} runs that server under cProfile
 (its main thread) and prints the top; C{SORT} and C{TOP} in the
 environment choose the order and the length.  Other work on the machine
 slows both servers: the CPU seconds of each are printed too.
@@ -64,6 +65,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dhcp6ha.config import DEFAULT_MAX_UNACKED  # noqa: E402
 from dhcp6ha.failover.machine import EndpointState, FailoverRecord  # noqa: E402
 from dhcp6ha.failover.policy import partnerLifetime  # noqa: E402
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType  # noqa: E402
@@ -352,7 +354,10 @@ def main() -> int:
         "--max-unacked",
         type=int,
         default=None,
-        help="max-unacked of both servers (pair: default the config default; inprocess: 100)",
+        help=(
+            "max-unacked of both servers (default: pair, the configuration's default,"
+            f" {DEFAULT_MAX_UNACKED}; inprocess, 100)"
+        ),
     )
     parser.add_argument(
         "--full",

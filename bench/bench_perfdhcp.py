@@ -31,9 +31,10 @@ For each lease type, every setup's offered rate is stepped up, then
 bisected, to find the highest rate at which fewer than 1% of the 4-message
 exchanges (Solicit-Advertise-Request-Reply) are lost; the setups take turns
 run by run, so that they share the same background load.  Then every setup
-runs C{--compare-runs} more times, in turns, at one common rate (the lowest
-of their best rates, C{--compare-rate} to choose it), for latencies at
-equal load.  For the pair, the replication lag of each run (a binding's
+runs C{--compare-runs} more times, in turns, at one common rate (70% of the
+lowest of their best rates, C{--compare-fraction} or C{--compare-rate} to
+choose it: at a setup's best rate its latency is mostly queueing), for
+latencies at equal load.  For the pair, the replication lag of each run (a binding's
 Reply sent to the partner's ack, from the primary's update-queue histogram
 in C{dhcp6ha-ctl status}: its buckets before and after the run, within
 about 9%) is read once the run's updates are all acked.
@@ -723,7 +724,8 @@ async def benchType(
         # The pair against the server alone, when both run; else every setup.
         main = [b for s, b in zip(alive, bests, strict=True) if not isinstance(s, Alone)
                 or s.name == "alone"] if len(args.setups) > 1 else bests  # fmt: skip
-        rate = args.compare_rate or min(b.rate for b in (main or bests) if b is not None)
+        lowest = min(b.rate for b in (main or bests) if b is not None)
+        rate = args.compare_rate or max(10, int(lowest * args.compare_fraction))
         comparison = Comparison(rate, {s.name: [] for s in alive})
         print(f"  {leaseType}: every setup at {rate}/s, {args.compare_runs} runs each, in turns",
               flush=True)  # fmt: skip
@@ -843,7 +845,10 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare-runs", type=int, default=2,
                    help="runs per setup at the common rate (0: none)")  # fmt: skip
     p.add_argument("--compare-rate", type=int, default=0,
-                   help="the common rate (default: the lowest best rate)")  # fmt: skip
+                   help="the common rate (default: --compare-fraction of the lowest best rate)")  # fmt: skip
+    p.add_argument("--compare-fraction", type=float, default=0.7,
+                   help="the common rate as a fraction of the lowest best rate: below"
+                        " saturation, where latency is the replication's, not queueing")  # fmt: skip
     p.add_argument("--settle", type=float, default=120.0,
                    help="longest wait for the pair's updates to be acked (s)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="parent directory of the run's files")

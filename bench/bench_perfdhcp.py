@@ -531,7 +531,16 @@ class Pair(Setup):
         for server in (self.primary, self.secondary):
             await server.waitState(RELATIONSHIP, "normal", 60, connected=True)
         started = time.monotonic()
-        await self.settled(self.settleTimeout)
+        # The secondary's PoolRequest (FREE-BACKUP prefixes) follows NORMAL:
+        # wait until nothing is unacked and nothing new was sent for 2 s.
+        deadline = started + self.settleTimeout
+        quietSince, sent = time.monotonic(), self.replication()["sent"]
+        while time.monotonic() - quietSince < 2.0 and time.monotonic() < deadline:
+            await self.settled(max(0.0, deadline - time.monotonic()))
+            await sleep(0.2)
+            now = self.replication()["sent"]
+            if now != sent or self.unacked():
+                quietSince, sent = time.monotonic(), now
         print(f"  {self.name}: NORMAL, settled in {time.monotonic() - started:.1f} s"
               f" (initial updates: {self.replication()['acked']})", flush=True)  # fmt: skip
 

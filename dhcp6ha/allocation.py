@@ -354,6 +354,52 @@ class Allocator:
             for pool in subnet.pd_pools
         )
 
+    def stillHeld(
+        self,
+        subnet: SubnetConfig,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        Does this IA hold this lease now, so that a Renew or Rebind listing
+        it beside the lease it gets must renew it too (RFC 8415 section
+        18.3.4) rather than take it away while its lifetime runs?
+
+        True for the IA's own ACTIVE binding, not yet expired, still
+        appropriate on this link (by configuration: a pool, not the anycast
+        address), when the client has no reservation of that kind here (a
+        reservation replaces the IA's other bindings on purpose).  Like the
+        IA's own ACTIVE binding everywhere in this module, it is the IA's
+        without asking the policy.
+
+        An IA comes to hold two leases when the two servers of a pair, cut
+        off from each other, each grant it one (a client that starts over
+        after a Decline, say); it keeps both until it lets one go.
+        """
+        index = self._index(subnet)
+        if lease_type is LeaseType.NA:
+            if index.addresses_of.get(duid) or address == index.anycast:
+                return False
+            appropriate = self.addressAppropriate(subnet, address, duid)
+        else:
+            if index.prefixes_of.get(duid):
+                return False
+            appropriate = self.prefixAppropriate(subnet, address, prefix_length, duid)
+        if not appropriate:
+            return False
+        existing = self.store.get(address, prefix_length)
+        return (
+            existing is not None
+            and existing.state is BindingState.ACTIVE
+            and existing.heldBy(duid, iaid)
+            and existing.lease_type is lease_type
+            and existing.expires > now
+        )
+
     # --- availability -------------------------------------------------------
 
     def available(

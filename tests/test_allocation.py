@@ -1063,3 +1063,84 @@ class RenewalTests(SynchronousTestCase):
             ),
             older.address,
         )
+
+
+class StillHeldTests(SynchronousTestCase):
+    """
+    L{Allocator.stillHeld}: a second lease an IA holds (two servers of a
+    pair, cut off from each other, each granted it one) is renewed beside
+    the first, not taken away while its lifetime runs.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryLeaseStore()
+        self.policy = RenewingPolicy()
+        self.allocator = Allocator(self.store, self.policy)
+        self.subnet = makeSubnet()
+        self.address = IPv6Address("2001:db8:1::123")
+        self.prefix = IPv6Address("2001:db8:100:1200::")
+
+    def held(self, address: IPv6Address, length: int = 128) -> bool:
+        lease_type = LeaseType.NA if length == 128 else LeaseType.PD
+        return self.allocator.stillHeld(
+            self.subnet, lease_type, address, length, clientDuid(1), 1, NOW
+        )
+
+    def test_ownActive(self) -> None:
+        """The IA's own unexpired ACTIVE address and prefix: held, without asking the policy."""
+        self.store.commit(
+            [
+                activeLease(self.address, clientDuid(1)),
+                activeLease(self.prefix, clientDuid(1), prefix_length=56),
+            ]
+        )
+        self.assertTrue(self.held(self.address))
+        self.assertTrue(self.held(self.prefix, 56))
+        self.assertEqual(self.policy.renewAsked, [])
+
+    def test_notHeld(self) -> None:
+        """
+        No binding, another IA's or client's, an ended or expired one, the
+        wrong kind: not held.
+        """
+        self.assertFalse(self.held(self.address))
+        for record in (
+            activeLease(self.address, clientDuid(2)),
+            activeLease(self.address, clientDuid(1), iaid=2),
+            activeLease(self.address, clientDuid(1), state=BindingState.RELEASED),
+            activeLease(self.address, clientDuid(1), state=BindingState.EXPIRED),
+            activeLease(self.address, clientDuid(1), now=NOW - 5000),
+        ):
+            self.store.commit([record])
+            self.assertFalse(self.held(self.address), record)
+        self.store.commit([activeLease(self.prefix, clientDuid(1), prefix_length=56)])
+        self.assertFalse(self.held(self.prefix, 64))
+
+    def test_notAppropriate(self) -> None:
+        """An address outside the pools, or a prefix outside the PD pools: not held."""
+        outside = IPv6Address("2001:db8:1::9999")
+        wild = IPv6Address("2001:db8:ffff::")
+        self.store.commit(
+            [
+                activeLease(outside, clientDuid(1)),
+                activeLease(wild, clientDuid(1), prefix_length=56),
+            ]
+        )
+        self.assertFalse(self.held(outside))
+        self.assertFalse(self.held(wild, 56))
+
+    def test_reservation(self) -> None:
+        """A client with a reservation of that kind here keeps only the reserved lease."""
+        self.subnet = makeSubnet(
+            reservations=(
+                Reservation("fixed", clientDuid(1), (IPv6Address("2001:db8:1::10"),), ()),
+            )
+        )
+        self.store.commit(
+            [
+                activeLease(self.address, clientDuid(1)),
+                activeLease(self.prefix, clientDuid(1), prefix_length=56),
+            ]
+        )
+        self.assertFalse(self.held(self.address))
+        self.assertTrue(self.held(self.prefix, 56))

@@ -12,8 +12,8 @@ replays it, the schedule, each violation and the clients' histories); its
 files (history as JSON lines, report, server logs) stay in C{_trial_temp}.
 
 C{REGRESSION_SEEDS}: seeds (with their parameters) that once found a
-violation listed in /work/notes/chaos-findings.md and were fixed since;
-they run here too, so that the fix stays.
+violation listed in docs/chaos-findings.rst and were fixed since; they run
+here too, so that the fix stays.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+from attrs import frozen
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -39,14 +40,36 @@ FIXED_SEEDS: list[tuple[int, float, tuple[int, int]]] = [
     (2, 30.0, (5, 7)),
 ]
 
-#: Seeds that found a violation, fixed since: (seed, window, faults, finding).
-REGRESSION_SEEDS: list[tuple[int, float, tuple[int, int], str]] = [
-    # Finding 1: a Release then a Request of the same lease within 5 s left
-    # the databases disagreeing (each side rejected the other's update as
-    # "same time"); fixed by 2f950fc (conflict resolution: lineage before
-    # time).  With 40 clients this seed re-grants ~45 leases within 5 s of
-    # their release.
-    (2, 40.0, (3, 6), "finding 1: Release then Request within 5 s"),
+
+@frozen
+class Regression:
+    """A seed that found a violation, fixed since (docs/chaos-findings.rst)."""
+
+    finding: str
+    seed: int
+    window: float = 40.0
+    faults: tuple[int, int] = (3, 6)
+    kinds: tuple[str, ...] = KINDS
+    clients: int = 40
+
+
+#: Seeds that found a violation, fixed since, each with the parameters it
+#: was found with.
+REGRESSION_SEEDS: list[Regression] = [
+    # Finding 1 (2f950fc): with 40 clients this seed re-grants ~45 leases
+    # within 5 s of their release.
+    Regression("finding 1: Release then Request within 5 s", 2),
+    # Finding 2 (7441d34, 6ba23fd): two partner-downs on one connection.
+    Regression(
+        "finding 2: a second partner-down on one connection",
+        200,
+        kinds=("partner-down", "kill", "lose-database", "client-cut", "clock-step"),
+    ),
+    # Finding 3 (fe30e31): Releases and re-grants across a partition.
+    Regression("finding 3: a grant right after a Release on the other server", 301, clients=120),
+    # Findings 4 (b676933, the harness) and 5 (the engine): lost database,
+    # clock steps, then a partition.
+    Regression("findings 4 and 5: clock steps, lost database, partition", 1017, clients=100),
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +107,14 @@ class FixedSetTests(TestCase):
         self.assertEqual(set(kinds), set(KINDS))
         self.assertGreaterEqual(overlaps, 4)
 
-    async def _chaos(self, seed: int, window: float, faults: tuple[int, int]) -> RunResult:
+    async def _chaos(
+        self,
+        seed: int,
+        window: float,
+        faults: tuple[int, int],
+        kinds: tuple[str, ...] = KINDS,
+        clients: int = 40,
+    ) -> RunResult:
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         pki = makeCertificates(directory / "pki")
@@ -95,7 +125,10 @@ class FixedSetTests(TestCase):
             log.write(text + "\n")
             log.flush()
 
-        config = RunConfig(clients=40, schedule=ScheduleParameters(window=window, faults=faults))
+        config = RunConfig(
+            clients=clients,
+            schedule=ScheduleParameters(window=window, faults=faults, kinds=kinds),
+        )
         run = ChaosRun(
             reactor,
             seed,
@@ -113,6 +146,10 @@ class FixedSetTests(TestCase):
                 f"{window:g}",
                 "--faults",
                 f"{faults[0]}-{faults[1]}",
+                "--kinds",
+                ",".join(kinds),
+                "--clients",
+                str(clients),
             ],  # fmt: skip
         )
         return await run.run()
@@ -137,14 +174,32 @@ class FixedSetTests(TestCase):
         """Fixed seed 2: one-way and two-way partitions, client cut, lost database, kill."""
         self._assertClean(await self._chaos(*FIXED_SEEDS[1]))
 
-    async def test_regressions(self) -> None:
-        """Every seed that once found a (since fixed) violation runs clean."""
-        if not REGRESSION_SEEDS:
-            self.skipTest("no fixed finding yet (see /work/notes/chaos-findings.md)")
-        for seed, window, faults, _finding in REGRESSION_SEEDS:
-            self._assertClean(await self._chaos(seed, window, faults))
+    async def _regression(self, regression: Regression) -> None:
+        self._assertClean(
+            await self._chaos(
+                regression.seed,
+                regression.window,
+                regression.faults,
+                regression.kinds,
+                regression.clients,
+            )
+        )
 
-    test_regressions.timeout = 300 * max(1, len(REGRESSION_SEEDS))  # type: ignore[attr-defined]
+    async def test_finding1(self) -> None:
+        """Seed 2 (finding 1) runs clean."""
+        await self._regression(REGRESSION_SEEDS[0])
+
+    async def test_finding2(self) -> None:
+        """Seed 200 (finding 2) runs clean and the pair gets back to NORMAL."""
+        await self._regression(REGRESSION_SEEDS[1])
+
+    async def test_finding3(self) -> None:
+        """Seed 301 (finding 3) runs clean."""
+        await self._regression(REGRESSION_SEEDS[2])
+
+    async def test_findings4and5(self) -> None:
+        """Seed 1017 (findings 4 and 5) runs clean and the pair gets back to NORMAL."""
+        await self._regression(REGRESSION_SEEDS[3])
 
 
 class TopologyTests(TestCase):

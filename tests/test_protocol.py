@@ -81,6 +81,7 @@ class Side:
         duid: bytes | None = None,
         prefixShare: PrefixShare | None = None,
         store: MemoryLeaseStore | None = None,
+        coverage: bytes | None = None,
     ) -> None:
         self.role = role
         self.clock = clock
@@ -104,6 +105,8 @@ class Side:
                 maxClockSkew=maxSkew,
                 version=version,
                 minVersion=minVersion,
+                coverage=coverage,
+                coverageSummary="1 address range(s)",
             ),
             self.endpoint,
             self.queue,
@@ -302,6 +305,77 @@ class ConnectTests(SynchronousTestCase):
     def test_refusedMCLT(self) -> None:
         """Different MCLTs: refused, both values named."""
         self.assertRefused("MCLT mismatch: the primary has 3600 s, this server 1800 s", mclt=1800)
+
+    def test_refusedCoverage(self) -> None:
+        """
+        Partners covering different pools or reservations (their Connect
+        digests differ): refused as a configuration conflict, naming both
+        digests and our pools, so that the operator can compare the logs.
+        """
+        pair = self.pair(coverage=b"\x02" * 32)
+        pair.primary.session.parameters = evolve(
+            pair.primary.session.parameters, coverage=b"\x01" * 32
+        )
+        with capturedLogs() as events:
+            client, server, pump, outcome = pair.connect()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertTrue(failure.check(ConnectRefused), failure)
+        self.assertIn(
+            "the two servers cover different pools or reservations (digest 0101010101010101"
+            " there, 0202020202020202 here: 1 address range(s))",
+            str(failure.value),
+        )
+        self.assertEqual(len(messages(events, "connectRefused")), 2)
+        self.assertFalse(pair.secondary.endpoint.communicating)
+
+    def test_coverageAgreed(self) -> None:
+        """
+        The same digest on both sides, or none from one side (a version
+        that does not send it): accepted.
+        """
+        for primary, secondary in ((b"\x01" * 32, b"\x01" * 32), (None, b"\x01" * 32),
+                                   (b"\x01" * 32, None)):  # fmt: skip
+            pair = self.pair(coverage=secondary)
+            pair.primary.session.parameters = evolve(
+                pair.primary.session.parameters, coverage=primary
+            )
+            client, server, pump, outcome = pair.connect()
+            self.assertEqual(outcome, [client], (primary, secondary))
+
+    def test_primaryChecksCoverage(self) -> None:
+        """A secondary that (wrongly) accepts other pools is disconnected by the primary."""
+        pair = self.pair(coverage=b"\x01" * 32)
+        pair.primary.session.parameters = evolve(
+            pair.primary.session.parameters, coverage=b"\x01" * 32
+        )
+        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)
+        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
+        accept = server._connectReceived
+
+        def lying(**kw: Any) -> Any:
+            then = accept(**kw)
+            then.response["coverage"] = b"\x03" * 32
+            return then
+
+        server._connectReceived = lying  # type: ignore[method-assign]
+        pump = connect(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            greet=False,
+            clock=self.clock,
+        )
+        outcome: list[object] = []
+        client.startConnect().addBoth(outcome.append)
+        with capturedLogs() as events:
+            pump.flush()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        self.assertIn("cover different pools or reservations", str(failure.value))
+        self.assertEqual(client.phase, "closed")
+        self.assertEqual(len(messages(events, "connectRefused")), 1)
 
     def test_refusedVersion(self) -> None:
         """A secondary that needs version 2 or later refuses a version 1 primary."""

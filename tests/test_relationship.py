@@ -165,6 +165,52 @@ class CoverageTests(SynchronousTestCase):
         self.assertFalse(coverage.covers(lease("2001:db8:300::", LeaseType.PD, 56)))
         self.assertTrue(Coverage(everything=True).covers(lease("2001:db8::6")))
 
+    def test_canonical(self) -> None:
+        """
+        The canonical text (and digest) depends on what is covered, not on
+        how the pools are written: order, overlaps and adjacent pieces do
+        not change it; another range, delegated length or reservation does.
+        """
+        base = Coverage(
+            pools=(AddressPool(IPv6Address("2001:db8::100"), IPv6Address("2001:db8::1ff")),),
+            pdPools=(PrefixPool(IPv6Network("2001:db8:100::/47"), 56),),
+            addresses=frozenset({IPv6Address("2001:db8::5")}),
+            prefixes=frozenset({IPv6Network("2001:db8:200::/56")}),
+        )
+        self.assertEqual(
+            base.canonical(),
+            "na 2001:db8::100-2001:db8::1ff\n"
+            "pd 2001:db8:100::-2001:db8:101:ffff:ffff:ffff:ffff:ffff/56\n"
+            "reserved 2001:db8::5\n"
+            "reserved 2001:db8:200::/56",
+        )
+        same = Coverage(
+            pools=(
+                AddressPool(IPv6Address("2001:db8::180"), IPv6Address("2001:db8::1ff")),
+                AddressPool(IPv6Address("2001:db8::100"), IPv6Address("2001:db8::190")),
+            ),
+            pdPools=(
+                PrefixPool(IPv6Network("2001:db8:101::/48"), 56),
+                PrefixPool(IPv6Network("2001:db8:100::/48"), 56),
+            ),
+            addresses=base.addresses,
+            prefixes=base.prefixes,
+        )
+        self.assertEqual(same.digest(), base.digest())
+        others = [
+            evolve(
+                base,
+                pools=(AddressPool(IPv6Address("2001:db8::100"), IPv6Address("2001:db8::1fe")),),
+            ),
+            evolve(base, pdPools=(PrefixPool(IPv6Network("2001:db8:100::/47"), 60),)),
+            evolve(base, addresses=frozenset()),
+            evolve(base, prefixes=frozenset({IPv6Network("2001:db8:200::/60")})),
+        ]
+        digests = {other.digest() for other in others} | {base.digest()}
+        self.assertEqual(len(digests), 5)
+        self.assertEqual(len(base.digest()), 32)
+        self.assertEqual(Coverage(everything=True).canonical(), "everything")
+
     def test_sameAsPools(self) -> None:
         """
         Around the edges of overlapping, adjacent and separate pools, and of

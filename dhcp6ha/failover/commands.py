@@ -519,8 +519,9 @@ def batches(
 class Connect(amp.Command):
     """
     RFC 8156 CONNECT / CONNECTREPLY: sent by the primary once TLS (with both
-    identities checked) is up.  Refused on a version, relationship, role or
-    MCLT mismatch, or a clock skew beyond the bound.
+    identities checked) is up.  Refused on a version, relationship, role,
+    MCLT or coverage (pools and reservations) mismatch, or a clock skew
+    beyond the bound.
     """
 
     arguments = [
@@ -534,6 +535,10 @@ class Connect(amp.Command):
         # The sender's server DUID, so the partner can recognise a client
         # message naming it (Server Identifier) when it takes over.
         (b"server_duid", _String(optional=True)),
+        # A digest of the pools and reservations the relationship covers
+        # (L{dhcp6ha.failover.relationship.Coverage.digest}): partners that
+        # split different pools would hand out the same address twice.
+        (b"coverage", _String(optional=True)),
     ]
     response = [
         (b"protocol_version", _Integer()),
@@ -545,6 +550,7 @@ class Connect(amp.Command):
         (b"mclt", _Integer(optional=True)),
         (b"keepalive", _Float(optional=True)),
         (b"server_duid", _String(optional=True)),
+        (b"coverage", _String(optional=True)),
     ]
     errors = {ConnectRefused: b"CONNECT_REFUSED"}
     fatalErrors = {ConnectRefused: b"CONNECT_REFUSED"}

@@ -188,6 +188,10 @@ class LocalParameters:
     @ivar maxClockSkew: the largest clock difference accepted (section 7.1).
     @ivar version: the highest protocol version we speak.
     @ivar minVersion: the lowest.
+    @ivar coverage: a digest of the pools and reservations the relationship
+        covers (must match when both sides send one), or C{None}.
+    @ivar coverageSummary: those pools and reservations in words, for the
+        log of a mismatch.
     """
 
     relationship: str
@@ -198,6 +202,8 @@ class LocalParameters:
     maxClockSkew: float
     version: int = PROTOCOL_VERSION
     minVersion: int = MIN_PROTOCOL_VERSION
+    coverage: bytes | None = None
+    coverageSummary: str = ""
 
 
 # --- proportional allocation: the secondary's share of free prefixes ----------------
@@ -1170,6 +1176,7 @@ class PartnerProtocol(amp.AMP):
             max_unacked=parameters.maxUnacked,
             keepalive=parameters.keepalive,
             server_duid=self.session.serverDuid(),
+            coverage=parameters.coverage,
         )
         return d.addCallbacks(self._connectAnswered, self._connectFailed, callbackArgs=(sent,))
 
@@ -1235,6 +1242,9 @@ class PartnerProtocol(amp.AMP):
                 "its MCLT is " + str(mclt) + " s and ours " + str(parameters.mclt) + " s",
                 FailoverStatus.CONFIGURATION_CONFLICT,
             )
+        mismatch = self._coverageMismatch(answer.get("coverage"))
+        if mismatch is not None:
+            return mismatch, FailoverStatus.CONFIGURATION_CONFLICT
         return self._checkCommon(
             answer["sender_time"],
             skew,
@@ -1278,6 +1288,26 @@ class PartnerProtocol(amp.AMP):
             )
         return None
 
+    def _coverageMismatch(self, coverage: bytes | None) -> str | None:
+        """
+        Why the partner's coverage digest is unacceptable: both servers of a
+        relationship must split the same pools and honour the same
+        reservations, or each hands out addresses the other also does.  A
+        partner that sends none (an older version) is not checked.
+        """
+        ours = self.session.parameters.coverage
+        if coverage is None or ours is None or coverage == ours:
+            return None
+        return (
+            "the two servers cover different pools or reservations (digest "
+            + coverage.hex()[:16]
+            + " there, "
+            + ours.hex()[:16]
+            + " here: "
+            + self.session.parameters.coverageSummary
+            + "); give both the same subnets' pools and reservations"
+        )
+
     def _connectFailed(self, failure: Failure) -> Failure:
         if isinstance(failure.value, ConnectRefused):
             self.session.refusals += 1
@@ -1303,6 +1333,7 @@ class PartnerProtocol(amp.AMP):
         max_unacked: int,
         keepalive: float,
         server_duid: bytes | None = None,
+        coverage: bytes | None = None,
     ) -> _Then:
         """Section 6.1.2: the secondary decides whether to accept the primary."""
         parameters = self.session.parameters
@@ -1346,9 +1377,11 @@ class PartnerProtocol(amp.AMP):
                 + " s"
             )
         else:
-            problem = self._checkCommon(sender_time, skew, keepalive, max_unacked, server_duid)
-            if problem is not None:
-                reason = problem[0]
+            reason = self._coverageMismatch(coverage)
+            if reason is None:
+                problem = self._checkCommon(sender_time, skew, keepalive, max_unacked, server_duid)
+                if problem is not None:
+                    reason = problem[0]
         if reason is not None:
             self.session.refusals += 1
             self.log.error(
@@ -1370,6 +1403,7 @@ class PartnerProtocol(amp.AMP):
             "mclt": parameters.mclt,
             "keepalive": parameters.keepalive,
             "server_duid": self.session.serverDuid(),
+            "coverage": parameters.coverage,
         }
         # Section 6.1.2: the STATE follows the CONNECTREPLY.
         return _Then(

@@ -92,6 +92,7 @@ Operator control (L{IRelationshipControl}):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Callable
@@ -268,6 +269,47 @@ class Coverage:
                 addresses.update(reservation.addresses)
                 prefixes.update(reservation.prefixes)
         return cls(tuple(pools), tuple(pdPools), frozenset(addresses), frozenset(prefixes))
+
+    def canonical(self) -> str:
+        """
+        What this coverage is, as text that does not depend on how it was
+        written: merged address ranges, prefix ranges per delegated length,
+        reserved addresses and prefixes, each sorted.  Two servers whose
+        configurations cover the same addresses and prefixes get the same
+        text, whatever their subnet names, pool order or pool boundaries.
+        """
+        if self.everything:
+            return "everything"
+        starts, ends = self._addressRanges
+        lines = [f"na {IPv6Address(a)}-{IPv6Address(b)}" for a, b in zip(starts, ends, strict=True)]
+        for length in sorted(self._prefixRanges):
+            starts, ends = self._prefixRanges[length]
+            lines += [
+                f"pd {IPv6Address(a)}-{IPv6Address(b)}/{length}"
+                for a, b in zip(starts, ends, strict=True)
+            ]
+        lines += [f"reserved {IPv6Address(a)}" for a in sorted(self._reservedAddresses)]
+        lines += [
+            f"reserved {IPv6Address(a)}/{length}" for a, length in sorted(self._reservedPrefixes)
+        ]
+        return "\n".join(lines)
+
+    def digest(self) -> bytes:
+        """SHA-256 of L{canonical}: what Connect carries (partners must agree)."""
+        return hashlib.sha256(self.canonical().encode("ascii")).digest()
+
+    def summary(self) -> str:
+        """L{canonical} in a few words, for a log line."""
+        if self.everything:
+            return "every binding"
+        ranges = len(self._addressRanges[0])
+        prefixRanges = sum(len(starts) for starts, _ in self._prefixRanges.values())
+        return (
+            f"{ranges} address range(s) of"
+            f" {sum(b - a + 1 for a, b in zip(*self._addressRanges, strict=True))} addresses,"
+            f" {prefixRanges} prefix range(s), {len(self.addresses)} reserved address(es),"
+            f" {len(self.prefixes)} reserved prefix(es)"
+        )
 
     def covers(self, lease: Lease) -> bool:
         """
@@ -547,6 +589,8 @@ class FailoverRelationship(MultiService):
             maxUnacked=config.max_unacked,
             keepalive=config.unreachable_after,
             maxClockSkew=config.max_clock_skew,
+            coverage=None if self.coverage.everything else self.coverage.digest(),
+            coverageSummary=self.coverage.summary(),
         )
 
     # --- service ---------------------------------------------------------------------

@@ -32,7 +32,13 @@ from dhcp6ha.failover import queue as queuemodule
 from dhcp6ha.failover.commands import FailoverStatus, bindingToBox
 from dhcp6ha.failover.conflict import acknowledged
 from dhcp6ha.failover.machine import Role
-from dhcp6ha.failover.queue import LagHistogram, QueueDetached, UpdateQueue, receiveBindings
+from dhcp6ha.failover.queue import (
+    DEFAULT_MAX_SENDS,
+    LagHistogram,
+    QueueDetached,
+    UpdateQueue,
+    receiveBindings,
+)
 from dhcp6ha.interfaces import IUpdateQueue
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
@@ -1736,3 +1742,150 @@ class QueueCrashTests(TestCase):
         }
         self.assertEqual(resent, pending)
         self.assertEqual(store.pendingCount(REL), 0)
+
+
+class AdaptiveBatchingTests(SynchronousTestCase):
+    """
+    At most C{maxSends} sends in flight: what becomes pending meanwhile
+    goes as one send when one is answered.
+    """
+
+    def test_badBound(self) -> None:
+        """C{maxSends} must allow at least one send in flight."""
+        self.assertRaises(ValueError, Setup, maxSends=0)
+
+    def test_default(self) -> None:
+        """The default bound is L{DEFAULT_MAX_SENDS}, 2."""
+        self.assertEqual(Setup().queue.maxSends, DEFAULT_MAX_SENDS)
+        self.assertEqual(DEFAULT_MAX_SENDS, 2)
+
+    def test_accumulates(self) -> None:
+        """
+        A lone binding goes at once; with C{maxSends} sends unanswered,
+        later ones wait and go together when the oldest is answered.
+        """
+        s = Setup(maxSends=2)
+        s.change(lease(1))
+        s.turn()
+        s.change(lease(2))
+        s.turn()
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [1, 1])
+        for n in (3, 4, 5):
+            s.change(lease(n))
+            s.turn()
+        self.assertEqual(len(s.sender.batches), 2)
+        self.assertEqual(s.queue.inFlight, 2)
+        s.sender.answer(0)
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [1, 1, 3])
+        self.assertEqual(s.sender.addresses(), [1, 2, 3, 4, 5])
+        s.sender.answerAll()
+        self.assertEqual(s.store.pendingCount(REL), 0)
+        self.assertEqual((s.queue.sent, s.queue.batchesSent, s.queue.acked), (5, 3, 5))
+        self.assertEqual(s.queue.status()["batches_sent"], 3)
+
+    def test_oneSend(self) -> None:
+        """With C{maxSends=1}, one send at a time (stop and wait)."""
+        s = Setup(maxSends=1)
+        s.change(lease(1))
+        s.turn()
+        s.change(lease(2), lease(3))
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1])
+        s.sender.answer()
+        self.assertEqual(s.sender.addresses(), [1, 2, 3])
+
+    def test_sendCutIntoBatches(self) -> None:
+        """
+        A send cut into several batches (the AMP value limit) counts once,
+        until every batch of it is answered.
+        """
+        one = commands._encodedSize(bindingToBox(lease(1), 0.0))
+        s = Setup(maxSends=2, batchBytes=2 * one + 10)
+        s.change(*[lease(n) for n in range(1, 6)])
+        s.turn()
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [2, 2, 1])
+        s.change(lease(6))
+        s.turn()
+        s.change(lease(7))
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1, 2, 3, 4, 5, 6])
+        s.sender.answer(0)
+        s.sender.answer(0)
+        self.assertEqual(s.sender.addresses(), [1, 2, 3, 4, 5, 6])
+        s.sender.answer(0)
+        self.assertEqual(s.sender.addresses(), [1, 2, 3, 4, 5, 6, 7])
+
+    def test_failedSendFrees(self) -> None:
+        """A send that failed no longer counts (sending resumes after the retry delay)."""
+        s = Setup(maxSends=1, retryDelay=30.0)
+        s.change(lease(1))
+        s.turn()
+        s.change(lease(2))
+        s.turn()
+        _, d = s.sender.batches[0]
+        with capturedLogs():
+            d.errback(RuntimeError("lost"))
+        self.assertEqual(s.queue.inFlight, 0)
+        s.clock.advance(30.0)
+        self.assertEqual(s.sender.addresses(), [1, 1, 2])
+
+    def test_detachForgetsSends(self) -> None:
+        """After detach and attach, the bound starts afresh: everything pending goes."""
+        s = Setup(maxSends=1)
+        s.change(lease(1))
+        s.turn()
+        s.change(lease(2))
+        s.turn()
+        s.queue.detach()
+        sender = FakeSender()
+        s.queue.attach(sender)
+        s.turn()
+        self.assertEqual(sender.addresses(), [1, 2])
+
+    def test_flushWaitsForAccumulated(self) -> None:
+        """
+        A flush called while the bound holds bindings back fires only once
+        those are sent and answered too.
+        """
+        s = Setup(maxSends=1)
+        s.change(lease(1))
+        s.turn()
+        s.change(lease(2), lease(3))
+        d = s.queue.flush()
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1])
+        s.sender.answer()
+        self.assertNoResult(d)
+        self.assertEqual(s.sender.addresses(), [1, 2, 3])
+        s.sender.answer()
+        self.successResultOf(d)
+
+    def test_sendAllBounded(self) -> None:
+        """L{UpdateQueue.sendAll} streams within the bound as well, and ends."""
+        one = commands._encodedSize(bindingToBox(lease(1), 0.0))
+        s = Setup(maxSends=1, maxUnacked=4, batchBytes=2 * one + 10)
+        s.store.commit([lease(n) for n in range(1, 11)], pending=False)
+        d = s.queue.sendAll()
+        s.turn()
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [2, 2])
+        while s.sender.waiting():
+            self.assertNoResult(d)
+            s.sender.answer(0)
+        self.successResultOf(d)
+        self.assertEqual(s.sender.addresses(), list(range(1, 11)))
+
+    def test_storedProposalNotAmended(self) -> None:
+        """
+        A binding stored with the partner lifetime the queue would propose
+        (the engine's L{IPartnerLifetimePolicy} hook) goes in the same turn,
+        with no store write before it.
+        """
+        s = Setup(autoFlush=False, partnerLifetime=lambda one: T0 + 5000.0)
+        stored = lease(1, partner_lifetime_sent=T0 + 5000.0)
+        s.store.commit([stored])
+        s.store.flush()
+        s.queue.enqueue(stored)
+        s.turn()
+        [(boxes, _)] = s.sender.batches
+        self.assertEqual(boxes, [bindingToBox(stored, T0 + 5000.0)])
+        self.assertEqual(s.store.get(stored.address, 128), stored)

@@ -23,6 +23,17 @@ L{dhcp6ha.failover.commands.batches} to stay under the AMP value limit).  In
 memory there is only what is in flight and a bounded table for the lag
 measurement.
 
+Adaptive batching: at most C{maxSends} sends are unanswered at once (a send
+is what one read of pending bindings yields, up to the room C{maxUnacked}
+leaves, cut into as many batches as the AMP limit needs; a send is
+unanswered until all of its batches are answered or failed).  What becomes
+pending while that many are in flight waits, and goes as one send when the
+oldest is answered.  At low load the lag stays one round trip (a lone
+binding goes at once); under load each send grows by itself to what
+accumulated during a round trip, so the costs paid per batch (the AMP box
+and its TLS record, the store read here, the partner's durable commit, our
+ack write) are shared by many bindings.
+
 Partner lifetime (section 4.4): the lifetime proposed for an ACTIVE binding
 is the larger of its stored C{partner_lifetime_sent} and
 C{partnerLifetime(binding)} (pass C{FailoverPolicy.partnerLifetime}).  The
@@ -107,7 +118,18 @@ from dhcp6ha.failover.machine import Role
 from dhcp6ha.interfaces import ILeaseStore, IUpdateQueue
 from dhcp6ha.leases.lease import BindingState, Lease
 
-__all__ = ["LagHistogram", "QueueDetached", "Sender", "UpdateQueue", "receiveBindings"]
+__all__ = [
+    "DEFAULT_MAX_SENDS",
+    "LagHistogram",
+    "QueueDetached",
+    "Sender",
+    "UpdateQueue",
+    "receiveBindings",
+]
+
+DEFAULT_MAX_SENDS = 2
+"""The default of L{UpdateQueue}'s C{maxSends}: one send answered while
+the next accumulates."""
 
 Sender = Callable[[list[dict[str, Any]]], Deferred[list[dict[str, Any]]]]
 """Sends one BindingUpdate batch of binding boxes; fires with the results."""
@@ -231,6 +253,7 @@ class _Batch:
 
     id: int
     generation: int
+    send: int
     rows: list[_Row]
     boxes: list[dict[str, Any]]
     answered: bool = False
@@ -272,9 +295,13 @@ class UpdateQueue:
     @ivar relationship: the relationship name (the store's pending marks).
     @ivar maxUnacked: the most bindings in flight (the partner's
         C{max_unacked} of Connect, or ours, whichever is smaller).
+    @ivar maxSends: the most sends in flight (see "Adaptive batching" in
+        the module docstring).
     @ivar partnerLifetime: the partner lifetime to propose for an ACTIVE
         binding, or C{None} to send the stored C{partner_lifetime_sent}.
     @ivar sent: bindings sent (resends included).
+    @ivar batchesSent: BindingUpdate batches sent (C{sent / batchesSent} is
+        the mean batch size).
     @ivar acked: bindings the partner acked.
     @ivar rejected: bindings the partner rejected.
     @ivar failedBatches: batches that failed without an answer (connection
@@ -295,6 +322,7 @@ class UpdateQueue:
         clock: IReactorTime,
         *,
         maxUnacked: int,
+        maxSends: int = DEFAULT_MAX_SENDS,
         batchBytes: int = commands.MAX_BATCH_BYTES,
         partnerLifetime: Callable[[Lease], float] | None = None,
         retryDelay: float = 30.0,
@@ -307,6 +335,8 @@ class UpdateQueue:
         @param store: the lease store holding the pending marks.
         @param clock: time and scheduling.
         @param maxUnacked: the most bindings in flight at once (at least 1).
+        @param maxSends: the most sends in flight at once (at least 1; see
+            "Adaptive batching" in the module docstring).
         @param batchBytes: the size limit of one batch's AMP value.
         @param partnerLifetime: see L{partnerLifetime}.
         @param retryDelay: the first delay before rejected bindings are sent
@@ -318,10 +348,13 @@ class UpdateQueue:
         """
         if maxUnacked < 1:
             raise ValueError("maxUnacked must be at least 1")
+        if maxSends < 1:
+            raise ValueError("maxSends must be at least 1")
         self.relationship = relationship
         self._store = store
         self._clock = clock
         self.maxUnacked = maxUnacked
+        self.maxSends = maxSends
         self._batchBytes = batchBytes
         self.partnerLifetime = partnerLifetime
         self._retryDelay = retryDelay
@@ -344,6 +377,9 @@ class UpdateQueue:
         self._inFlight: set[tuple[_Key, int | None]] = set()
         self._outstanding: dict[int, _Batch] = {}
         self._lastBatchId = 0
+        # Per send in flight: its batches not answered yet.
+        self._sends: dict[int, int] = {}
+        self._lastSendId = 0
 
         self._flushes: list[_Waiter] = []
         self._all: _SendAll | None = None
@@ -358,6 +394,7 @@ class UpdateQueue:
         self._enqueued: dict[_Key, tuple[int, float, int, float]] = {}
 
         self.sent = 0
+        self.batchesSent = 0
         self.acked = 0
         self.rejected = 0
         self.failedBatches = 0
@@ -402,6 +439,7 @@ class UpdateQueue:
         self._unanswered = 0
         self._inFlight.clear()
         self._outstanding.clear()
+        self._sends.clear()
         self._blocked = False
         if self._retryCall is not None and self._retryCall.active():
             self._retryCall.cancel()
@@ -472,6 +510,7 @@ class UpdateQueue:
             "attached": self.attached,
             "paused": self._paused,
             "sent": self.sent,
+            "batches_sent": self.batchesSent,
             "acked": self.acked,
             "rejected": self.rejected,
             "failed_batches": self.failedBatches,
@@ -529,6 +568,7 @@ class UpdateQueue:
             and not self._paused
             and not self._blocked
             and dispatched < budget
+            and len(self._sends) < self.maxSends
         ):
             room = min(self.maxUnacked - self._unanswered, budget - dispatched)
             if room <= 0:
@@ -604,12 +644,17 @@ class UpdateQueue:
         boxes = [bindingToBox(row.sent, row.sent.partner_lifetime_sent) for row in rows]
         batches: list[_Batch] = []
         start = 0
+        self._lastSendId += 1
+        send = self._lastSendId
         for cut in commands.batches(boxes, self._batchBytes):
             self._lastBatchId += 1
-            batch = _Batch(self._lastBatchId, self._generation, rows[start : start + len(cut)], cut)
+            batch = _Batch(
+                self._lastBatchId, self._generation, send, rows[start : start + len(cut)], cut
+            )
             start += len(cut)
             self._outstanding[batch.id] = batch
             batches.append(batch)
+        self._sends[send] = len(batches)
         if not proposals:
             for batch in batches:
                 self._send(batch)
@@ -638,6 +683,7 @@ class UpdateQueue:
         if batch.generation != self._generation or sender is None:
             return
         self.sent += len(batch.rows)
+        self.batchesSent += 1
         try:
             d = sender(batch.boxes)
         except Exception:
@@ -648,6 +694,11 @@ class UpdateQueue:
         """The partner answered C{batch} (or never will): free its window."""
         batch.answered = True
         self._unanswered -= len(batch.rows)
+        left = self._sends.get(batch.send, 0) - 1
+        if left > 0:
+            self._sends[batch.send] = left
+        else:
+            self._sends.pop(batch.send, None)
         for row in batch.rows:
             self._inFlight.discard((row.sent.key, row.version))
 

@@ -95,7 +95,12 @@ from twisted.logger import Logger
 
 from dhcp6ha.allocation import Allocator, StandalonePolicy, SubnetPolicies
 from dhcp6ha.config import ServerConfig, SubnetConfig
-from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, ILeaseStore
+from dhcp6ha.interfaces import (
+    IAllocationPolicy,
+    IFailoverPolicy,
+    ILeaseStore,
+    IPartnerLifetimePolicy,
+)
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import (
     IANA,
@@ -958,6 +963,10 @@ class Engine:
             partner_state_acked=kept.partner_state_acked if kept is not None else None,
             partner_stos_acked=kept.partner_stos_acked if kept is not None else 0.0,
         )
+        if commit and IPartnerLifetimePolicy.providedBy(ex.policy):
+            # Stored with the change: the update queue need not store the
+            # proposal in a second write before sending it.
+            lease = IPartnerLifetimePolicy(ex.policy).withPartnerLifetime(lease)
         ex.taken.add(key)
         if commit:
             ex.changes[key] = lease

@@ -330,7 +330,31 @@ class IRenewalPolicy(IAllocationPolicy):
         """
 
 
-__all__ += ["IFailoverPeer", "IFailoverPolicy", "IRenewalPolicy", "IUpdateQueue"]
+class IPartnerLifetimePolicy(IAllocationPolicy):
+    """
+    What a failover policy may add to L{IAllocationPolicy} so that the
+    partner lifetime an update will propose (RFC 8156 section 4.4) is stored
+    with the binding change itself, not in a second write before the update
+    is sent (it must be durable before it is proposed).  The engine asks it
+    for every ACTIVE binding it grants or renews, before committing; a
+    policy that does not provide this interface stores the binding as built.
+    """
+
+    def withPartnerLifetime(lease: Lease) -> Lease:
+        """
+        The record to store: C{lease} with the partner lifetime to propose
+        as its C{partner_lifetime_sent}, never less than it holds (or
+        C{lease} itself).
+        """
+
+
+__all__ += [
+    "IFailoverPeer",
+    "IFailoverPolicy",
+    "IPartnerLifetimePolicy",
+    "IRenewalPolicy",
+    "IUpdateQueue",
+]
 
 
 # --- operator control (dhcp6ha-ctl) ------------------------------------------------

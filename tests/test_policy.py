@@ -24,7 +24,12 @@ from dhcp6ha.failover.machine import (
     Service,
 )
 from dhcp6ha.failover.policy import FailoverPolicy, PartnerTrafficView, partnerLifetime
-from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, IRenewalPolicy
+from dhcp6ha.interfaces import (
+    IAllocationPolicy,
+    IFailoverPolicy,
+    IPartnerLifetimePolicy,
+    IRenewalPolicy,
+)
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import (
     IANA,
@@ -423,7 +428,9 @@ class LifetimeTests(SynchronousTestCase):
         policy, _, queue = makePolicy(state=S.NORMAL, desiredLifetime=lambda lease: 3 * DAY)
         valid = policy.maxValidLifetime(None, 3 * DAY, clock.seconds())
         self.assertEqual(valid, 3600)
-        granted = lease(start_time_of_state=T0, cltt=T0, valid_lifetime=valid, expires=T0 + valid)
+        granted = policy.withPartnerLifetime(
+            lease(start_time_of_state=T0, cltt=T0, valid_lifetime=valid, expires=T0 + valid)
+        )
         policy.bindingChanged(granted)
         sent = queue.enqueued[-1]
         self.assertEqual(sent.partner_lifetime_sent, T0 + 1800 + 3 * DAY)
@@ -432,7 +439,9 @@ class LifetimeTests(SynchronousTestCase):
         clock.advance(1800)
         renewed = policy.maxValidLifetime(stored, 3 * DAY, clock.seconds())
         self.assertEqual(renewed, 3 * DAY)
-        again = evolve(stored, cltt=clock.seconds(), valid_lifetime=renewed)
+        again = policy.withPartnerLifetime(
+            evolve(stored, cltt=clock.seconds(), valid_lifetime=renewed)
+        )
         policy.bindingChanged(again)
         self.assertEqual(
             queue.enqueued[-1].partner_lifetime_sent, clock.seconds() + 1.5 * DAY + 3 * DAY
@@ -440,19 +449,42 @@ class LifetimeTests(SynchronousTestCase):
 
 
 class BindingChangedTests(SynchronousTestCase):
-    """Lazy updates go to the queue with the partner lifetime to propose."""
+    """
+    The partner lifetime to propose is put on the record to store
+    (L{FailoverPolicy.withPartnerLifetime}); lazy updates go to the queue as
+    stored.
+    """
+
+    def test_interface(self) -> None:
+        """The policy provides L{IPartnerLifetimePolicy}."""
+        policy, _, _ = makePolicy()
+        self.assertTrue(verifyObject(IPartnerLifetimePolicy, policy))
 
     def test_active(self) -> None:
         """ACTIVE: C{cltt + T1 fraction * valid + desired}; default desired: the valid lifetime."""
         policy, _, queue = makePolicy()
         record = lease(cltt=T0, valid_lifetime=1000)
-        policy.bindingChanged(record)
-        self.assertEqual(queue.enqueued, [evolve(record, partner_lifetime_sent=T0 + 500 + 1000)])
+        stored = policy.withPartnerLifetime(record)
+        self.assertEqual(stored, evolve(record, partner_lifetime_sent=T0 + 500 + 1000))
+        policy.bindingChanged(stored)
+        self.assertEqual(queue.enqueued, [stored])
+
+    def test_neverLess(self) -> None:
+        """
+        A larger partner lifetime already proposed is kept (the same
+        record comes back): a proposal is never withdrawn (section 4.4).
+        """
+        policy, _, _ = makePolicy()
+        record = lease(cltt=T0, valid_lifetime=1000, partner_lifetime_sent=T0 + 5000)
+        self.assertIs(policy.withPartnerLifetime(record), record)
+        equal = lease(cltt=T0, valid_lifetime=1000, partner_lifetime_sent=T0 + 1500)
+        self.assertIs(policy.withPartnerLifetime(equal), equal)
 
     def test_other(self) -> None:
         """Other states go as they are."""
         policy, _, queue = makePolicy()
         record = lease(BindingState.RELEASED, partner_lifetime_sent=5.0)
+        self.assertIs(policy.withPartnerLifetime(record), record)
         policy.bindingChanged(record)
         self.assertEqual(queue.enqueued, [record])
 
@@ -1111,3 +1143,50 @@ class ServingForPartnerTests(SynchronousTestCase):
             self.contact(grow=True)
         self.assertFalse(self.endpoint.servingForPartner)
         self.assertIsNone(self.solicit())
+
+
+class StoredPartnerLifetimeTests(SynchronousTestCase):
+    """
+    The engine stores the partner lifetime the update will propose with
+    the grant itself (L{IPartnerLifetimePolicy}), so the update queue need
+    not store it in a second write before sending.
+    """
+
+    def test_grantStoresProposal(self) -> None:
+        """
+        A Request's binding is stored with C{cltt + valid / 2 + desired}
+        as its C{partner_lifetime_sent}; a renewal proposes the larger one
+        of its own time.
+        """
+        clock = Clock()
+        clock.advance(T0)
+        server = Server(Role.PRIMARY, clock)
+        address, delegated = grant(server)
+        for key in ((address, 128), delegated):
+            stored = server.bindingOf(key)
+            self.assertEqual(
+                stored.partner_lifetime_sent,
+                partnerLifetime(stored.cltt, stored.valid_lifetime, stored.valid_lifetime),
+            )
+            self.assertEqual(server.queue.enqueued[-2 if key[1] == 128 else -1].key, key)
+        first = server.bindingOf((address, 128)).partner_lifetime_sent
+        clock.advance(600)
+        server.reply(
+            message(MessageType.RENEW, na(1, str(address)), duid=CLIENT, server=server.duid)
+        )
+        renewed = server.bindingOf((address, 128))
+        self.assertEqual(renewed.cltt, T0 + 600)
+        self.assertEqual(
+            renewed.partner_lifetime_sent,
+            partnerLifetime(renewed.cltt, renewed.valid_lifetime, renewed.valid_lifetime),
+        )
+        self.assertGreater(renewed.partner_lifetime_sent, first)
+
+    def test_advertiseStoresNothing(self) -> None:
+        """A Solicit commits nothing, and proposes nothing."""
+        clock = Clock()
+        clock.advance(T0)
+        server = Server(Role.PRIMARY, clock)
+        server.reply(message(MessageType.SOLICIT, na(1), duid=CLIENT))
+        self.assertEqual(list(server.store.iterLeases(100)), [])
+        self.assertEqual(server.queue.enqueued, [])

@@ -150,7 +150,7 @@ from zope.interface import implementer
 
 from dhcp6ha.failover.balance import isTakeback
 from dhcp6ha.failover.machine import EndpointState, Role
-from dhcp6ha.interfaces import IFailoverPolicy, IRenewalPolicy
+from dhcp6ha.interfaces import IFailoverPolicy, IPartnerLifetimePolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import MessageType
 
@@ -257,7 +257,7 @@ def partnerLifetime(cltt: float, valid: int, desired: int, t1Fraction: float = 0
     return cltt + t1Fraction * valid + desired
 
 
-@implementer(IFailoverPolicy, IRenewalPolicy)
+@implementer(IFailoverPolicy, IRenewalPolicy, IPartnerLifetimePolicy)
 class FailoverPolicy:
     """
     L{IFailoverPolicy} for one failover relationship.
@@ -504,14 +504,28 @@ class FailoverPolicy:
 
     # --- lazy updates -----------------------------------------------------------
 
+    def withPartnerLifetime(self, lease: Lease) -> Lease:
+        """
+        The record to store for this change: an ACTIVE binding with the
+        partner lifetime it will propose, C{max(partner_lifetime_sent,
+        partnerLifetime(lease))}, stored with the change itself (so that the
+        update queue proposes the stored value and need not store it first,
+        L{IPartnerLifetimePolicy}); C{lease} itself when that is what it
+        holds already, or when it is not ACTIVE.
+        """
+        if lease.state is not BindingState.ACTIVE:
+            return lease
+        proposal = self.partnerLifetime(lease)
+        if proposal <= lease.partner_lifetime_sent:
+            return lease
+        return evolve(lease, partner_lifetime_sent=proposal)
+
     def bindingChanged(self, lease: Lease) -> None:
         """
-        Hand the changed binding to the update queue, with the partner
-        lifetime to propose when it is ACTIVE, then to the
-        L{bindingObservers}.
+        Hand the changed binding (durable) to the update queue, which reads
+        it back from the store with the partner lifetime to propose, then to
+        the L{bindingObservers}.
         """
-        if lease.state is BindingState.ACTIVE:
-            lease = evolve(lease, partner_lifetime_sent=self.partnerLifetime(lease))
         self.queue.enqueue(lease)
         for observer in self.bindingObservers:
             observer(lease)

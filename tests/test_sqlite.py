@@ -615,6 +615,29 @@ class CountTests(StoreFixture):
         self.assertEqual(store.count(), {"released": 2, "active": 1, "expired": 3})
         await d
 
+    async def test_acknowledgeAfterGetManyReadsNothing(self) -> None:
+        """
+        An acknowledge (or amend) of bindings C{getMany} has just read (the
+        update queue's answer to a batch) reads nothing more: C{getMany}
+        keeps their version and pending mark too.  The mark is cleared as
+        with a fresh read; a key C{getMany} found no binding for is skipped.
+        """
+        store = self.openStore(replicate=lambda lease: "rel")
+        await store.commit([makeLease(n) for n in range(3)])
+        await turn()
+        [(v0, _), (v1, _), (v2, _)] = store.pendingUpdates("rel", 0, 10)
+        await turn()
+        store.getMany([makeLease(0).key, makeLease(1).key, makeLease(9).key])
+        seen = self.statements(store)
+        d = store.acknowledge(
+            "rel",
+            [(makeLease(0), v0), (makeLease(1), v1 - 1), (makeLease(9), 1)],
+        )
+        self.assertEqual(seen, [])
+        await d
+        await turn()
+        self.assertEqual([v for v, _ in store.pendingUpdates("rel", 0, 10)], [v1, v2])
+
     async def test_failedChangesUncounted(self) -> None:
         """
         Changes whose transaction failed leave the counts as what is stored:

@@ -206,7 +206,9 @@ SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leases"
 SQL_GET = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
 # Bindings of up to _MANY addresses (every prefix length): "{}" is one "?"
 # per address.  The IN list is a search of the primary key per address.
-SQL_GET_MANY = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address IN ({{}})"
+# With the version and mark, as _current() reads them: the update queue
+# acknowledges what it has just read without reading each key again.
+SQL_GET_MANY = f"SELECT {_ALL_COLUMNS} FROM leases WHERE address IN ({{}})"
 _MANY = 500
 SQL_GET_STATE = "SELECT state FROM leases WHERE address = ? AND prefix_length = ?"
 # The states of the bindings of up to _MANY addresses ("{}" as in SQL_GET_MANY).
@@ -694,6 +696,7 @@ class SQLiteLeaseStore:
                 read.append(key)
         addresses = list(wanted)
         stored = self._stored
+        current = self._storedCurrent
         for start in range(0, len(addresses), _MANY):
             chunk = addresses[start : start + _MANY]
             sql = SQL_GET_MANY.format(", ".join("?" * len(chunk)))
@@ -701,10 +704,17 @@ class SQLiteLeaseStore:
                 if row[1] in wanted[row[0]]:
                     lease = _fromRow(row)
                     found[lease.key] = lease
-        # Kept for this snapshot, as get() keeps what it reads (a commit of
-        # these keys then knows the states it replaces without a read).
+                    current[lease.key] = _Change(
+                        0, lease, row[_LEASE_FIELDS], row[_LEASE_FIELDS + 1], ()
+                    )
+        # Kept for this snapshot, as get() and _current() keep what they
+        # read (a commit of these keys then knows the states it replaces,
+        # an acknowledge the version and mark, without a read).
         for key in read:
-            stored[key] = found.get(key)
+            one = found.get(key)
+            stored[key] = one
+            if one is None:
+                current[key] = None
         return found
 
     def byClient(self, duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:

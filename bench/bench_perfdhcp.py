@@ -26,6 +26,10 @@ configuration (WAL, synchronous=FULL, group commit).
   - C{alone@LABEL}, for each C{--tree LABEL=PATH}: a server alone run from
     another checkout (e.g. C{git archive} of an older commit), to compare
     in one run: two runs on this shared machine are not comparable.
+  - C{pair@LABEL}, for each C{--pair-tree LABEL=PATH}: a pair (both
+    servers) run from another checkout, to compare a change of the
+    replication with the code before it in one run.  Its ratios to
+    C{alone} are printed as well.
 
 For each lease type, every setup's offered rate is stepped up, then
 bisected, to find the highest rate at which fewer than 1% of the 4-message
@@ -220,6 +224,7 @@ class Result:
     lag: Lag | None = None
     lagSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
     cpu: dict[str, CPU] = field(default_factory=dict)  # per server process
+    batchMean: float | None = None  # the pair's bindings per BindingUpdate batch
 
     @property
     def exchanges(self) -> int:
@@ -342,6 +347,8 @@ def describe(r: Result, long: bool = False) -> str:
             text += f" (std {d.get('std', 0):.2f})"
     if r.lag is not None:
         text += f"  lag ms p50/p99 {describeLag(r.lag)}"
+    if r.batchMean is not None:
+        text += f"  {r.batchMean:.1f} updates/batch"
     if r.cpu:
         text += "  " + describeCPU(r.cpu, r.exchanges)
     return text
@@ -477,16 +484,24 @@ class Pair(Setup):
     """A primary and a secondary in NORMAL; perfdhcp talks to the primary."""
 
     def __init__(
-        self, cleanups: Cleanups, directory: Path, name: str, sockets: Path, settle: float
+        self,
+        cleanups: Cleanups,
+        directory: Path,
+        name: str,
+        sockets: Path,
+        settle: float,
+        tree: Path | None = None,
     ) -> None:
         self.cleanups = cleanups
         self.directory = directory
         self.name = name
         self.sockets = sockets
         self.settleTimeout = settle
+        self.tree = tree
         self.primary: FailoverServer | None = None
         self.secondary: FailoverServer | None = None
         self._before: dict[str, Any] | None = None
+        self._counts: tuple[int, int | None] = (0, None)
 
     async def start(self) -> None:
         ns = Namespace.create(self.cleanups, "bpair")
@@ -524,6 +539,12 @@ class Pair(Setup):
                                         partnerPort=6647)],
             ns=ns, address="::", port=547, interfaces=["s0"],
         )  # fmt: skip
+        if self.tree is not None:
+            for server in (self.primary, self.secondary):
+                server.process = TreeServerProcess(
+                    self.cleanups, server.config, server.directory, ns=ns, port=server.port,
+                    tree=self.tree,
+                )  # fmt: skip
         self.secondary.start()
         await self.secondary.ready()
         self.primary.start()
@@ -568,13 +589,21 @@ class Pair(Setup):
         return True
 
     async def beforeRun(self) -> None:
-        self._before = self.replication()["lag_histogram"]
+        before = self.replication()
+        self._before = before["lag_histogram"]
+        self._counts = (before["sent"], before.get("batches_sent"))
 
     async def afterRun(self, result: Result) -> None:
         if self.alive() is not None:
             return
         done = await self.settled(self.settleTimeout)
-        after = self.replication()["lag_histogram"]
+        replication = self.replication()
+        after = replication["lag_histogram"]
+        sent, batches = self._counts
+        if batches is not None and replication.get("batches_sent", batches) > batches:
+            result.batchMean = (replication["sent"] - sent) / (
+                replication["batches_sent"] - batches
+            )
         assert self._before is not None
         result.lagSnapshots = (self._before, after)
         result.lag = Lag.between(self._before, after)
@@ -707,6 +736,12 @@ async def benchType(
             setups.append(Pair(cleanups, base / "pair", "pair", sockets, args.settle))
     for label, tree in args.tree:
         setups.append(Alone(cleanups, base / f"alone-{label}", f"alone@{label}", Path(tree)))
+    for i, (label, tree) in enumerate(args.pair_tree):
+        # Its own control sockets: the servers are named primary and secondary too.
+        own = sockets / f"p{i}"
+        own.mkdir()
+        setups.append(Pair(cleanups, base / f"pair-{label}", f"pair@{label}", own, args.settle,
+                           Path(tree)))  # fmt: skip
     for setup in setups:
         await setup.start()
     searches = {s.name: Search(s, args.start, args.max_runs) for s in setups}
@@ -781,16 +816,18 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
                 f" {pooled(results, 'RR', 0.5):7.2f} {pooled(results, 'RR', 0.99):7.2f}"
                 f"  {describeLag(lag) if lag is not None else '-'}"
             )
-    if "alone" in searches and "pair" in searches:
-        alone, pair = searches["alone"].best, searches["pair"].best
-        print(f"{leaseType}: pair / alone (targets: latency <= {LATENCY_TARGET:.2f},"
+    for pairName in [name for name in searches if name == "pair" or name.startswith("pair@")]:
+        if "alone" not in searches:
+            break
+        alone, pair = searches["alone"].best, searches[pairName].best
+        print(f"{leaseType}: {pairName} / alone (targets: latency <= {LATENCY_TARGET:.2f},"
               f" rate >= {RATE_TARGET:.2f}):")  # fmt: skip
         if alone is not None and pair is not None:
             r = ratio(pair.exchangeRate, alone.exchangeRate)
             print(f"  best rate {pair.exchangeRate:.0f} / {alone.exchangeRate:.0f} = {r:.3f}"
                   f"  {'ok' if r >= RATE_TARGET else 'MISSED'}")  # fmt: skip
-        if comparison is not None and {"alone", "pair"} <= set(comparison.runs):
-            a, p = comparison.runs["alone"], comparison.runs["pair"]
+        if comparison is not None and {"alone", pairName} <= set(comparison.runs):
+            a, p = comparison.runs["alone"], comparison.runs[pairName]
             for kind, q, label in (("RR", 0.5, "RR median"), ("RR", 0.99, "RR p99"),
                                    ("SA", 0.5, "SA median"), ("SA", 0.99, "SA p99")):  # fmt: skip
                 r = ratio(pooled(p, kind, q), pooled(a, kind, q))
@@ -816,7 +853,7 @@ async def main(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)
     workdir = Path(cleanups.mktemp(args.workdir))
     fsType = run(["stat", "-f", "-c", "%T", str(workdir)], check=False).stdout.strip()
-    trees = ", ".join(f"{label} from {tree}" for label, tree in args.tree)
+    trees = ", ".join(f"{label} from {tree}" for label, tree in args.tree + args.pair_tree)
     print(f"server from {serverTree()}{'; ' + trees if trees else ''};"
           f" files in {workdir} ({fsType}); load average {os.getloadavg()[0]:.2f}",
           flush=True)  # fmt: skip
@@ -847,6 +884,8 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--setups", nargs="*", default=["alone", "pair"], choices=["alone", "pair"])
     p.add_argument("--tree", action="append", type=parseTree, default=[],
                    metavar="LABEL=PATH", help="also a server alone from this checkout")  # fmt: skip
+    p.add_argument("--pair-tree", action="append", type=parseTree, default=[],
+                   metavar="LABEL=PATH", help="also a pair from this checkout")  # fmt: skip
     p.add_argument("--period", type=float, default=8.0, help="seconds per perfdhcp run")
     p.add_argument("--start", type=int, default=500, help="first offered rate (exchanges/s)")
     p.add_argument("--clients", type=int, default=1_000_000, help="perfdhcp -R")

@@ -29,7 +29,7 @@ fault are independent:
     partner (RFC 7031 section 4.7): its bridge port set down
     (L{Topology.cutClients}).
 
-Only C{ip} (iproute2) is used: the kernels this runs on may lack netem,
+Only C{ip} (iproute2) is used, through L{dhcp6ha.netns}: the kernels this runs on may lack netem,
 tc classifiers and netfilter modules, and blackhole routes and link states
 are part of every kernel.
 
@@ -44,19 +44,16 @@ Nothing here imports the test suite: the harness is part of the package.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import json
 import os
-import re
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import IO, Any
+
+from dhcp6ha import netns
+from dhcp6ha.netns import CommandFailed, vethPair
 
 __all__ = [
     "CLIENT_IFACE",
@@ -66,12 +63,10 @@ __all__ = [
     "PREFIX_BASE",
     "SERVER_IFACE",
     "SERVERS",
-    "CommandFailed",
     "Namespace",
     "Topology",
     "namespaceProblem",
     "removeStale",
-    "run",
 ]
 
 PREFIX_BASE = "d6chaos"
@@ -95,152 +90,29 @@ CLIENT_IFACE = "lan"
 """The clients' interface (in their namespace)."""
 BRIDGE = "br0"
 _BRIDGE_PORTS = {"primary": "b1", "secondary": "b2", "clients": "bc"}
-_CLONE_NEWNET = 0x40000000
-
-
-class CommandFailed(RuntimeError):
-    """A command of the topology failed; the message has its output."""
-
-
-def run(
-    args: Sequence[str], timeout: float = 15.0, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """
-    Run a short command to completion, with a timeout.
-
-    @raise CommandFailed: if it fails (exit status, timeout, not found) and
-        C{check} is set.
-    """
-    try:
-        proc = subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        if check:
-            raise CommandFailed(f"{' '.join(args)}: {e}") from None
-        return subprocess.CompletedProcess(list(args), 255, "", str(e))
-    if check and proc.returncode != 0:
-        raise CommandFailed(
-            f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
-            f" {proc.stdout.strip()}".rstrip()
-        )
-    return proc
 
 
 def namespaceProblem() -> str | None:
     """
     Why the harness cannot run here, or C{None}: it needs root and a
-    working C{ip netns}.
+    working C{ip netns} (L{dhcp6ha.netns.namespaceProblem}).
     """
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    name = f"{PREFIX_BASE}{os.getpid()}-probe"
-    try:
-        run(["ip", "netns", "add", name], timeout=10)
-    except CommandFailed as e:
-        return f"ip netns is unusable here: {e}"
-    run(["ip", "netns", "del", name], check=False)
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pidsIn(name: str) -> list[int]:
-    proc = run(["ip", "netns", "pids", name], check=False)
-    return [int(p) for p in proc.stdout.split() if p.isdigit()]
+    return netns.namespaceProblem(f"{PREFIX_BASE}{os.getpid()}-probe")
 
 
 def removeStale() -> list[str]:
     """
     Delete the namespaces of earlier harness runs whose process is gone
     (killed before it could clean up), killing what still runs in them
-    (only that run's children can be there).
+    (L{dhcp6ha.netns.removeStale}).
 
     @return: the names removed.
     """
-    removed = []
-    proc = run(["ip", "netns", "list"], check=False)
-    for line in proc.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        m = re.fullmatch(PREFIX_BASE + r"(\d+)-.*", name)
-        if m is None:
-            continue
-        pid = int(m.group(1))
-        if pid == os.getpid() or _alive(pid):
-            continue
-        Namespace(name).delete()
-        removed.append(name)
-    return removed
+    return netns.removeStale(PREFIX_BASE + r"(\d+)-.*")
 
 
-_libc: Any = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-class Namespace:
-    """One network namespace, by the name C{ip netns} knows it by."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"Namespace({self.name!r})"
-
-    def command(self, *args: str) -> list[str]:
-        """The argv that runs C{args} inside this namespace."""
-        return ["ip", "netns", "exec", self.name, *args]
-
-    def run(
-        self, *args: str, timeout: float = 15.0, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a short command inside this namespace (L{run})."""
-        return run(self.command(*args), timeout=timeout, check=check)
-
-    def sysctl(self, key: str, value: str) -> None:
-        self.run("sysctl", "-q", "-w", f"{key}={value}")
-
-    def create(self) -> None:
-        """
-        Create it, with DAD and router advertisements off before any link
-        exists (addresses usable at once), addresses kept when a link goes
-        down, and C{lo} up.
-        """
-        run(["ip", "netns", "add", self.name])
-        for conf in ("all", "default"):
-            self.sysctl(f"net.ipv6.conf.{conf}.accept_dad", "0")
-            self.sysctl(f"net.ipv6.conf.{conf}.accept_ra", "0")
-            self.sysctl(f"net.ipv6.conf.{conf}.keep_addr_on_down", "1")
-        self.run("ip", "link", "set", "dev", "lo", "up")
-
-    def pids(self) -> list[int]:
-        """The processes running inside."""
-        return _pidsIn(self.name)
-
-    def delete(self) -> None:
-        """Kill what still runs inside (only our own children), then delete it."""
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        run(["ip", "netns", "del", self.name], check=False)
-
-    def exists(self) -> bool:
-        return Path("/run/netns", self.name).exists()
+class Namespace(netns.Namespace):
+    """One namespace of the run, where the harness starts its servers."""
 
     def spawn(
         self,
@@ -251,59 +123,10 @@ class Namespace:
     ) -> subprocess.Popen[bytes]:
         """
         Start C{args} inside this namespace, in a session of its own, output
-        to C{log}.  C{ip netns exec} execs the command, so the PID is the
-        command's own (a signal to it reaches the command).
+        to C{log} (L{dhcp6ha.netns.startProcess}); the PID is the command's
+        own (L{command}).
         """
-        return subprocess.Popen(
-            self.command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
-        """
-        Run the body with the calling thread inside this namespace, and
-        return to the original one afterwards.  Sockets created in the body
-        belong to this namespace for good.
-        """
-        with (
-            open("/proc/thread-self/ns/net", "rb") as original,
-            open(f"/run/netns/{self.name}", "rb") as target,
-        ):
-            _setns(target.fileno())
-            try:
-                yield
-            finally:
-                _setns(original.fileno())
-
-    def ifindex(self, iface: str) -> int:
-        """The index of an interface of this namespace."""
-        with self.entered():
-            return socket.if_nametoindex(iface)
-
-    def linkLocal(self, iface: str) -> str | None:
-        """The usable (not tentative) link-local address of C{iface}, if any."""
-        out = self.run("ip", "-j", "-6", "addr", "show", "dev", iface).stdout
-        data = json.loads(out) if out.strip() else []
-        for a in data[0].get("addr_info", []) if data else []:
-            if a.get("scope") == "link" and not a.get("tentative"):
-                return str(a["local"])
-        return None
-
-    def operUp(self, iface: str) -> bool:
-        out = self.run("ip", "-j", "link", "show", "dev", iface).stdout
-        data = json.loads(out) if out.strip() else []
-        return bool(data) and data[0].get("operstate") == "UP"
-
-    def udpListening(self, port: int) -> bool:
-        """Is some UDP socket bound to C{port} in this namespace?"""
-        out = self.run("ss", "-H", "-u", "-a", "-n", f"sport = :{port}", check=False).stdout
-        return bool(out.strip())
+        return netns.startProcess(self.command(*args), log, env=env, cwd=cwd)
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -378,7 +201,7 @@ class Topology:
 
     def _create(self, timeout: float) -> None:
         for ns in self.namespaces():
-            ns.create()
+            ns.add()
         br = self.bridge
         br.run("ip", "link", "add", "name", BRIDGE, "type", "bridge")
         # Unknown multicast is flooded either way; without snooping nothing
@@ -389,17 +212,15 @@ class Topology:
         for name, ns in [*self.servers.items(), ("clients", self.clients)]:
             iface = CLIENT_IFACE if name == "clients" else SERVER_IFACE
             port = _BRIDGE_PORTS[name]
-            self._veth(ns, iface, br, port)
+            vethPair(ns, iface, br, port)
             br.run("ip", "link", "set", "dev", port, "master", BRIDGE)
             ends += [(ns, iface), (br, port)]
         s1, s2 = self.servers["primary"], self.servers["secondary"]
-        self._veth(s1, PEER_IFACE, s2, PEER_IFACE)
+        vethPair(s1, PEER_IFACE, s2, PEER_IFACE)
         ends += [(s1, PEER_IFACE), (s2, PEER_IFACE)]
         for server, ns in self.servers.items():
-            ns.run("ip", "-6", "addr", "add", f"{self.lanAddress(server)}/64", "dev",
-                   SERVER_IFACE, "nodad")  # fmt: skip
-            ns.run("ip", "-6", "addr", "add", f"{self.peerAddress(server)}/64", "dev",
-                   PEER_IFACE, "nodad")  # fmt: skip
+            ns.addAddress(SERVER_IFACE, f"{self.lanAddress(server)}/64")
+            ns.addAddress(PEER_IFACE, f"{self.peerAddress(server)}/64")
         for ns, iface in ends:
             ns.run("ip", "link", "set", "dev", iface, "up")
         for ns, iface in ends:
@@ -410,14 +231,6 @@ class Topology:
                 timeout,
                 f"a link-local address on {ns.name}/{iface}",
             )
-
-    @staticmethod
-    def _veth(a: Namespace, ifA: str, b: Namespace, ifB: str) -> None:
-        run(["ip", "link", "add", "name", ifA, "netns", a.name, "type", "veth",
-             "peer", "name", ifB, "netns", b.name])  # fmt: skip
-        for ns, iface in ((a, ifA), (b, ifB)):
-            ns.sysctl(f"net.ipv6.conf.{iface}.accept_dad", "0")
-            ns.sysctl(f"net.ipv6.conf.{iface}.accept_ra", "0")
 
     def destroy(self) -> None:
         """Remove every namespace (killing what runs inside)."""

@@ -9,6 +9,10 @@ a killed run can be recognised (L{removeStale}).  Every resource is
 registered with C{testCase.addCleanup} as soon as it exists, so it is removed
 even when the test fails half-way.
 
+The namespaces themselves are L{dhcp6ha.netns} (shared with the chaos
+harness); what is here ties them to a test: names, cleanups, skipping,
+waiting on the reactor, processes with log files, captures.
+
 Waiting is always by polling a condition with a deadline (L{waitFor}), never
 by fixed sleeps; tests that use this module are C{twisted.trial.unittest.
 TestCase}s with a C{timeout}, written as C{async def}.
@@ -16,10 +20,8 @@ TestCase}s with a C{timeout}, written as C{async def}.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import functools
 import itertools
-import json
 import os
 import re
 import shutil
@@ -28,7 +30,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,12 +39,35 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 
+import dhcp6ha.netns
+from dhcp6ha.netns import namespaceProblem, run, startProcess, vethPair
+
+__all__ = [
+    "CLIENT_MAC",
+    "PREFIX",
+    "REPO",
+    "Capture",
+    "CleanupRegistry",
+    "ConditionTimeout",
+    "DatagramSocket",
+    "Namespace",
+    "Process",
+    "netnsProblem",
+    "removeStale",
+    "run",
+    "skipReason",
+    "sleep",
+    "tempDir",
+    "veth",
+    "waitFor",
+    "within",
+]
+
 T = TypeVar("T")
 
 PREFIX = "d6ha"
 REPO = Path(__file__).resolve().parents[2]
 _counter = itertools.count()
-CLONE_NEWNET = 0x40000000
 
 
 class CleanupRegistry(Protocol):
@@ -51,50 +76,19 @@ class CleanupRegistry(Protocol):
     def addCleanup(self, f: Callable[..., object], *args: object, **kwargs: object) -> None: ...
 
 
-def run(
-    args: Sequence[str], timeout: float = 15.0, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """
-    Run a short command to completion, with a timeout; raise with its output
-    if it fails and C{check} is set.
-    """
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
-            f" {proc.stdout.strip()}"
-        )
-    return proc
-
-
 # --- skipping ------------------------------------------------------------
 
-_netnsProblem: str | None | bool = False  # False: not probed yet
 
-
+@functools.cache
 def netnsProblem() -> str | None:
     """
     Why namespaces cannot be used here, or C{None} if they can: we must be
-    root and C{ip netns add} must work (probed once per process).
+    root and C{ip netns add} must work (probed once per process, when the
+    leftovers of killed runs are removed too: L{removeStale}).
     """
-    global _netnsProblem
-    if _netnsProblem is not False:
-        return _netnsProblem  # type: ignore[return-value]
-    problem: str | None = None
-    if os.geteuid() != 0:
-        problem = "needs root (network namespaces)"
-    elif shutil.which("ip") is None:
-        problem = "needs iproute2 (ip)"
-    else:
+    problem = namespaceProblem(f"{PREFIX}-{os.getpid()}-probe")
+    if problem is None:
         removeStale()
-        name = f"{PREFIX}-{os.getpid()}-probe"
-        try:
-            run(["ip", "netns", "add", name], timeout=10)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-            problem = f"ip netns is unusable here: {e}"
-        else:
-            run(["ip", "netns", "del", name], check=False)
-    _netnsProblem = problem
     return problem
 
 
@@ -112,39 +106,14 @@ def skipReason(*binaries: str) -> str | None:
     return None
 
 
-def removeStale() -> None:
+def removeStale() -> list[str]:
     """
     Delete namespaces left by earlier runs of these tests whose process is
-    gone (a run killed before its cleanups ran).
+    gone (a run killed before its cleanups ran); only C{d6ha-PID-...} ones.
+
+    @return: the names removed.
     """
-    proc = run(["ip", "netns", "list"], check=False)
-    for line in proc.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        m = re.fullmatch(PREFIX + r"-(\d+)-.*", name)
-        if m is None:
-            continue
-        pid = int(m.group(1))
-        if pid == os.getpid() or _alive(pid):
-            continue
-        for p in _pidsIn(name):
-            with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
-        run(["ip", "netns", "del", name], check=False)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pidsIn(name: str) -> list[int]:
-    proc = run(["ip", "netns", "pids", name], check=False)
-    return [int(p) for p in proc.stdout.split() if p.isdigit()]
+    return dhcp6ha.netns.removeStale(PREFIX + r"-(\d+)-.*")
 
 
 # --- waiting -------------------------------------------------------------
@@ -228,15 +197,7 @@ class Process:
         self.args = list(args)
         self.logPath = logPath
         self._log = open(logPath, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        self.popen = startProcess(self.args, self._log, env=env, cwd=cwd)
         self.pid = self.popen.pid
 
     def running(self) -> bool:
@@ -291,60 +252,24 @@ class Process:
 
 # --- namespaces ----------------------------------------------------------
 
-_libc: Any = None
 
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-class Namespace:
-    """One network namespace; C{name} is what C{ip netns} knows it by."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+class Namespace(dhcp6ha.netns.Namespace):
+    """
+    A namespace of a test (L{dhcp6ha.netns.Namespace}): made by L{create},
+    removed at the test's cleanup, processes started in it stopped then.
+    """
 
     @classmethod
     def create(cls, testCase: CleanupRegistry, role: str) -> Namespace:
         """
-        Create a namespace named C{d6ha-PID-N-ROLE}, set DAD and RA off
-        before any link exists, bring C{lo} up, and register its removal
-        (which first kills anything still running inside it).
+        Create a namespace named C{d6ha-PID-N-ROLE} (L{dhcp6ha.netns.
+        Namespace.add}) and register its removal (which first kills
+        anything still running inside it).
         """
-        name = f"{PREFIX}-{os.getpid()}-{next(_counter)}-{role}"
-        run(["ip", "netns", "add", name])
-        ns = cls(name)
+        ns = cls(f"{PREFIX}-{os.getpid()}-{next(_counter)}-{role}")
         testCase.addCleanup(ns.delete)
-        for conf in ("all", "default"):
-            ns.sysctl(f"net.ipv6.conf.{conf}.accept_dad", "0")
-            ns.sysctl(f"net.ipv6.conf.{conf}.accept_ra", "0")
-            ns.sysctl(f"net.ipv6.conf.{conf}.keep_addr_on_down", "1")
-        ns.run("ip", "link", "set", "lo", "up")
+        ns.add()
         return ns
-
-    def delete(self) -> None:
-        """Kill what still runs inside (only our own children end up here), then delete."""
-        for pid in _pidsIn(self.name):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        run(["ip", "netns", "del", self.name], check=False)
-
-    def command(self, *args: str) -> list[str]:
-        """The argv that runs C{args} inside this namespace."""
-        return ["ip", "netns", "exec", self.name, *args]
-
-    def run(
-        self, *args: str, timeout: float = 15.0, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return run(self.command(*args), timeout=timeout, check=check)
-
-    def sysctl(self, key: str, value: str) -> None:
-        self.run("sysctl", "-q", "-w", f"{key}={value}")
 
     def spawn(
         self,
@@ -359,53 +284,6 @@ class Namespace:
         proc = Process(self.command(*args), logPath, env=env, cwd=cwd)
         testCase.addCleanup(proc.stop, grace)
         return proc
-
-    def addresses(self, iface: str) -> list[dict[str, Any]]:
-        """C{ip -j addr show dev IFACE}'s addr_info entries."""
-        out = self.run("ip", "-j", "-6", "addr", "show", "dev", iface).stdout
-        data = json.loads(out) if out.strip() else []
-        return list(data[0].get("addr_info", [])) if data else []
-
-    def linkLocal(self, iface: str) -> str | None:
-        """The non-tentative link-local address of C{iface}, or C{None}."""
-        for a in self.addresses(iface):
-            if a.get("scope") == "link" and not a.get("tentative"):
-                return str(a["local"])
-        return None
-
-    def addAddress(self, iface: str, cidr: str) -> None:
-        self.run("ip", "-6", "addr", "add", cidr, "dev", iface, "nodad")
-
-    def udpListening(self, port: int) -> bool:
-        """Is some UDP socket bound to C{port} in this namespace?"""
-        out = self.run("ss", "-H", "-u", "-a", "-n", f"sport = :{port}").stdout
-        return bool(out.strip())
-
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
-        """
-        Run the body with the calling thread inside this namespace (setns on
-        the thread only), and return to the original one afterwards.
-        Sockets created in the body belong to this namespace for good.
-        """
-        with (
-            open("/proc/thread-self/ns/net", "rb") as original,
-            open(f"/run/netns/{self.name}", "rb") as target,
-        ):
-            _setns(target.fileno())
-            try:
-                yield
-            finally:
-                _setns(original.fileno())
-
-    def socket(self, family: int = socket.AF_INET6, kind: int = socket.SOCK_DGRAM) -> socket.socket:
-        """A socket living in this namespace (usable from this process)."""
-        with self.entered():
-            return socket.socket(family, kind)
-
-    def ifindex(self, iface: str) -> int:
-        with self.entered():
-            return socket.if_nametoindex(iface)
 
 
 #: MAC of the client end of a link by default.  ISC dhclient derives its
@@ -431,13 +309,8 @@ async def veth(
     B's end (the client's, by convention) gets the MAC C{macB}
     (L{CLIENT_MAC}), or a random one if C{None}.
     """
-    run(["ip", "link", "add", ifA, "netns", nsA.name, "type", "veth",
-         "peer", "name", ifB, "netns", nsB.name])  # fmt: skip
-    if macB is not None:
-        nsB.run("ip", "link", "set", "dev", ifB, "address", macB)
+    vethPair(nsA, ifA, nsB, ifB, macB=macB)
     for ns, iface in ((nsA, ifA), (nsB, ifB)):
-        ns.sysctl(f"net.ipv6.conf.{iface}.accept_dad", "0")
-        ns.sysctl(f"net.ipv6.conf.{iface}.accept_ra", "0")
         ns.run("ip", "link", "set", iface, "up")
     llA = await waitFor(
         lambda: nsA.linkLocal(ifA), timeout, f"link-local address on {nsA.name}/{ifA}"
@@ -445,14 +318,8 @@ async def veth(
     llB = await waitFor(
         lambda: nsB.linkLocal(ifB), timeout, f"link-local address on {nsB.name}/{ifB}"
     )
-    await waitFor(lambda: _operUp(nsA, ifA) and _operUp(nsB, ifB), timeout, "veth carrier")
+    await waitFor(lambda: nsA.operUp(ifA) and nsB.operUp(ifB), timeout, "veth carrier")
     return llA, llB
-
-
-def _operUp(ns: Namespace, iface: str) -> bool:
-    out = ns.run("ip", "-j", "link", "show", "dev", iface).stdout
-    data = json.loads(out)
-    return bool(data) and data[0].get("operstate") == "UP"
 
 
 def tempDir(testCase: Any) -> Path:

@@ -37,8 +37,12 @@ Behaviour chosen where RFC 8415 leaves room (each one deliberate):
     With no subnet, everything but Release and Decline (which only need the
     client's bindings) is dropped (C{dropped.noSubnet}); a Confirm thus gets
     no reply, as section 18.3.3 requires when the server cannot tell.
-  - One address per IA_NA and one prefix per IA_PD; other addresses or
-    prefixes the client lists come back with lifetimes 0.
+  - One address per IA_NA and one prefix per IA_PD is given out; other
+    addresses or prefixes the client lists come back with lifetimes 0,
+    except in a Renew or Rebind those the IA still holds (its unexpired
+    ACTIVE bindings, appropriate on the link): they are renewed too
+    (section 18.3.4).  An IA holds two after the servers of a failover pair,
+    cut off from each other, each granted it one.
   - IA_TA: temporary addresses are not served: an IA_TA is answered with
     NoAddrsAvail (Solicit, Request) or NoBinding (Renew, Rebind, Release,
     Decline).
@@ -848,14 +852,19 @@ class Engine:
                 subnet.preferred_lifetime,
                 commit=mode is not _Mode.ADVERTISE,
             )
-        zeros, withdrawn = self._zeros(
-            ex, LeaseType.NA, ia.iaid, [(a, 128) for a in listed], lease, mode
-        )
+        keys = [(a, 128) for a in listed]
+        leases = self._alsoHeld(
+            ex, LeaseType.NA, ia.iaid, keys, lease, mode, subnet.valid_lifetime,
+            subnet.preferred_lifetime,
+        )  # fmt: skip
+        zeros, withdrawn = self._zeros(ex, LeaseType.NA, ia.iaid, keys, leases, mode)
         zero_options = tuple(IAAddress(key[0], 0, 0) for key in zeros)
-        if lease is not None:
-            t1, t2 = timers(subnet.t1, subnet.t2, lease.preferred_lifetime)
-            granted = IAAddress(lease.address, lease.preferred_lifetime, lease.valid_lifetime)
-            return IANA(ia.iaid, t1, t2, (granted,) + zero_options)
+        if leases:
+            t1, t2 = timers(subnet.t1, subnet.t2, min(x.preferred_lifetime for x in leases))
+            granted = tuple(
+                IAAddress(x.address, x.preferred_lifetime, x.valid_lifetime) for x in leases
+            )
+            return IANA(ia.iaid, t1, t2, granted + zero_options)
         if mode is _Mode.RENEW:
             if withdrawn or any(
                 not self.allocator.addressAppropriate(subnet, key[0], duid) for key in zeros
@@ -895,14 +904,19 @@ class Engine:
                 subnet.pd_preferred_lifetime,
                 commit=mode is not _Mode.ADVERTISE,
             )
-        zeros, withdrawn = self._zeros(ex, LeaseType.PD, ia.iaid, listed, lease, mode)
+        leases = self._alsoHeld(
+            ex, LeaseType.PD, ia.iaid, listed, lease, mode, subnet.pd_valid_lifetime,
+            subnet.pd_preferred_lifetime,
+        )  # fmt: skip
+        zeros, withdrawn = self._zeros(ex, LeaseType.PD, ia.iaid, listed, leases, mode)
         zero_options = tuple(IAPrefix(0, 0, length, address) for address, length in zeros)
-        if lease is not None:
-            t1, t2 = timers(subnet.t1, subnet.t2, lease.preferred_lifetime)
-            granted = IAPrefix(
-                lease.preferred_lifetime, lease.valid_lifetime, lease.prefix_length, lease.address
+        if leases:
+            t1, t2 = timers(subnet.t1, subnet.t2, min(x.preferred_lifetime for x in leases))
+            granted_pd = tuple(
+                IAPrefix(x.preferred_lifetime, x.valid_lifetime, x.prefix_length, x.address)
+                for x in leases
             )
-            return IAPD(ia.iaid, t1, t2, (granted,) + zero_options)
+            return IAPD(ia.iaid, t1, t2, granted_pd + zero_options)
         if mode is _Mode.RENEW:
             if withdrawn or any(
                 not self.allocator.prefixAppropriate(subnet, address, length, duid)
@@ -972,13 +986,56 @@ class Engine:
             ex.changes[key] = lease
         return lease
 
-    def _zeros(
+    def _alsoHeld(
         self,
         ex: _Exchange,
         lease_type: LeaseType,
         iaid: int,
         listed: list[tuple[IPv6Address, int]],
         granted: Lease | None,
+        mode: _Mode,
+        desired_valid: int,
+        configured_preferred: int,
+    ) -> list[Lease]:
+        """
+        The IA's leases in this Reply: the one it gets and, in a Renew or
+        Rebind, every other lease it lists that it still holds
+        (L{Allocator.stillHeld}), renewed too (RFC 8415 section 18.3.4:
+        the server renews the addresses it finds in the IA).  One lease per
+        IA is how leases are given out, not a reason to take one away while
+        its lifetime runs: an IA holds two after the servers of a pair, cut
+        off from each other, each granted it one.
+        """
+        if granted is None:
+            return []
+        leases = [granted]
+        if mode is not _Mode.RENEW:
+            return leases
+        assert ex.subnet is not None and ex.duid is not None
+        for key in listed:
+            if key in ex.taken:
+                continue
+            if self.allocator.stillHeld(ex.subnet, lease_type, *key, ex.duid, iaid, ex.now):
+                leases.append(
+                    self._grant(
+                        ex,
+                        lease_type,
+                        key,
+                        iaid,
+                        desired_valid,
+                        configured_preferred,
+                        commit=True,
+                    )  # fmt: skip
+                )
+        return leases
+
+    def _zeros(
+        self,
+        ex: _Exchange,
+        lease_type: LeaseType,
+        iaid: int,
+        listed: list[tuple[IPv6Address, int]],
+        granted: list[Lease],
         mode: _Mode,
     ) -> tuple[list[tuple[IPv6Address, int]], bool]:
         """
@@ -992,17 +1049,17 @@ class Engine:
         if mode is _Mode.ADVERTISE:
             return [], False
         assert ex.duid is not None
-        granted_key = granted.key if granted is not None else None
+        granted_keys = {lease.key for lease in granted}
         zeros: dict[tuple[IPv6Address, int], None] = {}
         for key in listed:
-            if key != granted_key:
+            if key not in granted_keys:
                 zeros[key] = None
         withdrawn = False
-        if granted is not None or mode is _Mode.RENEW:
+        if granted or mode is _Mode.RENEW:
             for lease in self.store.byClient(ex.duid, iaid, lease_type):
                 if (
                     lease.state is BindingState.ACTIVE
-                    and lease.key != granted_key
+                    and lease.key not in granted_keys
                     and lease.key not in ex.changes
                 ):
                     ex.changes[lease.key] = evolve(

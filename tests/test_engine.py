@@ -651,6 +651,149 @@ class RenewRebindTests(EngineTestCase):
         self.assertEqual(lease.key, held.key)
         self.assertEqual(lease.expires, NOW + 50 + 7000)
 
+    def heldLease(
+        self, key: str, lease_type: LeaseType = LeaseType.NA, duid: bytes = CLIENT
+    ) -> Lease:
+        """An unexpired ACTIVE binding of IA 1 stored as if granted at C{NOW}."""
+        network = IPv6Network(key)
+        return Lease(
+            lease_type=lease_type,
+            address=network.network_address,
+            prefix_length=network.prefixlen,
+            state=BindingState.ACTIVE,
+            duid=duid,
+            iaid=1,
+            start_time_of_state=NOW,
+            cltt=NOW,
+            preferred_lifetime=30,
+            valid_lifetime=40,
+            expires=NOW + 40,
+        )
+
+    def test_renewEveryHeldAddress(self) -> None:
+        """
+        An IA holding two addresses (two servers of a pair, cut off from
+        each other, each granted it one) renews both: neither is taken away
+        while its lifetime runs (RFC 8415 section 18.3.4).  An address
+        another client holds still comes back with lifetimes 0.
+        """
+        self.store.commit(
+            [
+                self.heldLease("2001:db8:1::120"),
+                self.heldLease("2001:db8:1::131"),
+                self.heldLease("2001:db8:1::142", duid=clientDuid(2)),
+            ]
+        )
+        later = NOW + 10
+        for msg_type, server in ((MessageType.RENEW, SERVER_DUID), (MessageType.REBIND, None)):
+            decision = self.decide(
+                message(
+                    msg_type,
+                    na(1, "2001:db8:1::131", "2001:db8:1::120", "2001:db8:1::142"),
+                    server=server,
+                ),
+                now=later,
+            )
+            assert isinstance(decision.reply, Message)
+            ia = one(decision.reply.options, IANA)
+            self.assertEqual(
+                ia.options,
+                (
+                    IAAddress(IPv6Address("2001:db8:1::131"), 3000, 4000),
+                    IAAddress(IPv6Address("2001:db8:1::120"), 3000, 4000),
+                    IAAddress(IPv6Address("2001:db8:1::142"), 0, 0),
+                ),
+            )
+            self.assertEqual(
+                {(lease.address, lease.state, lease.expires) for lease in decision.changes},
+                {
+                    (IPv6Address("2001:db8:1::131"), BindingState.ACTIVE, later + 4000),
+                    (IPv6Address("2001:db8:1::120"), BindingState.ACTIVE, later + 4000),
+                },
+            )
+            self.assertEqual(self.stored(IPv6Address("2001:db8:1::142")).duid, clientDuid(2))
+
+    def test_renewEveryHeldPrefix(self) -> None:
+        """The same for an IA_PD holding two prefixes."""
+        self.store.commit(
+            [
+                self.heldLease("2001:db8:100:b200::/56", LeaseType.PD),
+                self.heldLease("2001:db8:100:f000::/56", LeaseType.PD),
+            ]
+        )
+        reply = self.reply(
+            message(
+                MessageType.RENEW,
+                pd(1, "2001:db8:100:b200::/56", "2001:db8:100:f000::/56"),
+                server=SERVER_DUID,
+            ),
+            now=NOW + 10,
+        )
+        ia = one(reply.options, IAPD)
+        self.assertEqual(
+            ia.options,
+            (
+                IAPrefix(5000, 7000, 56, IPv6Address("2001:db8:100:b200::")),
+                IAPrefix(5000, 7000, 56, IPv6Address("2001:db8:100:f000::")),
+            ),
+        )
+
+    def test_renewOnlyListedHeld(self) -> None:
+        """
+        A held address the Renew does not list is withdrawn as before
+        (lifetimes 0, EXPIRED): the client let it go.  An ended binding it
+        lists is not renewed beside the one it gets.
+        """
+        self.store.commit(
+            [
+                self.heldLease("2001:db8:1::120"),
+                self.heldLease("2001:db8:1::131"),
+                evolve(self.heldLease("2001:db8:1::153"), state=BindingState.RELEASED),
+            ]
+        )
+        decision = self.decide(
+            message(
+                MessageType.RENEW, na(1, "2001:db8:1::131", "2001:db8:1::153"), server=SERVER_DUID
+            ),
+            now=NOW + 10,
+        )
+        assert isinstance(decision.reply, Message)
+        ia = one(decision.reply.options, IANA)
+        self.assertEqual(
+            ia.options,
+            (
+                IAAddress(IPv6Address("2001:db8:1::131"), 3000, 4000),
+                IAAddress(IPv6Address("2001:db8:1::153"), 0, 0),
+                IAAddress(IPv6Address("2001:db8:1::120"), 0, 0),
+            ),
+        )
+        states = {lease.address: lease.state for lease in decision.changes}
+        self.assertEqual(
+            states,
+            {
+                IPv6Address("2001:db8:1::131"): BindingState.ACTIVE,
+                IPv6Address("2001:db8:1::120"): BindingState.EXPIRED,
+            },
+        )
+
+    def test_requestStillOneLease(self) -> None:
+        """A Request listing two held addresses gets one; the other is withdrawn."""
+        self.store.commit([self.heldLease("2001:db8:1::120"), self.heldLease("2001:db8:1::131")])
+        reply = self.reply(
+            message(
+                MessageType.REQUEST, na(1, "2001:db8:1::131", "2001:db8:1::120"), server=SERVER_DUID
+            ),
+            now=NOW + 10,
+        )
+        ia = one(reply.options, IANA)
+        lifetimes = sorted(
+            (option.valid_lifetime, str(option.address)) for option in find(ia.options, IAAddress)
+        )
+        self.assertEqual([valid for valid, _ in lifetimes], [0, 4000])
+        self.assertEqual(
+            {address for _, address in lifetimes}, {"2001:db8:1::120", "2001:db8:1::131"}
+        )
+
     def test_renewPrefixNoBinding(self) -> None:
         """A Renew of an unknown IA_PD gets NoBinding."""
         reply = self.reply(message(MessageType.RENEW, pd(2), server=SERVER_DUID))

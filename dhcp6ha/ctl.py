@@ -33,8 +33,9 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
+from dhcp6ha._cli import EXIT_USAGE, Exit, Parser
 from dhcp6ha.leases.lease import BindingState
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
-EXIT_USAGE = 2
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for the server (to connect, and for each read)."""
@@ -359,31 +359,6 @@ def formatLeases(result: Mapping[str, Any], hidden: Sequence[str] = ()) -> str:
 # --- the command line ----------------------------------------------------------------------
 
 
-class _Exit(Exception):
-    def __init__(self, status: int, message: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that writes where it is told and never exits."""
-
-    out: IO[str] = sys.stdout
-    err: IO[str] = sys.stderr
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if message:
-            (self.err if file is sys.stderr else self.out).write(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise _Exit(status, message)
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        raise _Exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 _PARTNER_DOWN_WARNING = """\
 partner-down tells this server that its partner in relationship {name}
 is down and will stay down: this server then serves every client of the
@@ -397,8 +372,8 @@ same address or prefix to two different clients.
 """
 
 
-def _build(out: IO[str], err: IO[str]) -> _Parser:
-    parser = _Parser(
+def _build(out: IO[str], err: IO[str]) -> Parser:
+    parser = Parser(
         prog="dhcp6ha-ctl",
         description="Ask a running dhcp6ha server about its state, or tell it what to do.",
         epilog=(
@@ -427,8 +402,8 @@ def _build(out: IO[str], err: IO[str]) -> _Parser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def subparser(name: str, **kwargs: Any) -> _Parser:
-        sub: _Parser = commands.add_parser(name, **kwargs)
+    def subparser(name: str, **kwargs: Any) -> Parser:
+        sub: Parser = commands.add_parser(name, **kwargs)
         sub.out, sub.err = out, err
         return sub
 
@@ -472,7 +447,7 @@ def _socketPath(args: argparse.Namespace) -> str:
     if args.socket is not None:
         return str(args.socket)
     if args.config is None:
-        raise _Exit(
+        raise Exit(
             EXIT_USAGE,
             "dhcp6ha-ctl: error: give the control socket: --socket PATH, or --config FILE"
             " (the server's ini file)\n",
@@ -482,10 +457,10 @@ def _socketPath(args: argparse.Namespace) -> str:
     try:
         config = parseConfig(args.config, checkFiles=False)
     except ConfigError as e:
-        raise _Exit(EXIT_USAGE, f"dhcp6ha-ctl: {e}\n") from None
+        raise Exit(EXIT_USAGE, f"dhcp6ha-ctl: {e}\n") from None
     path = config.server.control_socket
     if path is None:
-        raise _Exit(
+        raise Exit(
             EXIT_USAGE,
             f"dhcp6ha-ctl: {args.config} has no control socket: add"
             " 'control-socket = var/NAME.ctl' to its [server] section and restart the server\n",
@@ -594,10 +569,8 @@ def main(
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
         path = _socketPath(args)
-    except _Exit as e:
-        if e.message:
-            err.write(e.message)
-        return e.status
+    except Exit as e:
+        return e.report(err)
     if args.timeout <= 0:
         err.write("dhcp6ha-ctl: error: --timeout must be above 0\n")
         return EXIT_USAGE

@@ -66,7 +66,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO
 
 from attrs import frozen
 from cryptography import x509
@@ -75,6 +75,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dhcp6ha._cli import EXIT_USAGE, Exit, Parser
 from dhcp6ha.failover.tls import PartnerIdentity, TLSMaterial, TLSMaterialError
 
 __all__ = [
@@ -95,7 +96,6 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
-EXIT_USAGE = 2
 
 #: Days a server certificate is valid for, unless C{--days} says otherwise.
 DEFAULT_DAYS = 825
@@ -847,31 +847,6 @@ def _checkServers(servers: Sequence[ServerSpec]) -> None:
 # Command line
 
 
-class _Exit(Exception):
-    def __init__(self, status: int, message: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that writes where it is told and never exits."""
-
-    out: IO[str] = sys.stdout
-    err: IO[str] = sys.stderr
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if message:
-            (self.err if file is sys.stderr else self.out).write(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise _Exit(status, message)
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        raise _Exit(EXIT_USAGE, self.prog + ": error: " + message + "\n")
-
-
 def _serverArgument(text: str) -> ServerSpec:
     try:
         return parseServer(text)
@@ -889,8 +864,8 @@ def _ipArgument(text: str) -> tuple[str, tuple[PartnerIdentity, ...]]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _build(out: IO[str], err: IO[str]) -> _Parser:
-    parser = _Parser(
+def _build(out: IO[str], err: IO[str]) -> Parser:
+    parser = Parser(
         prog="dhcp6ha-pki",
         description=(
             "Make a lab CA and the TLS certificates of a dhcp6ha failover pair in DIRECTORY"
@@ -970,10 +945,8 @@ def main(
     parser = _build(out, err)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    except _Exit as e:
-        if e.message:
-            err.write(e.message)
-        return e.status
+    except Exit as e:
+        return e.report(err)
     servers: list[ServerSpec] = list(args.servers)
     for name, addresses in args.ips:
         for index, server in enumerate(servers):

@@ -42,9 +42,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, BinaryIO, NoReturn
+from typing import IO, Any, BinaryIO
 
 from attrs import define, field, frozen
+
+from dhcp6ha._cli import EXIT_USAGE, Exit, Parser
 
 __all__ = [
     "DEFAULT_STOP_TIMEOUT",
@@ -409,31 +411,6 @@ def _read(entry: _Running, selector: selectors.BaseSelector, output: _Output) ->
 # Command line
 
 
-class _Exit(Exception):
-    def __init__(self, status: int, message: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that writes where it is told and never exits."""
-
-    out: IO[str] = sys.stdout
-    err: IO[str] = sys.stderr
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if message:
-            (self.err if file is sys.stderr else self.out).write(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise _Exit(status, message)
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        raise _Exit(2, self.prog + ": error: " + message + "\n")
-
-
 def _server(text: str) -> tuple[str, str]:
     label, sep, config = text.partition("=")
     if not sep or not config:
@@ -465,7 +442,7 @@ def main(
         1 a server ended by itself or did not stop cleanly; 2 usage error.
     """
     err = sys.stderr if stderr is None else stderr
-    parser = _Parser(
+    parser = Parser(
         prog="python -m dhcp6ha.runpair",
         description=(
             "Run dhcp6ha servers in the foreground (twistd -n), their output prefixed with"
@@ -494,17 +471,15 @@ def main(
     )
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    except _Exit as e:
-        if e.message:
-            err.write(e.message)
-        return e.status
+    except Exit as e:
+        return e.report(err)
     labels = [label for label, _ in args.servers]
     if len(set(labels)) != len(labels):
         err.write(parser.prog + ": error: each server needs its own label\n")
-        return 2
+        return EXIT_USAGE
     if args.stop_timeout <= 0:
         err.write(parser.prog + ": error: --stop-timeout must be above 0\n")
-        return 2
+        return EXIT_USAGE
     twistd = args.twistd if args.twistd is not None else _defaultTwistd()
     children = [twistdCommand(twistd, label, config, args.rundir) for label, config in args.servers]
     return supervise(

@@ -10,8 +10,11 @@ PID and DUID files in the test directory wherever the client allows it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from tests.integration.netns import (
 
 DHCLIENT = "dhclient"
 DHCPCD = "dhcpcd"
+DHCP6C = "dhcp6c"
 
 _SCRIPT = """#!/bin/sh
 # Records one hook call: built in a temporary file, appended in one piece and
@@ -233,6 +237,207 @@ class Dhcpcd(ClientBase):
                 path.unlink()
 
 
+_WIDE_SCRIPT = """#!/bin/sh
+# dhcp6c's script: records one call (REASON and the new_* variables) like
+# the recorder above, as a reason "NBI" record.
+tmp=$(mktemp {events}.XXXXXX)
+{{
+  echo "=== ${{REASON:-none}}"
+  env | grep -E '^(REASON|new_)' | sort
+  echo "=== END"
+}} > "$tmp"
+cat "$tmp" >> {events}
+rm -f "$tmp"
+exit 0
+"""
+
+#: Where dhcp6c keeps its DUID (C{dhcp6c_duid}), fixed at build time.
+WIDE_STATE_DIR = Path("/var/lib/dhcpv6")
+
+
+class WideDhcp6c(ClientBase):
+    """
+    WIDE-DHCPv6 C{dhcp6c} (Debian's wide-dhcpv6-client 20080615) in the
+    foreground (C{-f -D}) with a configuration file of our own.
+
+    dhcp6c configures what it gets itself: the IA_NA address on the
+    interface (a /128), and for an IA_PD one /64 per C{prefix-interface}
+    (SLA ID and length from the config) with an address made of that /64
+    and the prefix interface's own interface identifier.  Its script is
+    called with C{REASON=NBI} and the DNS options only, never with the
+    leases: the test reads the interfaces instead.
+
+    Its DUID lives in C{/var/lib/dhcpv6/dhcp6c_duid} (no option to move
+    it): dhcp6c runs in a mount namespace of its own where that directory
+    is a bind mount of one in the test directory, holding the DUID given
+    here, so the host's file is neither read nor written.  It sends a
+    Release for everything it holds on SIGTERM, and removes the addresses.
+    """
+
+    binary = DHCP6C
+
+    def __init__(self, ns: Namespace, iface: str, directory: Path, duid: bytes) -> None:
+        super().__init__(ns, iface, directory)
+        self.duid = duid
+        self.configFile = directory / "dhcp6c.conf"
+        self.pidFile = directory / "dhcp6c.pid"
+        self.stateDir = directory / "var-lib-dhcpv6"
+        self.script = directory / "record-dhcp6c.sh"
+        self.script.write_text(_WIDE_SCRIPT.format(events=str(self.eventsPath)))
+        self.script.chmod(0o755)
+
+    def writeConfig(
+        self,
+        iaNA: int | None,
+        iaPD: int | None,
+        prefixInterface: str | None = None,
+        slaID: int = 1,
+        slaLength: int = 8,
+        informationOnly: bool = False,
+    ) -> None:
+        lines = ["# written by tests/integration/clients.py", f"interface {self.iface} {{"]
+        if informationOnly:
+            lines.append("  information-only;")
+        if iaNA is not None:
+            lines.append(f"  send ia-na {iaNA};")
+        if iaPD is not None:
+            lines.append(f"  send ia-pd {iaPD};")
+        lines += [
+            "  request domain-name-servers;",
+            "  request domain-name;",
+            f'  script "{self.script}";',
+            "};",
+        ]
+        if iaNA is not None:
+            lines.append(f"id-assoc na {iaNA} {{ }};")
+        if iaPD is not None:
+            lines.append(f"id-assoc pd {iaPD} {{")
+            if prefixInterface is not None:
+                lines += [
+                    f"  prefix-interface {prefixInterface} {{",
+                    f"    sla-id {slaID};",
+                    f"    sla-len {slaLength};",
+                    "  };",
+                ]
+            lines.append("};")
+        self.configFile.write_text("\n".join(lines) + "\n")
+
+    def writeDUID(self) -> None:
+        """C{dhcp6c_duid}: the length (2 bytes, host order) then the DUID."""
+        self.stateDir.mkdir(exist_ok=True)
+        (self.stateDir / "dhcp6c_duid").write_bytes(struct.pack("=H", len(self.duid)) + self.duid)
+
+    def start(
+        self,
+        testCase: CleanupRegistry,
+        iaNA: int | None = 1,
+        iaPD: int | None = None,
+        prefixInterface: str | None = None,
+        informationOnly: bool = False,
+    ) -> Process:
+        """
+        Run C{dhcp6c -f -D -c CONF -p PIDFILE IFACE} with our DUID file:
+        IA_NA C{iaNA}, IA_PD C{iaPD} (one /64 of it on C{prefixInterface},
+        SLA ID 1), or with C{informationOnly} an Information-request only.
+        """
+        self.writeConfig(iaNA, iaPD, prefixInterface, informationOnly=informationOnly)
+        self.writeDUID()
+        args = [
+            "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", f'mount --bind "$0" {WIDE_STATE_DIR} && exec "$@"', str(self.stateDir),
+            DHCP6C, "-f", "-D", "-c", str(self.configFile), "-p", str(self.pidFile), self.iface,
+        ]  # fmt: skip
+        self.process = self.ns.spawn(testCase, args, self.directory / "dhcp6c.log")
+        return self.process
+
+
+_UDHCPC6_SCRIPT = """#!/bin/sh
+# udhcpc6's script: the event is its first argument.  Like busybox's sample
+# script it puts the address on the interface (bound, renew) or takes the
+# interface's global addresses off (deconfig): udhcpc6 binds its unicast
+# Renew and Release to that address.  Then records the event and the
+# variables udhcpc6 sets, like the recorder above.
+case "$1" in
+  bound|renew)
+    [ -n "$ipv6" ] && ip -6 addr replace "$ipv6/128" dev "$interface" nodad ;;
+  deconfig)
+    ip -6 addr flush dev "$interface" scope global ;;
+esac
+tmp=$(mktemp {events}.XXXXXX)
+{{
+  echo "=== $1"
+  env | grep -E '^(interface|ipv6|ipv6prefix|ipv6prefix_lease|lease|dns|search)=' | sort
+  echo "=== END"
+}} > "$tmp"
+cat "$tmp" >> {events}
+rm -f "$tmp"
+exit 0
+"""
+
+#: Environment variable naming a C{udhcpc6} to use instead of the one found.
+UDHCPC6_ENV = "D6HA_UDHCPC6"
+
+
+def udhcpc6Command() -> list[str] | None:
+    """
+    How to run busybox's C{udhcpc6}: C{$D6HA_UDHCPC6} (a busybox binary or
+    a link to one named udhcpc6), else C{udhcpc6} on the C{PATH}, else
+    C{busybox udhcpc6} if the installed busybox has the applet; C{None}
+    if none does.  Debian 12's busybox and busybox-static are built
+    without it (C{CONFIG_UDHCPC6} is not set in any of its three
+    configurations), so on Debian it takes a busybox built with it.
+    """
+    given = os.environ.get(UDHCPC6_ENV)
+    if given:
+        return [given] if Path(given).name == "udhcpc6" else [given, "udhcpc6"]
+    found = shutil.which("udhcpc6")
+    if found is not None:
+        return [found]
+    busybox = shutil.which("busybox")
+    if busybox is not None:
+        try:
+            applets = subprocess.run(
+                [busybox, "--list"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if "udhcpc6" in applets:
+            return [busybox, "udhcpc6"]
+    return None
+
+
+class Udhcpc6(ClientBase):
+    """
+    busybox C{udhcpc6} in the foreground (C{-f -v}), our script (C{-s}),
+    events C{deconfig}, C{bound}, C{renew}, C{leasefail}.  It configures
+    nothing itself: its script gets the address (C{ipv6}, C{lease}) and the
+    prefix (C{ipv6prefix}, C{ipv6prefix_lease}) and ours puts the address
+    on the interface, as busybox's sample script does.  Its
+    DUID is a DUID-LL of the interface's MAC.  With C{-R} it sends a
+    Release when stopped with SIGTERM; SIGUSR1 renews at once, SIGUSR2
+    releases.
+    """
+
+    binary = "udhcpc6"
+
+    def __init__(self, ns: Namespace, iface: str, directory: Path, command: list[str]) -> None:
+        super().__init__(ns, iface, directory)
+        self.commandPrefix = command
+        self.pidFile = directory / "udhcpc6.pid"
+        self.script = directory / "record-udhcpc6.sh"
+        self.script.write_text(_UDHCPC6_SCRIPT.format(events=str(self.eventsPath)))
+        self.script.chmod(0o755)
+
+    def start(self, testCase: CleanupRegistry, *options: str) -> Process:
+        """Run C{udhcpc6 -f -v -i IFACE -s SCRIPT -p PIDFILE OPTIONS}."""
+        args = [
+            *self.commandPrefix, "-f", "-v", "-i", self.iface, "-s", str(self.script),
+            "-p", str(self.pidFile), *options,
+        ]  # fmt: skip
+        self.process = self.ns.spawn(testCase, args, self.directory / "udhcpc6.log")
+        return self.process
+
+
 def clientSkipReason(binary: str) -> str | None:
     if shutil.which(binary) is None:
         return f"{binary} is not installed"
@@ -273,9 +478,12 @@ def envLeases(event: dict[str, Any]) -> dict[str, str]:
 __all__ = [
     "DHClient",
     "Dhcpcd",
+    "Udhcpc6",
+    "WideDhcp6c",
     "clientSkipReason",
     "dhclientBytes",
     "envLeases",
     "readEvents",
+    "udhcpc6Command",
     "writeRecorder",
 ]

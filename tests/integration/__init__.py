@@ -24,13 +24,18 @@ Integration tests on real sockets and real processes.
   - C{test_lease_stability}: dhclient and dhcpcd on a bridge shared with
     the pair; the primary killed, the secondary answers the Renew naming it
     with the same address and prefix.
+  - C{test_more_clients}: WIDE dhcp6c (Debian) and busybox udhcpc6 (not
+    built into Debian 12's busybox: skipped unless C{D6HA_UDHCPC6} names a
+    binary that has it): bind, renew, release, stateless.
+  - C{test_chaos}: the fixed chaos seeds and the seeds of every finding
+    (docs/chaos-findings.rst), with the history checker.
   - C{test_recovery}: recovery of the pair (tools: C{partition}): the
     primary killed and declared down (RECOVER or POTENTIAL-CONFLICT), its
     database lost (UPDREQALL), the partner link cut and healed, partner-down
     on a live partner; no lease for two clients, every client keeps its own.
 
 They need root (network namespaces), iproute2, isc-dhcp-client,
-dhcpcd-base and tcpdump (optional: captures for diagnosis); each test skips
+dhcpcd-base, wide-dhcpv6-client, faketime and tcpdump (optional: captures for diagnosis); each test skips
 with the reason when something is missing.  C{test_durability} falls back to
 C{::1} in the current namespace without root.  Run them with::
 

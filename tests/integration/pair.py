@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,11 @@ from tests.integration.netns import (
     netnsProblem,
     run,
     sleep,
+    veth,
     waitFor,
 )
 from tests.integration.relayclient import Hop, Lease, RelayedClients, leasesOf
-from tests.integration.serverproc import LeaseDB, ServerProcess, Subnet, serverTree
+from tests.integration.serverproc import LeaseDB, ServerProcess, Subnet, poolOf, serverTree
 
 #: Relationship states, as C{dhcp6ha-ctl --json status} spells them.
 NORMAL = "normal"
@@ -576,6 +577,17 @@ class Servers:
                 relationship, NORMAL, timeout, connected=True, details=self.details
             )
 
+    async def startNormal(self, relationship: str, timeout: float = 30.0) -> None:
+        """
+        Start the secondary, then the primary; wait until both are ready and
+        C{relationship} is NORMAL and connected on both.
+        """
+        self.secondary.start()
+        self.primary.start()
+        await self.secondary.ready()
+        await self.primary.ready()
+        await self.waitNormal(relationship, "primary", "secondary", timeout=timeout)
+
 
 def useNamespace(testCase: CleanupRegistry, role: str) -> Namespace | None:
     """A namespace of our own when we are root, else C{None} (the current one)."""
@@ -753,8 +765,6 @@ async def sharedLink(
     random one), a namespace C{name} whose C{interface} is a port of the
     bridge.
     """
-    from tests.integration.netns import veth
-
     bridge = Namespace.create(testCase, "br")
     bridge.run("ip", "link", "add", "br0", "type", "bridge")
     bridge.run("ip", "link", "set", "dev", "br0", "type", "bridge", "mcast_snooping", "0",
@@ -768,6 +778,105 @@ async def sharedLink(
         bridge.run("ip", "link", "set", port, "master", "br0")
         out[name] = (ns, iface)
     return SharedLink(bridge, out)
+
+
+@dataclass
+class LinkedPair:
+    """
+    A failover pair on a link shared with clients (L{pairOnSharedLink});
+    tests extend it with their captures and diagnostics.
+    """
+
+    directory: Path
+    link: SharedLink
+    servers: Servers
+
+    @property
+    def primary(self) -> FailoverServer:
+        return self.servers.primary
+
+    @property
+    def secondary(self) -> FailoverServer:
+        return self.servers.secondary
+
+
+async def pairOnSharedLink(
+    testCase: CleanupRegistry,
+    directory: Path,
+    clients: Sequence[tuple[str, str, str | None]],
+    *,
+    lan: IPv6Network,
+    lanPD: IPv6Network,
+    preferred: int,
+    valid: int,
+    t1: int,
+    t2: int,
+    relationship: str,
+    partnerLink: IPv6Network | None = None,
+    **options: Any,
+) -> LinkedPair:
+    """
+    A failover pair on a link shared with real or simulated clients
+    (L{sharedLink}): the primary in the member C{prim}, the secondary in
+    C{sec}, each with C{lan0} on the bridge at C{lan}::1 and ::2 (bridge
+    ports C{b0} and C{b1}), then the C{clients} members.  Both serve one
+    subnet C{lan} on C{lan0} (addresses C{::1000-::1fff} of C{lan}, /56
+    prefixes of C{lanPD}, the lifetimes and timers given) with one
+    relationship C{relationship} covering it, the secondary listening on
+    port 647.  The partners talk over the client link, or, given a
+    C{partnerLink}, over a veth pair C{fo0} of their own between the two
+    namespaces, at C{partnerLink}::1 and ::2.
+
+    Configured, not started (L{Servers.startNormal}): the test can start
+    its captures first.
+
+    @param options: further L{Relationship} fields, the same on both sides
+        (C{mclt}, C{heartbeat}, C{unreachableAfter}...).
+    """
+    link = await sharedLink(testCase, [("prim", "lan0", None), ("sec", "lan0", None), *clients])
+    primNs, _ = link["prim"]
+    secNs, _ = link["sec"]
+    primNs.addAddress("lan0", f"{lan.network_address + 1}/64")
+    secNs.addAddress("lan0", f"{lan.network_address + 2}/64")
+    partners = lan
+    if partnerLink is not None:
+        partners = partnerLink
+        await veth(primNs, "fo0", secNs, "fo0", macB=None)
+        primNs.addAddress("fo0", f"{partnerLink.network_address + 1}/64")
+        secNs.addAddress("fo0", f"{partnerLink.network_address + 2}/64")
+    primaryAddress, secondaryAddress = partners.network_address + 1, partners.network_address + 2
+    pki = PKI(directory / "pki")
+    sockets = shortDirectory(testCase)
+    subnet = Subnet(
+        "lan",
+        lan,
+        interface="lan0",
+        pools=[poolOf(lan, 0x1000, 0x1FFF)],
+        pdPools=[(lanPD, 56)],
+        preferred=preferred,
+        valid=valid,
+        t1=t1,
+        t2=t2,
+    )
+    pCert, pKey = pki.server("primary", dns=[identityOf("primary")])
+    sCert, sKey = pki.server("secondary", dns=[identityOf("secondary")])
+    primary = FailoverServer(
+        testCase, "primary", directory / "primary", sockets, subnets=[subnet],
+        relationships=[Relationship(relationship, "primary", ["lan"], pCert, pKey, pki.caPath,
+                                    identityOf("secondary"), partnerAddress=str(secondaryAddress),
+                                    partnerPort=647, **options)],
+        ns=primNs, address="::", port=547, interfaces=["lan0"],
+    )  # fmt: skip
+    secondary = FailoverServer(
+        testCase, "secondary", directory / "secondary", sockets, subnets=[subnet],
+        relationships=[Relationship(relationship, "secondary", ["lan"], sCert, sKey, pki.caPath,
+                                    identityOf("primary"), partnerAddress=str(primaryAddress),
+                                    listenAddress=str(secondaryAddress), listenPort=647,
+                                    **options)],
+        ns=secNs, address="::", port=547, interfaces=["lan0"],
+    )  # fmt: skip
+    servers = Servers(directory, None, pki, {"primary": primary, "secondary": secondary})
+    return LinkedPair(directory, link, servers)
 
 
 # --- relayed clients: many at once ----------------------------------------------------------
@@ -970,6 +1079,7 @@ __all__ = [
     "Binding",
     "Captured",
     "Grant",
+    "LinkedPair",
     "bindMany",
     "clientDuid",
     "clientMessage",
@@ -984,6 +1094,7 @@ __all__ = [
     "ReplicaDB",
     "Servers",
     "SharedLink",
+    "pairOnSharedLink",
     "sharedLink",
     "describeDifferences",
     "elapsed",

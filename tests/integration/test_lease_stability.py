@@ -26,7 +26,6 @@ import os
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
@@ -35,46 +34,28 @@ from tests.integration.clients import DHCLIENT, DHCPCD, ClientBase, DHClient, Dh
 from tests.integration.netns import CLIENT_MAC, Capture, skipReason, tempDir, waitFor
 from tests.integration.pair import (
     COMMUNICATIONS_INTERRUPTED,
-    PKI,
     Captured,
-    FailoverServer,
     LeaseKey,
-    Relationship,
-    Servers,
-    SharedLink,
-    identityOf,
+    LinkedPair,
+    pairOnSharedLink,
     pcapMessages,
-    sharedLink,
-    shortDirectory,
 )
 from tests.integration.relayclient import leasesOf
-from tests.integration.serverproc import Subnet, poolOf, serverSkipReason
+from tests.integration.serverproc import serverSkipReason
 from tests.integration.wire import duidLL
 
+#: The client link: the primary at ::1, the secondary at ::2 (L{pairOnSharedLink}).
 LAN = IPv6Network("fd6a:5e1f:d::/64")
 LAN_PD = IPv6Network("fd6a:5e1f:d100::/48")
-PRIMARY = LAN.network_address + 1
-SECONDARY = LAN.network_address + 2
 RELATIONSHIP = "lan"
 MCLT = 30
 T1, T2, PREFERRED, VALID = 4, 7, 12, 20
 
 
 @dataclass
-class Topology:
-    directory: Path
-    link: SharedLink
-    servers: Servers
+class Topology(LinkedPair):
     capture: Capture
     clientIface: str
-
-    @property
-    def primary(self) -> FailoverServer:
-        return self.servers.primary
-
-    @property
-    def secondary(self) -> FailoverServer:
-        return self.servers.secondary
 
     def details(self) -> str:
         return self.servers.details() + "\n" + self.capture.text(60)
@@ -141,53 +122,15 @@ class LeaseStabilityTests(TestCase):
     async def topology(self, clientIface: str) -> Topology:
         """The shared link, the pair on it (NORMAL), a capture on the client's side."""
         directory = tempDir(self)
-        link = await sharedLink(
-            self, [("prim", "lan0", None), ("sec", "lan0", None), ("cli", clientIface, CLIENT_MAC)]
-        )
-        primNs, _ = link["prim"]
-        secNs, _ = link["sec"]
-        cliNs, _ = link["cli"]
-        primNs.addAddress("lan0", f"{PRIMARY}/64")
-        secNs.addAddress("lan0", f"{SECONDARY}/64")
-        pki = PKI(directory / "pki")
-        sockets = shortDirectory(self)
-        subnet = Subnet(
-            "lan",
-            LAN,
-            interface="lan0",
-            pools=[poolOf(LAN, 0x1000, 0x1FFF)],
-            pdPools=[(LAN_PD, 56)],
-            preferred=PREFERRED,
-            valid=VALID,
-            t1=T1,
-            t2=T2,
-        )
-        pCert, pKey = pki.server("primary", dns=[identityOf("primary")])
-        sCert, sKey = pki.server("secondary", dns=[identityOf("secondary")])
-        primary = FailoverServer(
-            self, "primary", directory / "primary", sockets, subnets=[subnet],
-            relationships=[Relationship(RELATIONSHIP, "primary", ["lan"], pCert, pKey, pki.caPath,
-                                        identityOf("secondary"), partnerAddress=str(SECONDARY),
-                                        partnerPort=647, mclt=MCLT)],
-            ns=primNs, address="::", port=547, interfaces=["lan0"],
+        pair = await pairOnSharedLink(
+            self, directory, [("cli", clientIface, CLIENT_MAC)], lan=LAN, lanPD=LAN_PD,
+            preferred=PREFERRED, valid=VALID, t1=T1, t2=T2, relationship=RELATIONSHIP, mclt=MCLT,
         )  # fmt: skip
-        secondary = FailoverServer(
-            self, "secondary", directory / "secondary", sockets, subnets=[subnet],
-            relationships=[Relationship(RELATIONSHIP, "secondary", ["lan"], sCert, sKey,
-                                        pki.caPath, identityOf("primary"),
-                                        partnerAddress=str(PRIMARY), listenAddress=str(SECONDARY),
-                                        listenPort=647, mclt=MCLT)],
-            ns=secNs, address="::", port=547, interfaces=["lan0"],
-        )  # fmt: skip
-        servers = Servers(directory, None, pki, {"primary": primary, "secondary": secondary})
+        cliNs, _ = pair.link["cli"]
         capture = Capture(self, cliNs, clientIface, directory / "client.pcap")
         await capture.started()
-        secondary.start()
-        primary.start()
-        await secondary.ready()
-        await primary.ready()
-        await servers.waitNormal(RELATIONSHIP, "primary", "secondary")
-        return Topology(directory, link, servers, capture, clientIface)
+        await pair.servers.startNormal(RELATIONSHIP)
+        return Topology(directory, pair.link, pair.servers, capture, clientIface)
 
     async def survive(
         self,

@@ -55,7 +55,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
@@ -66,35 +65,27 @@ from dhcp6ha.chaos.clients import Behaviour, ClientPool, LinkTransport, Timing
 from dhcp6ha.chaos.history import ClientReceived, ClientSent, HistoryRecorder
 from tests.integration import wire
 from tests.integration.clients import DHCLIENT, DHCPCD, ClientBase, DHClient, Dhcpcd, dhclientBytes
-from tests.integration.netns import Capture, Namespace, skipReason, tempDir, veth, waitFor
+from tests.integration.netns import Capture, Namespace, skipReason, tempDir, waitFor
 from tests.integration.pair import (
     NORMAL,
-    PKI,
     Captured,
     FailoverServer,
     LeaseKey,
-    Relationship,
-    Servers,
-    SharedLink,
+    LinkedPair,
     describeDB,
-    identityOf,
+    pairOnSharedLink,
     pcapMessages,
-    sharedLink,
-    shortDirectory,
     waitAgree,
 )
 from tests.integration.relayclient import leasesOf
-from tests.integration.serverproc import Subnet, poolOf, serverSkipReason
+from tests.integration.serverproc import serverSkipReason
 from tests.integration.wire import duidLL
 
+#: The client link: the primary at ::1, the secondary at ::2 (L{pairOnSharedLink}).
 LAN = IPv6Network("fd6a:5e1f:47::/64")
 LAN_PD = IPv6Network("fd6a:5e1f:4710::/48")
 #: The partner link (C{fo0}), separate from the client link.
 FO = IPv6Network("fd6a:5e1f:4f::/64")
-PRIMARY_LAN = LAN.network_address + 1
-SECONDARY_LAN = LAN.network_address + 2
-PRIMARY_FO = FO.network_address + 1
-SECONDARY_FO = FO.network_address + 2
 RELATIONSHIP = "lan"
 T1, T2, PREFERRED, VALID = 4, 7, 18, 20
 MCLT = 20
@@ -270,21 +261,10 @@ class Monitor:
 
 
 @dataclass
-class Topology:
-    directory: Path
-    link: SharedLink
-    servers: Servers
+class Topology(LinkedPair):
     captures: dict[str, Capture]
     monitor: Monitor | None = None
     extra: list[Callable[[], str]] = field(default_factory=list)
-
-    @property
-    def primary(self) -> FailoverServer:
-        return self.servers.primary
-
-    @property
-    def secondary(self) -> FailoverServer:
-        return self.servers.secondary
 
     def statuses(self) -> str:
         parts = []
@@ -359,61 +339,20 @@ class PartialLossTests(TestCase):
     async def topology(self, members: list[tuple[str, str, str | None]]) -> Topology:
         """The client link, the partner link, the pair on both (NORMAL over C{fo0})."""
         directory = tempDir(self)
-        link = await sharedLink(self, [("prim", "lan0", None), ("sec", "lan0", None), *members])
-        primNs, _ = link["prim"]
-        secNs, _ = link["sec"]
-        await veth(primNs, "fo0", secNs, "fo0", macB=None)
-        primNs.addAddress("lan0", f"{PRIMARY_LAN}/64")
-        secNs.addAddress("lan0", f"{SECONDARY_LAN}/64")
-        primNs.addAddress("fo0", f"{PRIMARY_FO}/64")
-        secNs.addAddress("fo0", f"{SECONDARY_FO}/64")
-        pki = PKI(directory / "pki")
-        sockets = shortDirectory(self)
-        subnet = Subnet(
-            "lan",
-            LAN,
-            interface="lan0",
-            pools=[poolOf(LAN, 0x1000, 0x1FFF)],
-            pdPools=[(LAN_PD, 56)],
-            preferred=PREFERRED,
-            valid=VALID,
-            t1=T1,
-            t2=T2,
-        )
-        pCert, pKey = pki.server("primary", dns=[identityOf("primary")])
-        sCert, sKey = pki.server("secondary", dns=[identityOf("secondary")])
-        primary = FailoverServer(
-            self, "primary", directory / "primary", sockets, subnets=[subnet],
-            relationships=[Relationship(RELATIONSHIP, "primary", ["lan"], pCert, pKey, pki.caPath,
-                                        identityOf("secondary"), partnerAddress=str(SECONDARY_FO),
-                                        partnerPort=647, mclt=MCLT, heartbeat=HEARTBEAT,
-                                        unreachableAfter=UNREACHABLE)],
-            ns=primNs, address="::", port=547, interfaces=["lan0"],
+        pair = await pairOnSharedLink(
+            self, directory, members, lan=LAN, lanPD=LAN_PD, preferred=PREFERRED, valid=VALID,
+            t1=T1, t2=T2, relationship=RELATIONSHIP, partnerLink=FO, mclt=MCLT,
+            heartbeat=HEARTBEAT, unreachableAfter=UNREACHABLE,
         )  # fmt: skip
-        secondary = FailoverServer(
-            self, "secondary", directory / "secondary", sockets, subnets=[subnet],
-            relationships=[Relationship(RELATIONSHIP, "secondary", ["lan"], sCert, sKey,
-                                        pki.caPath, identityOf("primary"),
-                                        partnerAddress=str(PRIMARY_FO),
-                                        listenAddress=str(SECONDARY_FO), listenPort=647,
-                                        mclt=MCLT, heartbeat=HEARTBEAT,
-                                        unreachableAfter=UNREACHABLE)],
-            ns=secNs, address="::", port=547, interfaces=["lan0"],
-        )  # fmt: skip
-        servers = Servers(directory, None, pki, {"primary": primary, "secondary": secondary})
         # The bridge's ports of the servers: b0 (primary), b1 (secondary).
         captures = {
-            "primary": Capture(self, link.bridge, "b0", directory / "primary-port.pcap"),
-            "secondary": Capture(self, link.bridge, "b1", directory / "secondary-port.pcap"),
+            "primary": Capture(self, pair.link.bridge, "b0", directory / "primary-port.pcap"),
+            "secondary": Capture(self, pair.link.bridge, "b1", directory / "secondary-port.pcap"),
         }
         for capture in captures.values():
             await capture.started()
-        secondary.start()
-        primary.start()
-        await secondary.ready()
-        await primary.ready()
-        await servers.waitNormal(RELATIONSHIP, "primary", "secondary")
-        return Topology(directory, link, servers, captures)
+        await pair.servers.startNormal(RELATIONSHIP)
+        return Topology(directory, pair.link, pair.servers, captures)
 
     def startSimulated(self, topo: Topology, ns: Namespace, iface: str) -> ClientPool:
         """The simulated clients on the link (NA and PD each), recorded to history.jsonl."""

@@ -37,13 +37,15 @@ ack write) are shared by many bindings.
 Partner lifetime (section 4.4): the lifetime proposed for an ACTIVE binding
 is the larger of its stored C{partner_lifetime_sent} and
 C{partnerLifetime(binding)} (pass C{FailoverPolicy.partnerLifetime}).  The
-value L{FailoverPolicy.bindingChanged} puts on the enqueued lease is not
-used: it is not durable.  When the proposal is larger than the stored value
-it is first stored (C{ILeaseStore.amend}, same version, same mark) and the
-batch goes only once that is durable, so that after a crash we never
-forget a lifetime the partner may have acked (the PARTNER-DOWN reuse rule
-waits for it).  An engine that stores the proposal with the change itself
-makes this extra write disappear.
+enqueued lease itself is not used (only its key): what is sent is read
+back from the store, durable.  The engine stores the proposal with the
+change itself (L{dhcp6ha.interfaces.IPartnerLifetimePolicy}, which
+L{FailoverPolicy} provides), so for a grant or renewal the proposal is the
+stored value and nothing more is written.  When the proposal is larger than
+the stored value (a binding stored otherwise) it is first stored
+(C{ILeaseStore.amend}, same version, same mark) and the batch goes only once
+that is durable, so that after a crash we never forget a lifetime the
+partner may have acked (the PARTNER-DOWN reuse rule waits for it).
 
 Answers (section 7.7): a binding answered with success is acknowledged
 with C{conflict.acknowledged(current record, sent record)}, and its pending

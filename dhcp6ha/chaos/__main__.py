@@ -186,7 +186,7 @@ def summary(results: Sequence[Any]) -> str:
     lines = [
         "=== chaos summary",
         f"schedules run:     {len(results)}"
-        + (f" (seeds {', '.join(str(r.seed) for r in results)})" if len(results) <= 20 else ""),
+        + (f" (seeds {', '.join(str(r.seed) for r in results)})" if 0 < len(results) <= 20 else ""),
         "faults injected:   "
         + (", ".join(f"{k} {injected[k]}" for k in KINDS if injected[k]) or "none")
         + f" (total {sum(injected.values())})",
@@ -354,6 +354,11 @@ def _run(
     if brokenPipe:
         raise brokenPipe[0]
     out.write(summary(results))
+    if len(results) < len(seeds):
+        out.write(
+            f"not finished:      {len(seeds) - len(results)} (stopped during seed"
+            f" {seeds[len(results)]}; that run is not counted)\n"
+        )
     if status[0] or any(not r.ok for r in results) or len(results) < len(seeds):
         return 1
     return 0

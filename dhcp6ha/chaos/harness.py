@@ -645,6 +645,7 @@ class ChaosRun:
         self.observed: dict[str, _Observed] = {}
         self.crashes: Counter[str] = Counter()
         self._sockets: str | None = None
+        self._aborted = False
         self.pool: ClientPool | None = None
         self._port: IListeningPort | None = None
         self._poller: LoopingCall | None = None
@@ -927,7 +928,11 @@ class ChaosRun:
             self.failures.append(f"the harness failed: {e!r}")
             self.say(traceback.format_exc())
         finally:
-            await self._teardown()
+            # Aborted (the reactor stopped; the coroutine is being closed):
+            # abort() has already killed the servers and removed the
+            # namespaces, and the history file may be closed.
+            if not self._aborted:
+                await self._teardown()
         return self._result(violations)
 
     async def _run(self) -> list[Violation]:
@@ -1124,6 +1129,7 @@ class ChaosRun:
 
     def abort(self) -> None:
         """Stop at once (the reactor is stopping): kill the servers, remove the namespaces."""
+        self._aborted = True
         for server in self.servers.values():
             server.kill()
         if not self.keep:

@@ -43,6 +43,16 @@ Reply sent to the partner's ack, from the primary's update-queue histogram
 in C{dhcp6ha-ctl status}: its buckets before and after the run, within
 about 9%) is read once the run's updates are all acked.
 
+C{--pin}: the two CPUs of a small machine shared as two hosts would be.
+The server alone and the primary run on CPU 1 (every thread of the
+process), perfdhcp and the secondary on CPU 0.  Without it the primary, the
+secondary and perfdhcp share every CPU, and the pair's latency is mostly
+the secondary's work waiting for a CPU: even Solicit-Advertise, which
+neither writes nor replicates, is slower.  With it the primary has a CPU to
+itself in both setups, as in a deployment with the partner on another host;
+what the pair costs the primary (the marks, reads, sends and acks of
+replication) is what differs.  Needs two CPUs.
+
 Printed at the end: per setup the best rate and its delays, the common-rate
 table with the Request-Reply median and p99 and the lag, and the pair/alone
 ratios against the targets of RFC 7031 req. 6 (latency <= 1.10, rate >=
@@ -307,12 +317,31 @@ def parsePerfdhcp(text: str, rate: int, period: float) -> Result:
     return result
 
 
+#: C{--pin}: the CPU of the server alone and of the primary, and the CPU of
+#: perfdhcp and of the secondary.
+SERVER_CPU = 1
+OTHER_CPU = 0
+
+
+def pinProcess(pid: int, cpu: int) -> None:
+    """Every thread of process C{pid} on CPU C{cpu} only (threads started later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
+
+
 async def runPerfdhcp(
-    ns: Namespace, log: Path, leaseType: str, rate: int, period: float, clients: int
+    ns: Namespace,
+    log: Path,
+    leaseType: str,
+    rate: int,
+    period: float,
+    clients: int,
+    cpu: int | None = None,
 ) -> Result:
-    """One bounded perfdhcp run at C{rate} exchanges per second."""
+    """One bounded perfdhcp run at C{rate} exchanges per second (on C{cpu} if given)."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     args = [
-        PERFDHCP, "-6", "-A1", "-l", "b0",
+        *pin, PERFDHCP, "-6", "-A1", "-l", "b0",
         "-e", leaseType,
         "-r", str(rate),
         "-R", str(clients),
@@ -674,7 +703,10 @@ async def measure(setup: Setup, leaseType: str, rate: int, args: argparse.Namesp
     pids = setup.pids()
     before = {name: cpuSample(pid) for name, pid in pids.items()}
     started = time.monotonic()
-    r = await runPerfdhcp(setup.client, log, leaseType, rate, args.period, args.clients)
+    r = await runPerfdhcp(
+        setup.client, log, leaseType, rate, args.period, args.clients,
+        OTHER_CPU if args.pin else None,
+    )  # fmt: skip
     r.setup = setup.name
     await setup.afterRun(r)
     # After the pair has settled: the replication work of the run included.
@@ -744,6 +776,9 @@ async def benchType(
                            Path(tree)))  # fmt: skip
     for setup in setups:
         await setup.start()
+        if args.pin:
+            for name, pid in setup.pids().items():
+                pinProcess(pid, OTHER_CPU if name == "secondary" else SERVER_CPU)
     searches = {s.name: Search(s, args.start, args.max_runs) for s in setups}
     n = 0
     # Round-robin: one run of each setup still searching, in turn.
@@ -901,7 +936,13 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
                    help="longest wait for the pair's updates to be acked (s)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="parent directory of the run's files")
     p.add_argument("--keep-db", action="store_true", help="keep the lease databases")
-    return p.parse_args(argv)
+    p.add_argument("--pin", action="store_true",
+                   help="server alone and primary on CPU 1, perfdhcp and secondary on CPU 0"
+                        " (the partner as on another host; see the module docstring)")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.pin and (os.cpu_count() or 1) < 2:
+        p.error("--pin needs two CPUs")
+    return args
 
 
 def cli(argv: list[str]) -> None:

@@ -354,7 +354,7 @@ class Allocator:
             for pool in subnet.pd_pools
         )
 
-    def stillHeld(
+    def renewable(
         self,
         subnet: SubnetConfig,
         lease_type: LeaseType,
@@ -365,16 +365,19 @@ class Allocator:
         now: float,
     ) -> bool:
         """
-        Does this IA hold this lease now, so that a Renew or Rebind listing
-        it beside the lease it gets must renew it too (RFC 8415 section
-        18.3.4) rather than take it away while its lifetime runs?
+        May this IA keep this lease, which its Renew or Rebind lists beside
+        the lease it gets?  Then the engine renews it too (RFC 8415 section
+        18.3.4) rather than take it away while its lifetime runs.
 
-        True for the IA's own ACTIVE binding, not yet expired, still
-        appropriate on this link (by configuration: a pool, not the anycast
-        address), when the client has no reservation of that kind here (a
-        reservation replaces the IA's other bindings on purpose).  Like the
-        IA's own ACTIVE binding everywhere in this module, it is the IA's
-        without asking the policy.
+        The same test as for the lease a renewal lists first (L{addressFor}
+        and L{prefixFor} with C{probe=False}): appropriate on this link (a
+        pool or this client's reservation, not the anycast address), and
+        the IA's own ACTIVE binding, or a binding this server has no
+        current record of for the client that the policy lets it renew
+        (C{mayRenew}: a lease the partner granted while the update was cut
+        off, or a lost database).  Not when the client has a reservation of
+        that kind here: a reservation replaces the IA's other bindings on
+        purpose.
 
         An IA comes to hold two leases when the two servers of a pair, cut
         off from each other, each grant it one (a client that starts over
@@ -391,14 +394,10 @@ class Allocator:
             appropriate = self.prefixAppropriate(subnet, address, prefix_length, duid)
         if not appropriate:
             return False
-        existing = self.store.get(address, prefix_length)
-        return (
-            existing is not None
-            and existing.state is BindingState.ACTIVE
-            and existing.heldBy(duid, iaid)
-            and existing.lease_type is lease_type
-            and existing.expires > now
+        got = self._availability(
+            subnet, lease_type, address, prefix_length, duid, iaid, now, renewal=True
         )
+        return got is not _Avail.NO
 
     # --- availability -------------------------------------------------------
 

@@ -39,9 +39,10 @@ Behaviour chosen where RFC 8415 leaves room (each one deliberate):
     no reply, as section 18.3.3 requires when the server cannot tell.
   - One address per IA_NA and one prefix per IA_PD is given out; other
     addresses or prefixes the client lists come back with lifetimes 0,
-    except in a Renew or Rebind those the IA still holds (its unexpired
-    ACTIVE bindings, appropriate on the link): they are renewed too
-    (section 18.3.4).  An IA holds two after the servers of a failover pair,
+    except in a Renew or Rebind those it may keep (by the test of the lease
+    listed first: its ACTIVE bindings, or leases the policy lets this
+    server renew, appropriate on the link): they are renewed too (section
+    18.3.4).  An IA holds two after the servers of a failover pair,
     cut off from each other, each granted it one.
   - IA_TA: temporary addresses are not served: an IA_TA is answered with
     NoAddrsAvail (Solicit, Request) or NoBinding (Renew, Rebind, Release,
@@ -999,8 +1000,8 @@ class Engine:
     ) -> list[Lease]:
         """
         The IA's leases in this Reply: the one it gets and, in a Renew or
-        Rebind, every other lease it lists that it still holds
-        (L{Allocator.stillHeld}), renewed too (RFC 8415 section 18.3.4:
+        Rebind, every other lease it lists that it may keep
+        (L{Allocator.renewable}: the test of the lease listed first), renewed too (RFC 8415 section 18.3.4:
         the server renews the addresses it finds in the IA).  One lease per
         IA is how leases are given out, not a reason to take one away while
         its lifetime runs: an IA holds two after the servers of a pair, cut
@@ -1015,7 +1016,7 @@ class Engine:
         for key in listed:
             if key in ex.taken:
                 continue
-            if self.allocator.stillHeld(ex.subnet, lease_type, *key, ex.duid, iaid, ex.now):
+            if self.allocator.renewable(ex.subnet, lease_type, *key, ex.duid, iaid, ex.now):
                 leases.append(
                     self._grant(
                         ex,

@@ -1065,11 +1065,40 @@ class RenewalTests(SynchronousTestCase):
         )
 
 
-class StillHeldTests(SynchronousTestCase):
+class RefusingRenewalPolicy(RenewingPolicy):
+    """Renews nothing it is asked about (records the C{mayRenew} calls); allocates nothing."""
+
+    def mayAllocate(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        return False
+
+    def mayRenew(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        super().mayRenew(lease_type, address, prefix_length, existing, duid, iaid, now)
+        return False
+
+
+class RenewableTests(SynchronousTestCase):
     """
-    L{Allocator.stillHeld}: a second lease an IA holds (two servers of a
-    pair, cut off from each other, each granted it one) is renewed beside
-    the first, not taken away while its lifetime runs.
+    L{Allocator.renewable}: a second lease a Renew lists (two servers of a
+    pair, cut off from each other, each granted the IA one) is renewed
+    beside the first, by the same test as the first.
     """
 
     def setUp(self) -> None:
@@ -1080,54 +1109,60 @@ class StillHeldTests(SynchronousTestCase):
         self.address = IPv6Address("2001:db8:1::123")
         self.prefix = IPv6Address("2001:db8:100:1200::")
 
-    def held(self, address: IPv6Address, length: int = 128) -> bool:
+    def renewable(self, address: IPv6Address, length: int = 128) -> bool:
         lease_type = LeaseType.NA if length == 128 else LeaseType.PD
-        return self.allocator.stillHeld(
+        return self.allocator.renewable(
             self.subnet, lease_type, address, length, clientDuid(1), 1, NOW
         )
 
     def test_ownActive(self) -> None:
-        """The IA's own unexpired ACTIVE address and prefix: held, without asking the policy."""
+        """The IA's own ACTIVE address and prefix: yes, without asking the policy."""
         self.store.commit(
             [
                 activeLease(self.address, clientDuid(1)),
                 activeLease(self.prefix, clientDuid(1), prefix_length=56),
             ]
         )
-        self.assertTrue(self.held(self.address))
-        self.assertTrue(self.held(self.prefix, 56))
+        self.assertTrue(self.renewable(self.address))
+        self.assertTrue(self.renewable(self.prefix, 56))
         self.assertEqual(self.policy.renewAsked, [])
 
-    def test_notHeld(self) -> None:
+    def test_noCurrentRecord(self) -> None:
         """
-        No binding, another IA's or client's, an ended or expired one, the
-        wrong kind: not held.
+        No record, or an ended one: the policy's C{mayRenew} decides (a
+        lease the partner granted while its update was cut off).
         """
-        self.assertFalse(self.held(self.address))
+        self.store.commit(
+            [activeLease(self.prefix, clientDuid(1), prefix_length=56, state=BindingState.EXPIRED)]
+        )
+        self.assertTrue(self.renewable(self.address))
+        self.assertTrue(self.renewable(self.prefix, 56))
+        self.assertEqual(self.policy.renewAsked, [(self.address, 128), (self.prefix, 56)])
+        policy = RefusingRenewalPolicy()
+        self.allocator = Allocator(self.store, policy)
+        self.assertFalse(self.renewable(self.address))
+        self.assertFalse(self.renewable(self.prefix, 56))
+        self.assertEqual(policy.renewAsked, [(self.address, 128), (self.prefix, 56)])
+
+    def test_othersActive(self) -> None:
+        """Another IA's or client's ACTIVE binding: no, without asking."""
         for record in (
             activeLease(self.address, clientDuid(2)),
             activeLease(self.address, clientDuid(1), iaid=2),
-            activeLease(self.address, clientDuid(1), state=BindingState.RELEASED),
-            activeLease(self.address, clientDuid(1), state=BindingState.EXPIRED),
-            activeLease(self.address, clientDuid(1), now=NOW - 5000),
         ):
             self.store.commit([record])
-            self.assertFalse(self.held(self.address), record)
-        self.store.commit([activeLease(self.prefix, clientDuid(1), prefix_length=56)])
-        self.assertFalse(self.held(self.prefix, 64))
+            self.assertFalse(self.renewable(self.address), record)
+        self.assertEqual(self.policy.renewAsked, [])
 
     def test_notAppropriate(self) -> None:
-        """An address outside the pools, or a prefix outside the PD pools: not held."""
-        outside = IPv6Address("2001:db8:1::9999")
-        wild = IPv6Address("2001:db8:ffff::")
-        self.store.commit(
-            [
-                activeLease(outside, clientDuid(1)),
-                activeLease(wild, clientDuid(1), prefix_length=56),
-            ]
-        )
-        self.assertFalse(self.held(outside))
-        self.assertFalse(self.held(wild, 56))
+        """
+        An address outside the pools, a prefix outside the PD pools or of
+        another length: no.
+        """
+        self.assertFalse(self.renewable(IPv6Address("2001:db8:1::9999")))
+        self.assertFalse(self.renewable(IPv6Address("2001:db8:ffff::"), 56))
+        self.assertFalse(self.renewable(self.prefix, 64))
+        self.assertEqual(self.policy.renewAsked, [])
 
     def test_reservation(self) -> None:
         """A client with a reservation of that kind here keeps only the reserved lease."""
@@ -1142,5 +1177,5 @@ class StillHeldTests(SynchronousTestCase):
                 activeLease(self.prefix, clientDuid(1), prefix_length=56),
             ]
         )
-        self.assertFalse(self.held(self.address))
-        self.assertTrue(self.held(self.prefix, 56))
+        self.assertFalse(self.renewable(self.address))
+        self.assertTrue(self.renewable(self.prefix, 56))

@@ -741,14 +741,14 @@ class RenewRebindTests(EngineTestCase):
     def test_renewOnlyListedHeld(self) -> None:
         """
         A held address the Renew does not list is withdrawn as before
-        (lifetimes 0, EXPIRED): the client let it go.  An ended binding it
-        lists is not renewed beside the one it gets.
+        (lifetimes 0, EXPIRED): the client let it go.  A listed address
+        another client holds comes back with lifetimes 0.
         """
         self.store.commit(
             [
                 self.heldLease("2001:db8:1::120"),
                 self.heldLease("2001:db8:1::131"),
-                evolve(self.heldLease("2001:db8:1::153"), state=BindingState.RELEASED),
+                self.heldLease("2001:db8:1::153", duid=clientDuid(2)),
             ]
         )
         decision = self.decide(
@@ -775,6 +775,33 @@ class RenewRebindTests(EngineTestCase):
                 IPv6Address("2001:db8:1::120"): BindingState.EXPIRED,
             },
         )
+
+    def test_renewListedUnknown(self) -> None:
+        """
+        A second listed prefix this server has no record of (the partner
+        granted it and the update never came: chaos seed 6012) is renewed
+        beside the IA's binding, as it would be if listed first.
+        """
+        self.store.commit([self.heldLease("2001:db8:100:e900::/56", LeaseType.PD)])
+        reply = self.reply(
+            message(
+                MessageType.RENEW,
+                pd(1, "2001:db8:100:e900::/56", "2001:db8:100:6c00::/56"),
+                server=SERVER_DUID,
+            ),
+            now=NOW + 10,
+        )
+        ia = one(reply.options, IAPD)
+        self.assertEqual(
+            ia.options,
+            (
+                IAPrefix(5000, 7000, 56, IPv6Address("2001:db8:100:e900::")),
+                IAPrefix(5000, 7000, 56, IPv6Address("2001:db8:100:6c00::")),
+            ),
+        )
+        stored = self.store.get(IPv6Address("2001:db8:100:6c00::"), 56)
+        assert stored is not None
+        self.assertEqual((stored.duid, stored.iaid, stored.state), (CLIENT, 1, BindingState.ACTIVE))
 
     def test_requestStillOneLease(self) -> None:
         """A Request listing two held addresses gets one; the other is withdrawn."""

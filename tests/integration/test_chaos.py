@@ -70,6 +70,8 @@ REGRESSION_SEEDS: list[Regression] = [
     # Findings 4 (b676933, the harness) and 5 (the engine): lost database,
     # clock steps, then a partition.
     Regression("findings 4 and 5: clock steps, lost database, partition", 1017, clients=100),
+    # Finding 6 (the engine): one-way partitions around a lost database.
+    Regression("finding 6: a second prefix unknown to the server answering", 6012, clients=100),
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -200,6 +202,10 @@ class FixedSetTests(TestCase):
     async def test_findings4and5(self) -> None:
         """Seed 1017 (findings 4 and 5) runs clean and the pair gets back to NORMAL."""
         await self._regression(REGRESSION_SEEDS[3])
+
+    async def test_finding6(self) -> None:
+        """Seed 6012 (finding 6) runs clean."""
+        await self._regression(REGRESSION_SEEDS[4])
 
 
 class TopologyTests(TestCase):

@@ -535,8 +535,14 @@ def endsEarlier(before: Lease, after: Lease) -> bool:
     Does C{after} end the ACTIVE binding C{before} with a client time
     earlier than the binding's (the partner's clock behind)?  Not a
     successor: the binding stands (L{LineageTests.test_endEarlierThanBinding}).
+    A Release says which transaction it ended (its expiry minus its valid
+    lifetime: C{before}'s CLT when made from it), whatever its own time.
     """
-    return before.state is ACTIVE and after.state is not ACTIVE and after.cltt < before.cltt
+    if before.state is not ACTIVE or after.state is ACTIVE:
+        return False
+    if after.state is RELEASED:
+        return after.expires - after.valid_lifetime < before.cltt
+    return after.cltt < before.cltt
 
 
 class LineageTests(RowTests):
@@ -675,12 +681,14 @@ class LineageTests(RowTests):
 
     def test_endEarlierThanBinding(self) -> None:
         """
-        A Release, Decline or withdrawal of an ACTIVE binding whose client
-        time is earlier than the binding's (the partner's clock behind,
-        within the tolerance) is not the partner's successor of it, and the
-        binding is not its predecessor: concurrent, the binding stands on
-        both sides (one side keeps it and sends it, the other accepts it).
-        An expiry keeps the binding's client time and still follows it.
+        A Decline or withdrawal of an ACTIVE binding whose client time is
+        earlier than the binding's (the partner's clock behind, within the
+        tolerance) is not the partner's successor of it, and the binding is
+        not its predecessor: concurrent, the binding stands on both sides
+        (one side keeps it and sends it, the other accepts it).  An expiry
+        keeps the binding's client time and still follows it; so does a
+        Release of that very binding, whose record says which transaction
+        it ended (L{test_releaseOfOlderTransaction}).
         """
         seen = set()
         for d in WITHIN:
@@ -698,7 +706,58 @@ class LineageTests(RowTests):
                     self.assertTrue(kept.sendLocal, where)
                     taken = resolve(after, known(before), other, now)
                     self.assertIs(taken.verdict, ACCEPT, where + ": " + taken.rule)
-        self.assertEqual(seen, {"release", "decline", "withdraw"})
+        self.assertEqual(seen, {"decline", "withdraw"})
+
+    def test_releaseOfKnownTransaction(self) -> None:
+        """
+        A Release of the binding the partner knew, its time earlier than
+        the binding's (the releasing server's clock behind, within the
+        tolerance): it ended that very transaction, so it is the successor
+        on one side and the binding its predecessor on the other.
+        """
+        before = rec(ACTIVE, A, T0)
+        for d in (-0.25, -3.0, -4.9):
+            released = changed(before, RELEASED, T0 + d)
+            for role in Role:
+                other = Role.SECONDARY if role is Role.PRIMARY else Role.PRIMARY
+                now = T0 + 1
+                taken = resolve(known(before), released, role, now)
+                self.assertIs(taken.verdict, ACCEPT, taken.rule)
+                self.assertTrue(taken.rule.endswith("successor"), taken.rule)
+                mine = resolve(released, known(before), other, now)
+                self.assertIs(mine.verdict, Verdict.SUPERSEDED, mine.rule)
+
+    def test_releaseOfOlderTransaction(self) -> None:
+        """
+        Chaos finding 7 (seed 20008): the primary, its clock 2 s ahead,
+        answers the client's Release of the binding as renewed at t + 19.38;
+        1.9 s later, during a partition, the secondary answers the same
+        client's Request with the binding it knew (a new client time, the
+        start time of state kept).  The RELEASED record's time (t + 22.22 on
+        the primary's clock) is later than the grant's (t + 22.15), but it
+        ended an older transaction than the grant: not a successor, the
+        binding stands on both sides, whatever the roles.
+        """
+        base = known(rec(ACTIVE, A, T0, expires=T0 + 20, valid_lifetime=20))
+        renewed = evolve(base, cltt=T0 + 19.38, expires=T0 + 39.38)
+        released = changed(renewed, RELEASED, T0 + 20.22 + 2)
+        regrant = evolve(renewed, cltt=T0 + 22.15, expires=T0 + 42.15)
+        for granter in Role:
+            releaser = Role.SECONDARY if granter is Role.PRIMARY else Role.PRIMARY
+            now = T0 + 24
+            onGranter = resolve(regrant, released, granter, now)
+            self.assertEqual(
+                (onGranter.verdict, onGranter.status), (REJECT, OUTDATED), onGranter.rule
+            )
+            self.assertTrue(onGranter.sendLocal)
+            onReleaser = resolve(released, regrant, releaser, now)
+            self.assertIs(onReleaser.verdict, ACCEPT, onReleaser.rule)
+            assert onReleaser.record is not None
+            self.assertIs(onReleaser.record.state, ACTIVE)
+        # The same Release more than the tolerance after the grant is later:
+        # the client let the binding go after it was granted.
+        late = changed(renewed, RELEASED, T0 + 22.15 + 5.5)
+        self.assertTrue(resolve(regrant, late, Role.SECONDARY, T0 + 30).accepted)
 
     def test_activeActiveNotByLineage(self) -> None:
         """

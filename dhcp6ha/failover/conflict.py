@@ -43,15 +43,18 @@ successor of its record the other finds a predecessor of its own.  It
 leans towards an ACTIVE binding, which its client may hold:
 
   - the end of an ACTIVE binding (a Release, a Decline, a withdrawal, an
-    expiry) follows it only if its CLT is not earlier than the binding's,
-    without tolerance: the client's own transactions are ordered (its
-    Release was sent before its next Request), and a Release the partner
-    answered before our grant or renewal must not take back what we
-    granted after it (chaos finding 3: a Release on one server, the same
-    client's Request answered by the other within the tolerance, during a
-    partition or while the Release was on its way).  An expiry keeps the
-    binding's CLT: it follows the binding it expired, not a renewal the
-    partner did not know;
+    expiry) follows it only if it ended the binding's last client
+    transaction or a later one, without tolerance: the client's own
+    transactions are ordered (its Release was sent before its next
+    Request), and a Release the partner answered before our grant or
+    renewal must not take back what we granted after it (chaos finding 3:
+    a Release on one server, the same client's Request answered by the
+    other within the tolerance, during a partition or while the Release was
+    on its way).  Which transaction a Release ended is in the record
+    itself, copied, not measured (L{_endedClientTime}: its expiry minus its
+    valid lifetime), so no clock skew misorders it (chaos finding 7).  An
+    expiry keeps the binding's CLT: it follows the binding it expired, not
+    a renewal the partner did not know;
   - anything else (a re-grant after a Release or an expiry, a lease of a
     FREE-BACKUP prefix, the quarantine's end) follows unless its CLT is
     earlier than ours by more than C{tolerance}, the one comparison
@@ -59,10 +62,9 @@ leans towards an ACTIVE binding, which its client may hold:
 
 What is not a successor or a predecessor is concurrent.  Two ACTIVE
 bindings are never compared by lineage: the rules below keep the longer
-binding of a client, and another client's only by role.  Near the
-tolerance the clocks can still misorder a Release and a grant that came
-within the skew after it on the other server: the guard keeps the
-binding whenever the records' times allow, not beyond.
+binding of a client, and another client's only by role.  A Release
+that is not a successor meets the concurrent rules below: against the
+same client's binding, within the tolerance, the binding stands.
 
 Concurrent changes
 ==================
@@ -324,18 +326,46 @@ def _follows(base: Lease, derived: Lease, tolerance: float) -> bool:
     transaction (the guard of the lineage rules, see the module
     docstring)?
 
-    The end of an ACTIVE binding follows it only with a CLT not earlier
-    than the binding's, compared as they are, without tolerance: the
-    same client's transactions are ordered, and an ACTIVE binding the
-    client may hold is never taken back by a change made before it.
+    The end of an ACTIVE binding follows it only if it ended that very
+    transaction or a later one (L{_endedClientTime} not earlier than the
+    binding's CLT, compared as they are, without tolerance): the same
+    client's transactions are ordered, and an ACTIVE binding the client
+    may hold is never taken back by a change made from an older one.
     Anything else follows unless its CLT is earlier by more than
     C{tolerance}.  One function of the two records, whichever server
     asks: the successor rule calls it as C{_follows(ours, theirs)}, the
     predecessor rule as C{_follows(theirs, ours)}.
     """
     if base.state is BindingState.ACTIVE and derived.state is not BindingState.ACTIVE:
-        return derived.cltt >= base.cltt
+        return _endedClientTime(derived) >= base.cltt - _COPY_EPSILON
     return derived.cltt >= base.cltt - tolerance
+
+
+#: Rounding of C{expires - valid_lifetime} against the CLT it was made from.
+_COPY_EPSILON = 0.001
+
+
+def _endedClientTime(ended: Lease) -> float:
+    """
+    The CLT of the ACTIVE binding that C{ended} (the end of a binding)
+    ended, as the server that ended it held that binding, where the record
+    keeps it; else C{ended}'s own CLT.
+
+    A Release keeps the binding's expiry and valid lifetime (the engine
+    changes only the state, the start time of state and the CLT), and a
+    binding's expiry is its CLT plus its valid lifetime: their difference is
+    the CLT of the binding released, a value copied between the servers,
+    not a time measured on either clock.  So a Release made from an older
+    transaction than ours is not taken for our successor because the
+    releasing server's clock runs ahead (chaos finding 7: a Release on the
+    primary, clock 2 s ahead, then the same client's Request answered by
+    the secondary 1.9 s later during a partition; the RELEASED record's CLT
+    came out later than the grant's).  An expiry keeps the binding's CLT
+    itself.  A Decline overwrites the expiry (the quarantine): its own CLT.
+    """
+    if ended.state is BindingState.RELEASED and ended.valid_lifetime > 0:
+        return ended.expires - ended.valid_lifetime
+    return ended.cltt
 
 
 def _lineage(local: Lease, incoming: Lease, tolerance: float) -> int:

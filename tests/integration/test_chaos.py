@@ -72,6 +72,10 @@ REGRESSION_SEEDS: list[Regression] = [
     Regression("findings 4 and 5: clock steps, lost database, partition", 1017, clients=100),
     # Finding 6 (the engine): one-way partitions around a lost database.
     Regression("finding 6: a second prefix unknown to the server answering", 6012, clients=100),
+    # Finding 7 (conflict.py): a Release and a re-grant across a clock step.
+    Regression(
+        "finding 7: a Release and a re-grant 1.9 s apart, clocks 2 s apart", 20008, clients=100
+    ),  # fmt: skip
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -206,6 +210,10 @@ class FixedSetTests(TestCase):
     async def test_finding6(self) -> None:
         """Seed 6012 (finding 6) runs clean."""
         await self._regression(REGRESSION_SEEDS[4])
+
+    async def test_finding7(self) -> None:
+        """Seed 20008 (finding 7) runs clean."""
+        await self._regression(REGRESSION_SEEDS[5])
 
 
 class TopologyTests(TestCase):

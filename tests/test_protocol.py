@@ -286,6 +286,40 @@ class ConnectTests(SynchronousTestCase):
         self.assertFalse(pair.secondary.queue.attached)
         return pair, events
 
+    def connectAnswering(
+        self, pair: Pair, **lies: Any
+    ) -> tuple[PartnerProtocol, Failure, list[LogEvent]]:
+        """
+        Connect the pair with a secondary that accepts and answers with
+        C{lies} in its answer; the primary's Connect fails: return the
+        primary's protocol, the failure and the events logged.
+        """
+        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)
+        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
+        accept = server._connectReceived
+
+        def lying(**kw: Any) -> Any:
+            then = accept(**kw)
+            then.response.update(lies)
+            return then
+
+        server._connectReceived = lying  # type: ignore[method-assign]
+        pump = connect(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            greet=False,
+            clock=self.clock,
+        )
+        outcome: list[object] = []
+        client.startConnect().addBoth(outcome.append)
+        with capturedLogs() as events:
+            pump.flush()
+        [failure] = outcome
+        assert isinstance(failure, Failure)
+        return client, failure, events
+
     def test_refusedRelationship(self) -> None:
         """A relationship name the secondary does not serve is refused."""
         self.assertRefused("relationship 'lan' is not served here", name="other")
@@ -349,30 +383,7 @@ class ConnectTests(SynchronousTestCase):
         pair.primary.session.parameters = evolve(
             pair.primary.session.parameters, coverage=b"\x01" * 32
         )
-        server = PartnerFactory(pair.secondary.session, initiator=False).buildProtocol(None)
-        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
-        accept = server._connectReceived
-
-        def lying(**kw: Any) -> Any:
-            then = accept(**kw)
-            then.response["coverage"] = b"\x03" * 32
-            return then
-
-        server._connectReceived = lying  # type: ignore[method-assign]
-        pump = connect(
-            server,
-            makeFakeServer(server),
-            client,
-            makeFakeClient(client),
-            greet=False,
-            clock=self.clock,
-        )
-        outcome: list[object] = []
-        client.startConnect().addBoth(outcome.append)
-        with capturedLogs() as events:
-            pump.flush()
-        [failure] = outcome
-        assert isinstance(failure, Failure)
+        client, failure, events = self.connectAnswering(pair, coverage=b"\x03" * 32)
         self.assertIn("cover different pools or reservations", str(failure.value))
         self.assertEqual(client.phase, "closed")
         self.assertEqual(len(messages(events, "connectRefused")), 1)
@@ -404,31 +415,7 @@ class ConnectTests(SynchronousTestCase):
         that (wrongly) accepts is disconnected by the primary.
         """
         pair = self.pair()
-        secondary = pair.secondary.session
-        client = PartnerFactory(pair.primary.session, initiator=True).buildProtocol(None)
-        server = PartnerFactory(secondary, initiator=False).buildProtocol(None)
-        accept = server._connectReceived
-
-        def lying(**kw: Any) -> Any:
-            then = accept(**kw)
-            then.response["mclt"] = 1800
-            return then
-
-        server._connectReceived = lying  # type: ignore[method-assign]
-        pump = connect(
-            server,
-            makeFakeServer(server),
-            client,
-            makeFakeClient(client),
-            greet=False,
-            clock=self.clock,
-        )
-        outcome: list[object] = []
-        client.startConnect().addBoth(outcome.append)
-        with capturedLogs() as events:
-            pump.flush()
-        [failure] = outcome
-        assert isinstance(failure, Failure)
+        client, failure, events = self.connectAnswering(pair, mclt=1800)
         self.assertIn("its MCLT is 1800 s and ours 3600 s", str(failure.value))
         self.assertEqual(client.phase, "closed")
         self.assertFalse(pair.primary.endpoint.communicating)

@@ -7,6 +7,7 @@ messages), like magic-wormhole's C{test_machines.py}.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,8 @@ class RecordingStore(MemoryLeaseStore):
         self.effects = effects
         self.hold = False
         self.failNext = False
+        # How many writes to fail, after failNext.
+        self.failures = 0
         self.pending: list[Deferred[None]] = []
 
     def setMetadata(self, key: str, value: str) -> Deferred[None]:
@@ -79,6 +82,9 @@ class RecordingStore(MemoryLeaseStore):
         self.effects.append(("persist", record.state, record.start_time))
         if self.failNext:
             self.failNext = False
+            return fail(OSError("disk full"))
+        if self.failures:
+            self.failures -= 1
             return fail(OSError("disk full"))
         if self.hold:
             d = Deferred()
@@ -1398,7 +1404,11 @@ class DurabilityTests(SynchronousTestCase):
         self.successResultOf(h.ep.whenIdle())
 
     def test_failedWriteSendsNothing(self) -> None:
-        """After a failed write nothing is announced, until a write succeeds."""
+        """
+        After a failed write nothing is announced: the write is tried again
+        after a second, and what was queued behind it (later transitions
+        included) follows once it is stored.
+        """
         h = inState(S.COMMUNICATIONS_INTERRUPTED)
         h.store.failNext = True
         now = T0 + STARTUP
@@ -1408,10 +1418,100 @@ class DurabilityTests(SynchronousTestCase):
         self.assertTrue(any(e.get("log_failure") is not None for e in events))
         self.flushLoggedErrors(OSError)
         h.ep.operatorPartnerDown()
+        self.assertEqual(h.take(), [])
+        idle = h.ep.whenIdle()
+        h.clock.advance(0.999)
+        self.assertEqual(h.take(), [])
+        with capturedLogs() as events:
+            h.clock.advance(0.001)
         self.assertEqual(
             h.take(),
-            [persist(S.PARTNER_DOWN, now), sendState(S.PARTNER_DOWN, now, partner_down_time=now)],
+            [
+                persist(S.NORMAL, now),
+                sendState(S.NORMAL, now),
+                ("sendUnackedUpdates",),
+                persist(S.PARTNER_DOWN, now),
+                sendState(S.PARTNER_DOWN, now, partner_down_time=now),
+            ],
         )
+        self.assertTrue(any("stored again" in (e.get("log_format") or "") for e in events))
+        self.successResultOf(idle)
+
+    def test_writeRetryBacksOff(self) -> None:
+        """A write that keeps failing is tried 1, 2, 4... seconds apart, at most 60."""
+        h = inState(S.COMMUNICATIONS_INTERRUPTED)
+        h.store.failures = 8
+        now = T0 + STARTUP
+        h.partner(S.NORMAL)
+        self.flushLoggedErrors(OSError)
+        attempts = [h.clock.seconds()]
+        idle = h.ep.whenIdle()
+        for _ in range(300):
+            h.clock.advance(1)
+            if h.take():
+                attempts.append(h.clock.seconds())
+            if idle.called:
+                break
+        self.flushLoggedErrors(OSError)
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        self.assertEqual(gaps, [1, 2, 4, 8, 16, 32, 60, 60])
+        self.assertEqual(h.store.stored().state, S.NORMAL)
+        self.assertEqual(h.store.stored().start_time, now)
+        self.successResultOf(h.ep.whenIdle())
+        # Stored at last: the next failure starts at one second again.
+        h.store.failNext = True
+        h.ep.operatorPartnerDown()
+        self.flushLoggedErrors(OSError)
+        h.take()
+        h.clock.advance(1)
+        self.assertEqual(h.take()[0][:2], ("persist", S.PARTNER_DOWN))
+
+    def test_stopDoesNotWaitForDeadDisk(self) -> None:
+        """
+        Stopping while a write waits for its retry tries it once more, and
+        then no more: the stop completes, with nothing announced that was
+        not stored.
+        """
+        h = inState(S.COMMUNICATIONS_INTERRUPTED)
+        h.store.failures = 1000
+        h.partner(S.NORMAL)
+        h.take()
+        stopped = h.ep.stop()
+        self.successResultOf(stopped)
+        self.flushLoggedErrors(OSError)
+        effects = h.take()
+        self.assertEqual([e[0] for e in effects], ["persist", "persist"])
+        self.assertEqual(effects[1][1], S.PAUSED)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_stopAfterDiskRecovers(self) -> None:
+        """
+        Stopping while a write waits, with the disk back: the write, its
+        announcements and then the stop's are stored and sent in order.
+        """
+        h = inState(S.COMMUNICATIONS_INTERRUPTED)
+        h.store.failNext = True
+        now = T0 + STARTUP
+        h.partner(S.NORMAL)
+        self.flushLoggedErrors(OSError)
+        h.take()
+        self.successResultOf(h.ep.stop())
+        self.assertEqual(
+            h.take(),
+            [
+                persist(S.NORMAL, now),
+                sendState(S.NORMAL, now),
+                ("sendUnackedUpdates",),
+                persist(S.PAUSED, now),
+                sendState(S.PAUSED, now),
+            ],
+        )
+
+    def test_retryDelaysChecked(self) -> None:
+        """Retry delays must be positive, the longest no shorter than the first."""
+        for first, longest in [(0, 60), (-1, 60), (10, 5)]:
+            with self.assertRaises(ValueError):
+                Harness(writeRetryDelay=first, maxWriteRetryDelay=longest)
 
     def test_failedSendLogged(self) -> None:
         """A send that fails is logged, and the queue goes on."""

@@ -27,9 +27,15 @@ about a state before that state is on stable storage (RFC 8156 section 6.3,
 DESIGN.md "the endpoint state is durable before it is announced").  Sends
 are not waited for (their order on the connection is kept by the
 transport); a send queued for a connection that has since been lost is
-dropped, and so is every send queued after a write that failed, until a
-later write succeeds.  L{FailoverEndpoint.whenIdle} fires once the queue is
-empty.
+dropped.  A write that fails (a full or failing disk) stops the queue: it
+is tried again after C{writeRetryDelay}, doubling up to
+C{maxWriteRetryDelay}, and whatever was queued behind it (STATE, entry
+actions, later transitions) runs once it has succeeded, so a server whose
+disk comes back announces its state without waiting for another
+transition.  Once stopping (PAUSED, SHUTDOWN) a failed write is not tried
+again: every send queued after it is dropped, so that a dead disk cannot
+hold up the shutdown.  L{FailoverEndpoint.whenIdle} fires once the queue
+is empty.
 
 Only the effects wait: the state itself changes at once, when the input
 arrives.  A partner's STATE (or UPDDONE) that arrives while our own write is
@@ -708,6 +714,8 @@ class _Wait:
     def __init__(self) -> None:
         self.synchronous = True
         self.done = False
+        # It failed and waits for its retry: the queue stops here.
+        self.stalled = False
 
 
 class FailoverEndpoint:
@@ -738,6 +746,8 @@ class FailoverEndpoint:
         maxSkew: float = 5.0,
         takeoverAfter: float | None = None,
         takeoverMessages: int = 3,
+        writeRetryDelay: float = 1.0,
+        maxWriteRetryDelay: float = 60.0,
     ) -> None:
         """
         @param relationship: the relationship name (also names the metadata key).
@@ -760,11 +770,16 @@ class FailoverEndpoint:
             keepalive time.
         @param takeoverMessages: how many such messages it takes
             (L{PartnerTraffic} C{threshold}).
+        @param writeRetryDelay: how long after a failed write of the state
+            it is tried again (doubling at each failure).
+        @param maxWriteRetryDelay: the longest such delay.
         """
         if mclt <= 0 or startupTime < 0 or keepaliveTime <= 0 or recordInterval <= 0:
             raise ValueError("failover times must be positive")
         if autoPartnerDown is not None and autoPartnerDown < 0:
             raise ValueError("autoPartnerDown must not be negative")
+        if writeRetryDelay <= 0 or maxWriteRetryDelay < writeRetryDelay:
+            raise ValueError("write retry delays must be positive, the longest not shorter")
         self.relationship = relationship
         self.role = role
         self.mclt = float(mclt)
@@ -814,6 +829,11 @@ class FailoverEndpoint:
         self._effects: deque[Callable[[], Deferred[None] | None]] = deque()
         self._running = False
         self._writeFailed = False
+        self._writeRetryDelay = writeRetryDelay
+        self._maxWriteRetryDelay = maxWriteRetryDelay
+        self._nextWriteRetry = writeRetryDelay
+        # The retry of a failed write (the effect queue waits for it).
+        self._writeRetry: IDelayedCall | None = None
         self._idle: list[Deferred[None]] = []
 
     # --- what others read --------------------------------------------------------
@@ -1134,6 +1154,11 @@ class FailoverEndpoint:
         for name in list(self._timers):
             self._cancelTimer(name)
         self._transition(S.SHUTDOWN if shutdown else S.PAUSED)
+        retry, self._writeRetry = self._writeRetry, None
+        if retry is not None:
+            # A failed write is waiting: try it once more now, and no more.
+            retry.cancel()
+            self._drain()
         return self.whenIdle()
 
     # --- timer inputs ------------------------------------------------------------
@@ -1560,6 +1585,11 @@ class FailoverEndpoint:
 
     # --- the effect queue -------------------------------------------------------
 
+    def _retryWrite(self) -> None:
+        """Timer: try the failed write at the head of the queue again."""
+        self._writeRetry = None
+        self._drain()
+
     def _queue(self, effect: Callable[[], Deferred[None] | None]) -> None:
         self._effects.append(effect)
         if not self._running:
@@ -1574,24 +1604,51 @@ class FailoverEndpoint:
                 continue
             wait = _Wait()
 
-            def finished(result: object, wait: _Wait = wait) -> None:
+            def finished(
+                result: object,
+                wait: _Wait = wait,
+                effect: Callable[[], Deferred[None] | None] = effect,
+            ) -> None:
                 if isinstance(result, Failure):
                     self._writeFailed = True
+                    retry = self._state not in (S.PAUSED, S.SHUTDOWN)
                     self.log.failure(
-                        "Failover {relationship}: storing the failover state failed",
+                        "Failover {relationship}: storing the failover state failed"
+                        " ({what}); nothing is announced until it is stored",
                         result,
                         relationship=self.relationship,
+                        what=(
+                            f"trying again in {self._nextWriteRetry:g} s"
+                            if retry
+                            else "stopping: not tried again"
+                        ),
                     )
+                    if retry:
+                        # The queue waits: the same write first, then the rest.
+                        self._effects.appendleft(effect)
+                        self._writeRetry = self._clock.callLater(
+                            self._nextWriteRetry, self._retryWrite
+                        )
+                        self._nextWriteRetry = min(
+                            2 * self._nextWriteRetry, self._maxWriteRetryDelay
+                        )
+                        wait.stalled = True
                 else:
+                    if self._writeFailed:
+                        self.log.info(
+                            "Failover {relationship}: the failover state is stored again",
+                            relationship=self.relationship,
+                        )
                     self._writeFailed = False
+                    self._nextWriteRetry = self._writeRetryDelay
                 wait.done = True
-                if not wait.synchronous:
+                if not wait.synchronous and not wait.stalled:
                     self._drain()
 
             waiting.addBoth(finished)
             wait.synchronous = False
-            if not wait.done:
-                return  # finished() resumes the queue
+            if wait.stalled or not wait.done:
+                return  # finished() or the retry resumes the queue
         self._running = False
         idle, self._idle = self._idle, []
         for d in idle:

@@ -442,6 +442,78 @@ class GroupCommitTests(StoreFixture):
         self.assertEqual(store.transactions, 1)
 
 
+class LazyAcknowledgeTests(StoreFixture):
+    """
+    An acknowledge starts no transaction of its own before C{ackDelay}: it
+    rides along with the next commit's, and fires only once durable.
+    """
+
+    async def pendingOne(self, store: SQLiteLeaseStore) -> int:
+        """Commit one pending binding; its version."""
+        await store.commit([makeLease(1)])
+        await turn()
+        [(version, _)] = store.pendingUpdates("rel", 0, 10)
+        return version
+
+    async def test_ridesAlong(self) -> None:
+        """An ack and a later commit share one transaction; the ack is durable with it."""
+        store = self.openStore(replicate=lambda lease: "rel", ackDelay=60.0)
+        version = await self.pendingOne(store)
+        before = store.transactions
+        ack = store.acknowledge("rel", [(makeLease(1), version)])
+        await turn()
+        await turn()
+        self.assertFalse(ack.called)
+        self.assertEqual(store.pendingUpdates("rel", 0, 10), [])
+        await store.commit([makeLease(2)])
+        self.assertTrue(ack.called)
+        self.assertEqual(store.transactions, before + 1)
+
+    async def test_alone(self) -> None:
+        """With no commit to ride along with, the ack is written after C{ackDelay}."""
+        store = self.openStore(replicate=lambda lease: "rel", ackDelay=0.2)
+        version = await self.pendingOne(store)
+        before = store.transactions
+        ack = store.acknowledge("rel", [(makeLease(1), version)])
+        await turn()
+        await turn()
+        self.assertFalse(ack.called)
+        await ack
+        self.assertEqual(store.transactions, before + 1)
+        self.assertEqual(store.pendingCount("rel"), 0)
+
+    async def test_afterBusyWriter(self) -> None:
+        """
+        An ack queued while a transaction is written waits for the next
+        commit too, instead of following at once in a transaction of its own.
+        """
+        store = self.openStore(replicate=lambda lease: "rel", ackDelay=60.0)
+        version = await self.pendingOne(store)
+        busy = store.commit([makeLease(3)])
+        await turn()
+        self.assertIsNotNone(store._inFlight)
+        ack = store.acknowledge("rel", [(makeLease(1), version)])
+        await busy
+        await turn()
+        await turn()
+        self.assertFalse(ack.called)
+        before = store.transactions
+        await store.commit([makeLease(4)])
+        self.assertTrue(ack.called)
+        self.assertEqual(store.transactions, before + 1)
+
+    async def test_closeWrites(self) -> None:
+        """Closing writes a waiting ack at once; it is stored after reopening."""
+        path = self.databasePath()
+        store = self.openStore(path, replicate=lambda lease: "rel", ackDelay=60.0)
+        version = await self.pendingOne(store)
+        ack = store.acknowledge("rel", [(makeLease(1), version)])
+        await store.close()
+        self.assertTrue(ack.called)
+        again = self.openStore(path, replicate=lambda lease: "rel")
+        self.assertEqual(again.pendingCount("rel"), 0)
+
+
 class ReadYourWritesTests(StoreFixture):
     """Reads see changes passed to commit() before they are durable."""
 

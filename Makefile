@@ -12,6 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dhcp6ha-installed
 TESTS ?= tests
+JOBS ?= 2
 # The failover pair `make run` starts, in this order (the secondary listens,
 # the primary connects), and the identities in their certificates (what the
 # other's partner-identity names).
@@ -66,8 +67,10 @@ pki: $(STAMP)
 
 # The whole suite, integration tests included (those need root and the Debian
 # DHCPv6 clients, and say why they skip otherwise).
+# JOBS trial workers: the integration tests mostly wait (servers, clients,
+# timers), and their namespaces and processes carry each worker's PID.
 test: $(STAMP)
-	$(PY) -b -m twisted.trial $(TESTS)
+	$(PY) -b -m twisted.trial --jobs=$(JOBS) $(TESTS)
 
 # Unit tests only (no namespaces, no real clients).
 unit: $(STAMP)

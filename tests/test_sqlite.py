@@ -455,15 +455,24 @@ class LazyAcknowledgeTests(StoreFixture):
         [(version, _)] = store.pendingUpdates("rel", 0, 10)
         return version
 
-    async def test_ridesAlong(self) -> None:
-        """An ack and a later commit share one transaction; the ack is durable with it."""
-        store = self.openStore(replicate=lambda lease: "rel", ackDelay=60.0)
+    async def waitingAck(self, ackDelay: float) -> tuple[SQLiteLeaseStore, Deferred[None], int]:
+        """
+        A store with one acknowledged binding whose ack has not been
+        written after two reactor turns: the store, the ack's Deferred and
+        the transaction count before it.
+        """
+        store = self.openStore(replicate=lambda lease: "rel", ackDelay=ackDelay)
         version = await self.pendingOne(store)
         before = store.transactions
         ack = store.acknowledge("rel", [(makeLease(1), version)])
         await turn()
         await turn()
         self.assertFalse(ack.called)
+        return store, ack, before
+
+    async def test_ridesAlong(self) -> None:
+        """An ack and a later commit share one transaction; the ack is durable with it."""
+        store, ack, before = await self.waitingAck(60.0)
         self.assertEqual(store.pendingUpdates("rel", 0, 10), [])
         await store.commit([makeLease(2)])
         self.assertTrue(ack.called)
@@ -471,13 +480,7 @@ class LazyAcknowledgeTests(StoreFixture):
 
     async def test_alone(self) -> None:
         """With no commit to ride along with, the ack is written after C{ackDelay}."""
-        store = self.openStore(replicate=lambda lease: "rel", ackDelay=0.2)
-        version = await self.pendingOne(store)
-        before = store.transactions
-        ack = store.acknowledge("rel", [(makeLease(1), version)])
-        await turn()
-        await turn()
-        self.assertFalse(ack.called)
+        store, ack, before = await self.waitingAck(0.2)
         await ack
         self.assertEqual(store.transactions, before + 1)
         self.assertEqual(store.pendingCount("rel"), 0)

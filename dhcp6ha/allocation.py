@@ -450,13 +450,20 @@ class Allocator:
         if owner is not None and owner != duid:
             return _Avail.NO
         existing = self.store.get(address, prefix_length)
+        policy, failover, renewalPolicy = self._adapt(self.policies.policyFor(subnet))
+        renewals = renewalPolicy if renewal else None
         if existing is not None:
             if existing.state is BindingState.ACTIVE:
                 return _Avail.OWN if existing.heldBy(duid, iaid) else _Avail.NO
-            if existing.state not in _REUSABLE:
+            if existing.state not in _REUSABLE and not (
+                # A lease this very IA declined here, which a failover
+                # partner not told of the Decline may have given it again:
+                # the renewal policy decides (mayRenew).
+                renewals is not None
+                and existing.state is BindingState.ABANDONED
+                and existing.heldBy(duid, iaid)
+            ):
                 return _Avail.NO
-        policy, failover, renewalPolicy = self._adapt(self.policies.policyFor(subnet))
-        renewals = renewalPolicy if renewal else None
         if renewals is not None:
             allowed = renewals.mayRenew(
                 lease_type, address, prefix_length, existing, duid, iaid, now

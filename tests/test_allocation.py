@@ -1154,6 +1154,22 @@ class RenewableTests(SynchronousTestCase):
             self.assertFalse(self.renewable(self.address), record)
         self.assertEqual(self.policy.renewAsked, [])
 
+    def test_declinedByThisIA(self) -> None:
+        """
+        An ABANDONED binding of this very IA (it declined the lease here):
+        the renewal policy decides; another IA's ABANDONED binding: no,
+        without asking; and with no renewal policy (a server alone): no.
+        """
+        self.store.commit([activeLease(self.address, clientDuid(1), state=BindingState.ABANDONED)])
+        self.assertTrue(self.renewable(self.address))
+        self.assertEqual(self.policy.renewAsked, [(self.address, 128)])
+        self.store.commit([activeLease(self.address, clientDuid(2), state=BindingState.ABANDONED)])
+        self.assertFalse(self.renewable(self.address))
+        self.assertEqual(self.policy.renewAsked, [(self.address, 128)])
+        self.store.commit([activeLease(self.address, clientDuid(1), state=BindingState.ABANDONED)])
+        self.allocator = Allocator(self.store, StandalonePolicy())
+        self.assertFalse(self.renewable(self.address))
+
     def test_notAppropriate(self) -> None:
         """
         An address outside the pools, a prefix outside the PD pools or of

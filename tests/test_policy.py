@@ -557,8 +557,10 @@ class MayRenewTests(SynchronousTestCase):
         """
         While serving the partner's clients, an address of the partner's
         half: no record, FREE, the client's own ended binding, another
-        client's acknowledged one: yes; another client's unacknowledged
-        ended binding, ACTIVE binding, ABANDONED, RESET: no.
+        client's acknowledged one, an ABANDONED binding of this very IA
+        (it declined the lease to us; the partner may have given it back):
+        yes; another client's unacknowledged ended binding, ACTIVE binding,
+        ABANDONED binding, RESET: no.
         """
         for state in SERVING:
             for role in Role:
@@ -577,7 +579,11 @@ class MayRenewTests(SynchronousTestCase):
                 self.assertTrue(self.renew(policy, other, lease(BindingState.ACTIVE, other)))
                 self.assertFalse(self.renew(policy, other, lease(address=other, duid=B)), where)
                 for never in (BindingState.ABANDONED, BindingState.RESET):
-                    self.assertFalse(self.renew(policy, other, acked(lease(never, other))), where)
+                    theirs = acked(lease(never, other, duid=B))
+                    self.assertFalse(self.renew(policy, other, theirs), where)
+                declined = lease(BindingState.ABANDONED, other, duid=A)
+                self.assertTrue(self.renew(policy, other, declined), where)
+                self.assertFalse(self.renew(policy, other, lease(BindingState.RESET, other)), where)
                 # mayAllocate itself is unchanged: no new lease from the partner's half.
                 self.assertFalse(policy.mayAllocate(LeaseType.NA, other, 128, None, A, 1, T0))
 
@@ -601,7 +607,9 @@ class MayRenewTests(SynchronousTestCase):
     def test_ownPoolAsMayAllocate(self) -> None:
         """
         Our own half: exactly L{mayAllocate} (only we allocate it, so
-        another client's unacknowledged ended binding stays refused).
+        another client's unacknowledged ended binding stays refused), but
+        for an ABANDONED binding of this very IA, renewed while we serve the
+        partner's clients (the partner may have given it back to the IA).
         """
         for state in (S.NORMAL,) + SERVING:
             policy, _, _ = makePolicy(state=state)
@@ -610,13 +618,16 @@ class MayRenewTests(SynchronousTestCase):
                 lease(BindingState.EXPIRED, ODD, duid=A),
                 lease(BindingState.EXPIRED, ODD, duid=B),
                 acked(lease(BindingState.RELEASED, ODD, duid=B)),
-                lease(BindingState.ABANDONED, ODD, duid=A),
+                lease(BindingState.ABANDONED, ODD, duid=B),
             ):
                 self.assertEqual(
                     self.renew(policy, ODD, record),
                     policy.mayAllocate(LeaseType.NA, ODD, 128, record, A, 1, T0),
                     (state, record),
                 )
+            declined = lease(BindingState.ABANDONED, ODD, duid=A)
+            self.assertFalse(policy.mayAllocate(LeaseType.NA, ODD, 128, declined, A, 1, T0))
+            self.assertEqual(self.renew(policy, ODD, declined), state is not S.NORMAL, state)
 
     def test_normalRefusesPartners(self) -> None:
         """

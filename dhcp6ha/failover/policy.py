@@ -61,7 +61,8 @@ lease we hold no ACTIVE record of for this client when:
 
   - (A) no other client may hold it by our records: another client's ACTIVE
     binding is refused (the allocator refuses it before asking, and
-    ABANDONED, RESET and PENDING-FREE ones too); another client's EXPIRED or
+    ABANDONED, RESET and PENDING-FREE ones too, but for an ABANDONED binding
+    of this very IA: below); another client's EXPIRED or
     RELEASED binding only once that state is acknowledged between the
     partners (L{Lease.stateAcked}); no record, FREE, FREE-BACKUP: yes;
   - (B) it is in a pool of this relationship: the allocator asks only for a
@@ -73,6 +74,16 @@ lease we hold no ACTIVE record of for this client when:
     CONFLICT-DONE (the primary, while the secondary in POTENTIAL-CONFLICT
     answers nobody), or NORMAL while serving for a partner that does not
     reach its clients (below).
+
+A lease this very IA declined to us (our record: its ABANDONED binding, in
+either pool) is renewed under (C) too: the partner, which the Decline has
+not reached (a partition, the lazy window), may have given the same client
+its lease again (the partner's record still says the IA holds it), and the
+client, having accepted it, holds it; a lifetime of 0 would take it away
+while it runs (chaos seed 42000, docs/chaos-findings.rst finding 8).  No
+other client is given a declined lease; if the address is really in use
+elsewhere, the client's Duplicate Address Detection finds it and a Decline
+ends the binding again.
 
 Why this cannot give one lease to two clients.  A lease of the partner's
 pool that we hold no ACTIVE record of was given out, if at all, by the
@@ -452,7 +463,11 @@ class FailoverPolicy:
             return existing.heldBy(duid, iaid)
         if existing.state in _RENEWABLE:
             return existing.heldBy(duid, iaid) or existing.stateAcked
-        return False  # ABANDONED, RESET
+        if existing.state is BindingState.ABANDONED:
+            # This very IA declined it here; the partner, not told yet, may
+            # have given it back (module docstring).
+            return existing.heldBy(duid, iaid)
+        return False  # RESET
 
     def _mayReuse(
         self,

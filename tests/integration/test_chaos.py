@@ -76,6 +76,8 @@ REGRESSION_SEEDS: list[Regression] = [
     Regression(
         "finding 7: a Release and a re-grant 1.9 s apart, clocks 2 s apart", 20008, clients=100
     ),  # fmt: skip
+    # Finding 8 (allocation.py, policy.py): a declined lease the partner gave back.
+    Regression("finding 8: a declined lease the partner gave back", 42000, clients=100),
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -214,6 +216,10 @@ class FixedSetTests(TestCase):
     async def test_finding7(self) -> None:
         """Seed 20008 (finding 7) runs clean."""
         await self._regression(REGRESSION_SEEDS[5])
+
+    async def test_finding8(self) -> None:
+        """Seed 42000 (finding 8) runs clean."""
+        await self._regression(REGRESSION_SEEDS[6])
 
 
 class TopologyTests(TestCase):

@@ -38,7 +38,11 @@ run by run, so that they share the same background load.  Then every setup
 runs C{--compare-runs} more times, in turns, at one common rate (70% of the
 lowest of their best rates, C{--compare-fraction} or C{--compare-rate} to
 choose it: at a setup's best rate its latency is mostly queueing), for
-latencies at equal load.  For the pair, the replication lag of each run (a binding's
+latencies at equal load.  For every setup, the server's own response time (from the datagram's
+arrival to its reply's send, every reply: the C{response_time_histogram}
+of C{dhcp6ha-ctl status}, before and after each run) is read as well:
+what the server adds, without perfdhcp's own delays.  For the pair, the
+replication lag of each run (a binding's
 Reply sent to the partner's ack, from the primary's update-queue histogram
 in C{dhcp6ha-ctl status}: its buckets before and after the run, within
 about 9%) is read once the run's updates are all acked.
@@ -143,8 +147,12 @@ class Cleanups:
 
 
 @dataclass
-class Lag:
-    """Replication lag of one interval (seconds), from the histogram's buckets."""
+class Durations:
+    """
+    Durations of one interval (seconds) from two snapshots of a
+    L{dhcp6ha.histogram.DurationHistogram}: the replication lag, or the
+    server's own response time.
+    """
 
     count: int = 0
     p50: float = float("nan")
@@ -152,8 +160,8 @@ class Lag:
     unacked: int = 0  # updates still not acked when the interval was closed
 
     @classmethod
-    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> Lag:
-        """The lag of the bindings acked between two C{lag_histogram} snapshots."""
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> Durations:
+        """What was recorded between two snapshots."""
         lowest = float(after["lowest"])
         perDoubling = int(after["per_doubling"])
         counts = {int(i): int(n) for i, n in after["counts"].items()}
@@ -231,8 +239,11 @@ class Result:
     output: str = ""
     reportedRate: float = 0.0
     samples: dict[str, list[float]] = field(default_factory=dict)  # ms, from -x t
-    lag: Lag | None = None
+    lag: Durations | None = None
     lagSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+    # The server perfdhcp talks to: datagram received to reply sent, all replies.
+    serverTime: Durations | None = None
+    serverSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
     cpu: dict[str, CPU] = field(default_factory=dict)  # per server process
     batchMean: float | None = None  # the pair's bindings per BindingUpdate batch
 
@@ -374,6 +385,8 @@ def describe(r: Result, long: bool = False) -> str:
         )
         if long:
             text += f" (std {d.get('std', 0):.2f})"
+    if r.serverTime is not None and r.serverTime.count:
+        text += f"  server ms p50/p99 {1000 * r.serverTime.p50:.2f}/{1000 * r.serverTime.p99:.2f}"
     if r.lag is not None:
         text += f"  lag ms p50/p99 {describeLag(r.lag)}"
     if r.batchMean is not None:
@@ -392,7 +405,7 @@ def describeCPU(cpu: dict[str, CPU], exchanges: int) -> str:
     )
 
 
-def describeLag(lag: Lag) -> str:
+def describeLag(lag: Durations) -> str:
     text = f"{1000 * lag.p50:.1f}/{1000 * lag.p99:.1f} ({lag.count} acked"
     if lag.unacked:
         text += f", {lag.unacked} not yet"
@@ -457,11 +470,25 @@ class Setup:
         """The server processes, by name."""
         raise NotImplementedError
 
+    def servedStatus(self) -> dict[str, Any]:
+        """C{status} of the server perfdhcp talks to (its control socket)."""
+        raise NotImplementedError
+
+    def _responseTimes(self) -> dict[str, Any] | None:
+        """Its response-time histogram (C{None} from a server without one)."""
+        snapshot = self.servedStatus().get("response_time_histogram")
+        return snapshot if isinstance(snapshot, dict) else None
+
     async def beforeRun(self) -> None:
         """Called before each perfdhcp run."""
+        self._responseBefore = self._responseTimes()
 
     async def afterRun(self, result: Result) -> None:
         """Called after each perfdhcp run (the pair reads the lag here)."""
+        before, after = self._responseBefore, self._responseTimes()
+        if before is not None and after is not None:
+            result.serverSnapshots = (before, after)
+            result.serverTime = Durations.between(before, after)
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -477,11 +504,14 @@ class Setup:
 class Alone(Setup):
     """One server alone."""
 
-    def __init__(self, cleanups: Cleanups, directory: Path, name: str, tree: Path) -> None:
+    def __init__(
+        self, cleanups: Cleanups, directory: Path, name: str, tree: Path, controlSocket: Path
+    ) -> None:
         self.cleanups = cleanups
         self.directory = directory
         self.name = name
         self.tree = tree
+        self.controlSocket = controlSocket
         self.proc: ServerProcess | None = None
 
     async def start(self) -> None:
@@ -489,7 +519,8 @@ class Alone(Setup):
         await self.link(self.cleanups, server)
         self.directory.mkdir(parents=True)
         config = writeConfig(self.directory / "server.ini", self.directory / "leases.sqlite",
-                             [benchSubnet("s0")], interfaces=["s0"])  # fmt: skip
+                             [benchSubnet("s0")], interfaces=["s0"],
+                             extra={"control-socket": str(self.controlSocket)})  # fmt: skip
         self.proc = TreeServerProcess(self.cleanups, config, self.directory, ns=server,
                                       tree=self.tree)  # fmt: skip
         self.proc.start()
@@ -503,6 +534,13 @@ class Alone(Setup):
     def pids(self) -> dict[str, int]:
         assert self.proc is not None and self.proc.process is not None
         return {"server": self.proc.process.pid}
+
+    def servedStatus(self) -> dict[str, Any]:
+        from dhcp6ha.ctl import request
+
+        result = request(str(self.controlSocket), {"command": "status"}, timeout=5.0)
+        assert isinstance(result, dict)
+        return result
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.process is not None:
@@ -617,7 +655,12 @@ class Pair(Setup):
             await sleep(0.2)
         return True
 
+    def servedStatus(self) -> dict[str, Any]:
+        assert self.primary is not None
+        return self.primary.status()
+
     async def beforeRun(self) -> None:
+        await super().beforeRun()
         before = self.replication()
         self._before = before["lag_histogram"]
         self._counts = (before["sent"], before.get("batches_sent"))
@@ -634,8 +677,9 @@ class Pair(Setup):
                 replication["batches_sent"] - batches
             )
         assert self._before is not None
+        await super().afterRun(result)
         result.lagSnapshots = (self._before, after)
-        result.lag = Lag.between(self._before, after)
+        result.lag = Durations.between(self._before, after)
         if not done:
             result.lag.unacked = self.unacked()
 
@@ -736,8 +780,22 @@ def pooledLoss(results: list[Result]) -> float:
     return 1.0 - done / started if started else 1.0
 
 
-def pooledLag(results: list[Result]) -> Lag | None:
-    snapshots = [r.lagSnapshots for r in results if r.lagSnapshots is not None]
+def pooledLag(results: list[Result]) -> Durations | None:
+    lag = pooledDurations([r.lagSnapshots for r in results])
+    if lag is not None:
+        lag.unacked = max(r.lag.unacked for r in results if r.lag is not None)
+    return lag
+
+
+def pooledServerTime(results: list[Result]) -> Durations | None:
+    return pooledDurations([r.serverSnapshots for r in results])
+
+
+def pooledDurations(
+    intervals: list[tuple[dict[str, Any], dict[str, Any]] | None],
+) -> Durations | None:
+    """The durations of several intervals of one histogram, pooled."""
+    snapshots = [interval for interval in intervals if interval is not None]
     if not snapshots:
         return None
     # The runs are consecutive intervals of one histogram: first before, last after
@@ -749,9 +807,7 @@ def pooledLag(results: list[Result]) -> Lag | None:
         for i, n in before["counts"].items():
             counts[i] = counts.get(i, 0) - int(n)
     shape = snapshots[0][1]
-    lag = Lag.between({"counts": {}}, {**shape, "counts": counts})
-    lag.unacked = max(r.lag.unacked for r in results if r.lag is not None)
-    return lag
+    return Durations.between({"counts": {}}, {**shape, "counts": counts})
 
 
 async def benchType(
@@ -763,11 +819,13 @@ async def benchType(
     setups: list[Setup] = []
     for name in args.setups:
         if name == "alone":
-            setups.append(Alone(cleanups, base / "alone", "alone", serverTree()))
+            setups.append(Alone(cleanups, base / "alone", "alone", serverTree(),
+                                sockets / "alone.ctl"))  # fmt: skip
         elif name == "pair":
             setups.append(Pair(cleanups, base / "pair", "pair", sockets, args.settle))
     for label, tree in args.tree:
-        setups.append(Alone(cleanups, base / f"alone-{label}", f"alone@{label}", Path(tree)))
+        setups.append(Alone(cleanups, base / f"alone-{label}", f"alone@{label}", Path(tree),
+                            sockets / f"alone-{len(setups)}.ctl"))  # fmt: skip
     for i, (label, tree) in enumerate(args.pair_tree):
         # Its own control sockets: the servers are named primary and secondary too.
         own = sockets / f"p{i}"
@@ -841,15 +899,22 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
         print(f"{leaseType}: at {comparison.rate}/s, {args.compare_runs} runs each"
               " (delays pooled over the runs, ms):")  # fmt: skip
         print(f"  {'setup':14s} {'completed/s':>11s} {'lost':>6s} {'SA med':>7s} {'SA p99':>7s}"
-              f" {'RR med':>7s} {'RR p99':>7s}  lag ms p50/p99")  # fmt: skip
+              f" {'RR med':>7s} {'RR p99':>7s} {'srv med':>7s} {'srv p99':>7s}"
+              "  lag ms p50/p99")  # fmt: skip
         for name, results in comparison.runs.items():
             rate = sum(r.exchangeRate for r in results) / len(results)
             lag = pooledLag(results)
+            served = pooledServerTime(results)
             print(
                 f"  {name:14s} {rate:11.1f} {100 * pooledLoss(results):5.2f}%"
                 f" {pooled(results, 'SA', 0.5):7.2f} {pooled(results, 'SA', 0.99):7.2f}"
                 f" {pooled(results, 'RR', 0.5):7.2f} {pooled(results, 'RR', 0.99):7.2f}"
-                f"  {describeLag(lag) if lag is not None else '-'}"
+                + (
+                    f" {1000 * served.p50:7.2f} {1000 * served.p99:7.2f}"
+                    if served is not None and served.count
+                    else f" {'-':>7s} {'-':>7s}"
+                )
+                + f"  {describeLag(lag) if lag is not None else '-'}"
             )
     for pairName in [name for name in searches if name == "pair" or name.startswith("pair@")]:
         if "alone" not in searches:
@@ -869,6 +934,15 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
                 verdict = "" if kind == "SA" else ("  ok" if r <= LATENCY_TARGET else "  MISSED")
                 print(f"  {label:9s} at {comparison.rate}/s {pooled(p, kind, q):7.2f} /"
                       f" {pooled(a, kind, q):7.2f} ms = {r:.3f}{verdict}")  # fmt: skip
+            servedPair, servedAlone = pooledServerTime(p), pooledServerTime(a)
+            if servedPair is not None and servedAlone is not None and servedAlone.count:
+                for label, mine, theirs in (
+                    ("median", servedPair.p50, servedAlone.p50),
+                    ("p99", servedPair.p99, servedAlone.p99),
+                ):
+                    print(f"  server's own response time (datagram in -> reply out, every"
+                          f" reply) {label} at {comparison.rate}/s {1000 * mine:.2f} /"
+                          f" {1000 * theirs:.2f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
             lag = pooledLag(p)
             if lag is not None:
                 print(f"  replication lag (Reply sent -> partner ack) at {comparison.rate}/s:"

@@ -67,6 +67,7 @@ from zope.interface import implementer
 from dhcp6ha import __version__
 from dhcp6ha._typedtwisted import serviceStart, serviceStop
 from dhcp6ha.config import ServerConfig
+from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import IControlTarget, ILeaseStore, IRelationshipControl
 from dhcp6ha.leases.lease import BindingState, Lease
 from dhcp6ha.message import describeDuid, duidFromText, duidToText
@@ -283,6 +284,9 @@ class ProtocolView(Protocol):
     @property
     def serving(self) -> bool: ...
 
+    @property
+    def responseTime(self) -> DurationHistogram: ...
+
 
 class PortView(Protocol):
     """A listening port: L{ControlTarget} reads the port number bound."""
@@ -397,6 +401,11 @@ class ControlTarget:
           - C{"datagrams"}: C{received}, C{sent} and C{dropped} (the sum of
             the L{DROPPED_COUNTERS});
           - C{"counters"}: every counter of the DHCPv6 protocol;
+          - C{"response_time"}: the time from a datagram's arrival to its
+            reply's send, in seconds (L{DurationHistogram.summary}: count,
+            mean, p50, p90, p99, max), and C{"response_time_histogram"}
+            (L{DurationHistogram.snapshot}, for the percentiles of an
+            interval); both C{None} before the DHCPv6 service starts;
           - C{"leases"}: bindings per state name (C{None} if the store is
             closed, with C{"leases_error"} saying why), from
             L{ILeaseStore.count}, which the stores keep up to date as
@@ -442,6 +451,10 @@ class ControlTarget:
                 "dropped": sum(counters.get(name, 0) for name in DROPPED_COUNTERS),
             },
             "counters": counters,
+            "response_time": None if protocol is None else protocol.responseTime.summary(),
+            "response_time_histogram": (
+                None if protocol is None else protocol.responseTime.snapshot()
+            ),
         }
         store = self._leases.store
         if store is None:

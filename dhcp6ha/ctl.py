@@ -187,6 +187,14 @@ def _ago(when: object, now: float) -> str:
     return formatDuration(now - when) + " ago"
 
 
+def _milliseconds(seconds: object) -> str:
+    """A duration in seconds as milliseconds (two decimals below 10 ms)."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "-"
+    ms = 1000 * seconds
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
 def _until(when: float, now: float) -> str:
     if when >= now:
         return "in " + formatDuration(when - now)
@@ -251,6 +259,16 @@ def formatStatus(status: Mapping[str, Any]) -> str:
             f" dropped {datagrams.get('dropped', 0)}",
         )
     )
+    responseTime = status.get("response_time")
+    if isinstance(responseTime, dict) and responseTime.get("count"):
+        summary.append(
+            (
+                "replies",
+                f"{responseTime['count']} sent, {_milliseconds(responseTime.get('p50'))} median,"
+                f" {_milliseconds(responseTime.get('p99'))} p99,"
+                f" {_milliseconds(responseTime.get('max'))} max after the request arrived",
+            )
+        )
     leases = status.get("leases")
     if isinstance(leases, dict):
         if leases:

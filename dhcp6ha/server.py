@@ -33,6 +33,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from dhcp6ha.engine import Decision, Received
+from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
 from dhcp6ha.leases.lease import Lease
 from dhcp6ha.message import (
@@ -192,6 +193,9 @@ class DHCPv6ServerProtocol(DatagramProtocol):
     @ivar serving: when false, datagrams are counted (C{not-serving}) and
         dropped; the service keeps it false until the server DUID is
         durable and while it is stopping.
+    @ivar responseTime: the time from a datagram's arrival to its reply's
+        send (engine, durable commit, send), for every reply sent: the
+        server's own share of what a client waits.
     """
 
     log = Logger()
@@ -222,6 +226,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self.policy = policy
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self.responseTime = DurationHistogram()
         self.serving = True
         self.logExchanges = logExchanges
         self._throttle = LogThrottle(clock, logInterval)
@@ -250,6 +255,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         """
         A datagram from C{addr} (C{(host, port[, flowinfo, scope_id])}).
         """
+        arrived = self.clock.seconds()
         self.counters["received"] += 1
         if not self.serving:
             self.counters["not-serving"] += 1
@@ -302,7 +308,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             source=source, port=sourcePort, interface=info.interface, multicast=multicast
         )
         try:
-            decision = self.engine.handle(message, received, self.clock.seconds())
+            decision = self.engine.handle(message, received, arrived)
         except Exception:
             self._failure(
                 "engine-error", "Engine failed on {msgtype} from {source}", message, source
@@ -340,7 +346,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
                 changes=len(decision.changes),
             )
         if not decision.changes:
-            self._send(payload, decision)
+            self._send(payload, decision, arrived)
             return
         changes = tuple(decision.changes)
         try:
@@ -352,7 +358,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self._inFlight += 1
 
         def committed(_: None) -> None:
-            self._send(payload, decision)
+            self._send(payload, decision, arrived)
             # Each change goes to its own subnet's policy (its relationship).
             self._bindingsChanged(tuple(decision.notifications(self.policy)))
 
@@ -382,7 +388,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
 
     # --- sending and after-commit work ------------------------------------
 
-    def _send(self, payload: bytes, decision: Decision) -> None:
+    def _send(self, payload: bytes, decision: Decision, arrived: float) -> None:
         address, port, interface = decision.destination
         try:
             if self.transport is None:
@@ -402,6 +408,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             )
             return
         self.counters["sent"] += 1
+        self.responseTime.record(self.clock.seconds() - arrived)
 
     def _bindingsChanged(self, changes: Sequence[tuple[Lease, IAllocationPolicy]]) -> None:
         for lease, policy in changes:

@@ -43,6 +43,7 @@ from dhcp6ha.control import (
     peerCredentials,
     removeStaleSocket,
 )
+from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import IControlTarget, ILeaseStore, IRelationshipControl
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.leases.sqlite import SQLiteLeaseStore
@@ -169,6 +170,9 @@ class FakeProtocol:
             received=10, sent=7, malformed=1, oversized=1, **{"no-reply": 1, "not-serving": 1}
         )
         self.serving = True
+        self.responseTime = DurationHistogram()
+        for seconds in (0.001, 0.002, 0.004):
+            self.responseTime.record(seconds)
 
 
 class FakeHost:
@@ -336,6 +340,12 @@ class ControlTargetTests(SynchronousTestCase):
         self.assertIn("DUID-EN", server["duid_description"])
         self.assertEqual(status["datagrams"], {"received": 10, "sent": 7, "dropped": 3})
         self.assertEqual(part(status, "counters")["no-reply"], 1)
+        self.assertEqual(part(status, "response_time")["count"], 3)
+        self.assertEqual(part(status, "response_time")["max"], 0.004)
+        self.assertEqual(
+            part(status, "response_time_histogram"),
+            DurationHistogram().snapshot() | {"counts": {"27": 1, "35": 1, "43": 1}},
+        )
         self.assertEqual(status["leases"], {"active": 5, "expired": 1})
         self.assertEqual(status["relationships"], [])
         json.dumps(status)
@@ -354,6 +364,8 @@ class ControlTargetTests(SynchronousTestCase):
             (None, None, 5547, False),
         )
         self.assertEqual(status["datagrams"], {"received": 0, "sent": 0, "dropped": 0})
+        self.assertIsNone(status["response_time"])
+        self.assertIsNone(status["response_time_histogram"])
         self.assertIsNone(status["leases"])
         self.assertEqual(status["leases_error"], "the lease database is not open")
 

@@ -115,6 +115,27 @@ class FormatTests(SynchronousTestCase):
             "No failover relationship: this server runs alone.\n",
         )
 
+    def test_statusResponseTime(self) -> None:
+        """Once replies were sent: how many, and how long after the request they left."""
+        status = dict(
+            STANDALONE,
+            response_time={
+                "count": 7,
+                "mean": 0.004,
+                "p50": 0.00123,
+                "p90": 0.0091,
+                "p99": 0.0456,
+                "max": 1.5,
+            },
+        )
+        self.assertIn(
+            "  replies    7 sent, 1.23 ms median, 46 ms p99, 1,500 ms max after the"
+            " request arrived\n",
+            formatStatus(status),
+        )
+        none = dict(STANDALONE, response_time={"count": 0})
+        self.assertNotIn("replies", formatStatus(none))
+
     def test_statusRelationships(self) -> None:
         """
         One row per relationship: own state and for how long, the partner's,

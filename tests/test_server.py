@@ -346,6 +346,31 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
         self.assertEqual(self.store.committed, [])
         self.assertEqual(self.transport.written, [(encode(ADVERTISE), (str(CLIENT), 546))])
 
+    def test_responseTime(self) -> None:
+        """
+        The response time runs from the datagram's arrival to its reply's
+        send: the durable commit included; a datagram not answered, or whose
+        commit failed, adds nothing.
+        """
+        self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (makeLease(),)))
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.clock.advance(0.004)
+        self.store.flush()
+        self.engine.decision = Decision(ADVERTISE, (CLIENT, 546, None), ())
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.engine.decision = None
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        summary = self.protocol.responseTime.summary()
+        self.assertEqual(summary["count"], 2)
+        self.assertAlmostEqual(summary["max"], 0.004)
+        self.assertEqual(self.protocol.responseTime.snapshot()["counts"]["0"], 1)
+        self.setUpProtocol(
+            Decision(REPLY, (CLIENT, 546, None), (makeLease(),)), store=FailingStore()
+        )
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        self.flushLoggedErrors(OSError)
+        self.assertEqual(self.protocol.responseTime.count, 0)
+
     def test_receivedDescribesDatagram(self) -> None:
         """
         The engine gets the decoded message, the source (without scope),

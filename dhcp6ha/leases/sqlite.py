@@ -32,10 +32,11 @@ Acknowledgements ride along.  An L{SQLiteLeaseStore.acknowledge} (the
 partner's acks of binding updates) starts no transaction of its own while
 the writer is busy or other changes are queued: it is written with the next
 transaction that a commit starts, or C{ackDelay} seconds later when none
-does.  Its Deferred still fires only once it is durable.  On a primary
-under load this takes the ack writes off the disk (one fsync fewer per
-acked batch, and a client's Request no longer waits behind an ack's
-fsync).  Nothing is weakened: losing an ack only means sending the update
+does.  Its Deferred still fires only once it is durable.  On a primary at
+low load, where each ack batch was a transaction of its own, this halves
+the fsyncs (one per exchange instead of two at 400 exchanges/s, and 13%
+less CPU, in bench_perfdhcp); under load group commit merged them already.
+Nothing is weakened: losing an ack only means sending the update
 again, and transactions commit in order, so anything decided from an ack
 (a lifetime given under the MCLT rule, an acked EXPIRED binding given to
 another client) is committed after it and makes it durable first.

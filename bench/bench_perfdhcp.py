@@ -38,10 +38,12 @@ run by run, so that they share the same background load.  Then every setup
 runs C{--compare-runs} more times, in turns, at one common rate (70% of the
 lowest of their best rates, C{--compare-fraction} or C{--compare-rate} to
 choose it: at a setup's best rate its latency is mostly queueing), for
-latencies at equal load.  For every setup, the server's own response time (from the datagram's
-arrival to its reply's send, every reply: the C{response_time_histogram}
-of C{dhcp6ha-ctl status}, before and after each run) is read as well:
-what the server adds, without perfdhcp's own delays.  For the pair, the
+latencies at equal load.  For every setup, the server's own response time (from reading a datagram
+to sending its reply, every reply: the C{response_time_histogram} of
+C{dhcp6ha-ctl status}, before and after each run) is read as well: what
+the server's work adds, without perfdhcp's delays and without the time a
+datagram waits in the server's socket buffer (which perfdhcp's figures
+include: the difference is the server's queueing).  For the pair, the
 replication lag of each run (a binding's
 Reply sent to the partner's ack, from the primary's update-queue histogram
 in C{dhcp6ha-ctl status}: its buckets before and after the run, within
@@ -940,7 +942,7 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
                     ("median", servedPair.p50, servedAlone.p50),
                     ("p99", servedPair.p99, servedAlone.p99),
                 ):
-                    print(f"  server's own response time (datagram in -> reply out, every"
+                    print(f"  server's own response time (datagram read -> reply sent, every"
                           f" reply) {label} at {comparison.rate}/s {1000 * mine:.2f} /"
                           f" {1000 * theirs:.2f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
             lag = pooledLag(p)

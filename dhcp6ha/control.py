@@ -401,8 +401,8 @@ class ControlTarget:
           - C{"datagrams"}: C{received}, C{sent} and C{dropped} (the sum of
             the L{DROPPED_COUNTERS});
           - C{"counters"}: every counter of the DHCPv6 protocol;
-          - C{"response_time"}: the time from a datagram's arrival to its
-            reply's send, in seconds (L{DurationHistogram.summary}: count,
+          - C{"response_time"}: the time from reading a datagram to
+            sending its reply, in seconds (L{DurationHistogram.summary}: count,
             mean, p50, p90, p99, max), and C{"response_time_histogram"}
             (L{DurationHistogram.snapshot}, for the percentiles of an
             interval); both C{None} before the DHCPv6 service starts;

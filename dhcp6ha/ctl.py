@@ -266,7 +266,7 @@ def formatStatus(status: Mapping[str, Any]) -> str:
                 "replies",
                 f"{responseTime['count']} sent, {_milliseconds(responseTime.get('p50'))} median,"
                 f" {_milliseconds(responseTime.get('p99'))} p99,"
-                f" {_milliseconds(responseTime.get('max'))} max after the request arrived",
+                f" {_milliseconds(responseTime.get('max'))} max after reading the request",
             )
         )
     leases = status.get("leases")

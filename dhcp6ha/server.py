@@ -193,9 +193,10 @@ class DHCPv6ServerProtocol(DatagramProtocol):
     @ivar serving: when false, datagrams are counted (C{not-serving}) and
         dropped; the service keeps it false until the server DUID is
         durable and while it is stopping.
-    @ivar responseTime: the time from a datagram's arrival to its reply's
-        send (engine, durable commit, send), for every reply sent: the
-        server's own share of what a client waits.
+    @ivar responseTime: the time from reading a datagram to sending its
+        reply (engine, durable commit, send), for every reply sent: the
+        server's own share of what a client waits, not counting the time
+        the datagram waited in the socket's buffer to be read.
     """
 
     log = Logger()
@@ -255,7 +256,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         """
         A datagram from C{addr} (C{(host, port[, flowinfo, scope_id])}).
         """
-        arrived = self.clock.seconds()
+        read = self.clock.seconds()
         self.counters["received"] += 1
         if not self.serving:
             self.counters["not-serving"] += 1
@@ -308,7 +309,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             source=source, port=sourcePort, interface=info.interface, multicast=multicast
         )
         try:
-            decision = self.engine.handle(message, received, arrived)
+            decision = self.engine.handle(message, received, read)
         except Exception:
             self._failure(
                 "engine-error", "Engine failed on {msgtype} from {source}", message, source
@@ -346,7 +347,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
                 changes=len(decision.changes),
             )
         if not decision.changes:
-            self._send(payload, decision, arrived)
+            self._send(payload, decision, read)
             return
         changes = tuple(decision.changes)
         try:
@@ -358,7 +359,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self._inFlight += 1
 
         def committed(_: None) -> None:
-            self._send(payload, decision, arrived)
+            self._send(payload, decision, read)
             # Each change goes to its own subnet's policy (its relationship).
             self._bindingsChanged(tuple(decision.notifications(self.policy)))
 
@@ -388,7 +389,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
 
     # --- sending and after-commit work ------------------------------------
 
-    def _send(self, payload: bytes, decision: Decision, arrived: float) -> None:
+    def _send(self, payload: bytes, decision: Decision, read: float) -> None:
         address, port, interface = decision.destination
         try:
             if self.transport is None:
@@ -408,7 +409,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             )
             return
         self.counters["sent"] += 1
-        self.responseTime.record(self.clock.seconds() - arrived)
+        self.responseTime.record(self.clock.seconds() - read)
 
     def _bindingsChanged(self, changes: Sequence[tuple[Lease, IAllocationPolicy]]) -> None:
         for lease, policy in changes:

@@ -129,8 +129,8 @@ class FormatTests(SynchronousTestCase):
             },
         )
         self.assertIn(
-            "  replies    7 sent, 1.23 ms median, 46 ms p99, 1,500 ms max after the"
-            " request arrived\n",
+            "  replies    7 sent, 1.23 ms median, 46 ms p99, 1,500 ms max after"
+            " reading the request\n",
             formatStatus(status),
         )
         none = dict(STANDALONE, response_time={"count": 0})

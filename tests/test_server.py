@@ -348,8 +348,8 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_responseTime(self) -> None:
         """
-        The response time runs from the datagram's arrival to its reply's
-        send: the durable commit included; a datagram not answered, or whose
+        The response time runs from reading the datagram to sending its
+        reply, the durable commit included; a datagram not answered, or whose
         commit failed, adds nothing.
         """
         self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (makeLease(),)))

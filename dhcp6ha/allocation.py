@@ -354,6 +354,36 @@ class Allocator:
             for pool in subnet.pd_pools
         )
 
+    def withdrawable(
+        self,
+        subnet: SubnetConfig,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        A lease this IA lists in a Renew or Rebind that it does not get:
+        may the Reply give it lifetime 0?  Yes when it is not appropriate on
+        this link, or when the subnet's policy does not provide
+        L{IRenewalPolicy}; else the policy's C{mayWithdraw} decides (a
+        failover partner's lease, left out of the Reply for the partner to
+        answer).
+        """
+        if lease_type is LeaseType.NA:
+            appropriate = self.addressAppropriate(subnet, address, duid)
+        else:
+            appropriate = self.prefixAppropriate(subnet, address, prefix_length, duid)
+        if not appropriate:
+            return True
+        _, _, renewals = self._adapt(self.policies.policyFor(subnet))
+        if renewals is None:
+            return True
+        existing = self.store.get(address, prefix_length)
+        return renewals.mayWithdraw(lease_type, address, prefix_length, existing, duid, iaid, now)
+
     def renewable(
         self,
         subnet: SubnetConfig,

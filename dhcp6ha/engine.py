@@ -1041,7 +1041,9 @@ class Engine:
     ) -> tuple[list[tuple[IPv6Address, int]], bool]:
         """
         The leases to return with lifetimes 0 in this IA: those the client
-        listed that it does not get, and the IA's other ACTIVE bindings,
+        listed that it does not get (in a Renew or Rebind, only those
+        L{Allocator.withdrawable}: a failover partner's lease is left out,
+        for the partner to answer), and the IA's other ACTIVE bindings,
         which become EXPIRED now (not when a Request gets nothing at all:
         those are left to run out).
 
@@ -1053,8 +1055,15 @@ class Engine:
         granted_keys = {lease.key for lease in granted}
         zeros: dict[tuple[IPv6Address, int], None] = {}
         for key in listed:
-            if key not in granted_keys:
-                zeros[key] = None
+            if key in granted_keys:
+                continue
+            if mode is _Mode.RENEW:
+                assert ex.subnet is not None
+                if not self.allocator.withdrawable(
+                    ex.subnet, lease_type, *key, ex.duid, iaid, ex.now
+                ):
+                    continue
+            zeros[key] = None
         withdrawn = False
         if granted or mode is _Mode.RENEW:
             for lease in self.store.byClient(ex.duid, iaid, lease_type):

@@ -326,7 +326,26 @@ class IRenewalPolicy(IAllocationPolicy):
         own in a Renew or Rebind?  C{existing} is the stored binding, if
         any; never another client's ACTIVE binding nor one in a state the
         allocator does not reuse (ABANDONED, RESET, PENDING-FREE): those
-        are refused without asking.
+        are refused without asking (but for an ABANDONED binding of this
+        very IA).
+        """
+
+    def mayWithdraw(
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        A lease of a pool of this policy's, appropriate on the link, that
+        the client lists in a Renew or Rebind and this server does not
+        renew: may the Reply give it lifetime 0, taking it away?  If not,
+        the Reply leaves it out, and the client keeps it as it is (RFC 8415
+        section 18.2.10.1): for a lease another server (a failover partner)
+        answers for, whose record may be newer than ours.
         """
 
 

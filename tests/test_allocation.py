@@ -930,6 +930,7 @@ class RenewingPolicy(EvenOnlyPolicy):
     def __init__(self) -> None:
         super().__init__()
         self.renewAsked: list[tuple[IPv6Address, int]] = []
+        self.withdrawAsked: list[tuple[IPv6Address, int, Lease | None]] = []
 
     def mayRenew(
         self,
@@ -943,6 +944,21 @@ class RenewingPolicy(EvenOnlyPolicy):
     ) -> bool:
         self.renewAsked.append((address, prefix_length))
         return True
+
+    withdraw = True
+
+    def mayWithdraw(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        self.withdrawAsked.append((address, prefix_length, existing))
+        return self.withdraw
 
 
 class RenewalTests(SynchronousTestCase):
@@ -1169,6 +1185,34 @@ class RenewableTests(SynchronousTestCase):
         self.store.commit([activeLease(self.address, clientDuid(1), state=BindingState.ABANDONED)])
         self.allocator = Allocator(self.store, StandalonePolicy())
         self.assertFalse(self.renewable(self.address))
+
+    def test_withdrawable(self) -> None:
+        """
+        A listed lease the IA does not get: lifetime 0 when not appropriate
+        on the link (without asking) or with a policy that is not an
+        L{IRenewalPolicy}; else the policy's C{mayWithdraw} decides, given
+        the stored binding.
+        """
+
+        def withdrawable(address: IPv6Address, length: int = 128) -> bool:
+            lease_type = LeaseType.NA if length == 128 else LeaseType.PD
+            return self.allocator.withdrawable(
+                self.subnet, lease_type, address, length, clientDuid(1), 1, NOW
+            )
+
+        self.assertTrue(withdrawable(IPv6Address("2001:db8:1::9999")))
+        self.assertTrue(withdrawable(self.prefix, 64))
+        self.assertEqual(self.policy.withdrawAsked, [])
+        record = activeLease(self.address, clientDuid(2), state=BindingState.EXPIRED)
+        self.store.commit([record])
+        self.policy.withdraw = False
+        self.assertFalse(withdrawable(self.address))
+        self.assertFalse(withdrawable(self.prefix, 56))
+        self.assertEqual(
+            self.policy.withdrawAsked, [(self.address, 128, record), (self.prefix, 56, None)]
+        )
+        self.allocator = Allocator(self.store, StandalonePolicy())
+        self.assertTrue(withdrawable(self.address))
 
     def test_notAppropriate(self) -> None:
         """

@@ -32,7 +32,7 @@ from dhcp6ha.engine import (
 )
 from dhcp6ha.failover.machine import EndpointState, Role
 from dhcp6ha.failover.policy import FailoverPolicy
-from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy
+from dhcp6ha.interfaces import IAllocationPolicy, IFailoverPolicy, IRenewalPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 from dhcp6ha.message import (
     IANA,
@@ -206,6 +206,43 @@ class FakeFailoverPolicy(FakePolicy):
 
 
 @define
+@implementer(IRenewalPolicy)
+class PartnersLeasesPolicy(FakePolicy):
+    """
+    Renews no listed lease it has no record of for the client
+    (C{mayRenew}); with C{withdraw} false it leaves such a lease out of
+    the Reply, as a failover server does with its partner's leases.
+    """
+
+    def __init__(self, withdraw: bool) -> None:
+        super().__init__()
+        self.withdraw = withdraw
+
+    def mayRenew(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        return False
+
+    def mayWithdraw(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        return self.withdraw
+
+
 class Endpoint:
     """What L{FailoverPolicy} reads of a failover endpoint."""
 
@@ -737,6 +774,34 @@ class RenewRebindTests(EngineTestCase):
                 IAPrefix(5000, 7000, 56, IPv6Address("2001:db8:100:f000::")),
             ),
         )
+
+    def test_renewLeavesPartnersLeaseOut(self) -> None:
+        """
+        A listed lease this server does not renew, which the policy says is
+        not its to withdraw (a failover partner's, chaos seed 53002), is left
+        out of the Reply, in a Renew and in a Rebind: the client keeps it
+        as it is.  When the policy may withdraw it, it gets lifetimes 0.
+        """
+        for withdraw, expected in (
+            (False, ()),
+            (True, (IAAddress(IPv6Address("2001:db8:1::131"), 0, 0),)),
+        ):
+            self.store = MemoryLeaseStore()
+            self.policy = PartnersLeasesPolicy(withdraw)
+            self.configure()
+            self.store.commit([self.heldLease("2001:db8:1::120")])
+            for msg_type, server in ((MessageType.RENEW, SERVER_DUID), (MessageType.REBIND, None)):
+                reply = self.reply(
+                    message(msg_type, na(1, "2001:db8:1::120", "2001:db8:1::131"), server=server),
+                    now=NOW + 10,
+                )
+                ia = one(reply.options, IANA)
+                self.assertEqual(
+                    ia.options,
+                    (IAAddress(IPv6Address("2001:db8:1::120"), 3000, 4000), *expected),
+                    (withdraw, msg_type),
+                )
+            self.assertIsNone(self.store.get(IPv6Address("2001:db8:1::131"), 128))
 
     def test_renewOnlyListedHeld(self) -> None:
         """

@@ -629,6 +629,42 @@ class MayRenewTests(SynchronousTestCase):
             self.assertFalse(policy.mayAllocate(LeaseType.NA, ODD, 128, declined, A, 1, T0))
             self.assertEqual(self.renew(policy, ODD, declined), state is not S.NORMAL, state)
 
+    def test_withdraw(self) -> None:
+        """
+        L{FailoverPolicy.mayWithdraw}, for a listed lease not renewed: our
+        own pool, or the partner's while we serve its clients: lifetime 0;
+        the partner's pool while the partner answers its clients: left out,
+        unless our record says another client holds it (ACTIVE or ABANDONED).
+        """
+        for role in Role:
+            own, other = (ODD, EVEN) if role is Role.PRIMARY else (EVEN, ODD)
+            normal, _, _ = makePolicy(role=role, state=S.NORMAL)
+
+            def withdraw(
+                policy: FailoverPolicy, address: IPv6Address, record: Lease | None
+            ) -> bool:
+                return policy.mayWithdraw(LeaseType.NA, address, 128, record, A, 1, T0)
+
+            self.assertTrue(withdraw(normal, own, None), role)
+            self.assertTrue(withdraw(normal, own, lease(BindingState.EXPIRED, own, duid=A)))
+            for record in (
+                None,
+                lease(BindingState.EXPIRED, other, duid=A),
+                lease(BindingState.RELEASED, other, duid=B),
+                lease(BindingState.ACTIVE, other, duid=A),
+                lease(BindingState.ABANDONED, other, duid=A),
+                lease(BindingState.FREE, other, duid=b"", iaid=0),
+            ):
+                self.assertFalse(withdraw(normal, other, record), (role, record))
+            for record in (
+                lease(BindingState.ACTIVE, other, duid=B),
+                lease(BindingState.ABANDONED, other, duid=B),
+            ):
+                self.assertTrue(withdraw(normal, other, record), (role, record))
+            for state in SERVING:
+                serving, _, _ = makePolicy(role=role, state=state)
+                self.assertTrue(withdraw(serving, other, None), (role, state))
+
     def test_normalRefusesPartners(self) -> None:
         """
         NORMAL, the partner reaching its clients: the partner's leases are

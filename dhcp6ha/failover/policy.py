@@ -85,6 +85,23 @@ other client is given a declined lease; if the address is really in use
 elsewhere, the client's Duplicate Address Detection finds it and a Decline
 ends the binding again.
 
+Leases that are the partner's to answer
+=======================================
+A Renew or Rebind can list a lease of the partner's pool that we do not
+renew: in NORMAL the partner answers for its own leases (L{mayRenew}
+allows them only while we serve its clients).  Our record of it may be
+older than the partner's, or gone: a lost database is rebuilt from the
+partner, and a renewal we granted just before losing it, which the partner
+never heard of, is in neither record, though the client holds the lease
+until that renewal's lifetime ends.  A lifetime of 0 from us would take it
+away while it runs (chaos seed 53002, docs/chaos-findings.rst finding 9).
+So L{mayWithdraw} leaves such a lease out of the Reply (RFC 8415 section
+18.2.10.1: the client keeps a lease a Reply does not mention, unchanged),
+unless our record says another client holds it (ACTIVE or ABANDONED for
+someone else: then 0, so that one address is not used twice).  Our own
+pool, and the partner's while we serve its clients, are ours to answer:
+there a lease we do not renew gets 0 as before.
+
 Why this cannot give one lease to two clients.  A lease of the partner's
 pool that we hold no ACTIVE record of was given out, if at all, by the
 partner: outside PARTNER-DOWN we never allocate from its pool, and what we
@@ -468,6 +485,31 @@ class FailoverPolicy:
             # have given it back (module docstring).
             return existing.heldBy(duid, iaid)
         return False  # RESET
+
+    def mayWithdraw(
+        self,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        existing: Lease | None,
+        duid: bytes,
+        iaid: int,
+        now: float,
+    ) -> bool:
+        """
+        A listed lease we do not renew: lifetime 0 if it is ours to answer
+        for (our pool, or the partner's while we serve its clients), or if
+        our record says another client holds it; otherwise (the partner's
+        pool while the partner answers its clients) left out of the Reply.
+        See "Leases that are the partner's to answer" in the module docstring.
+        """
+        if self.servesPartnersClients or self.isOwn(lease_type, address, prefix_length, existing):
+            return True
+        return (
+            existing is not None
+            and existing.state in (BindingState.ACTIVE, BindingState.ABANDONED)
+            and not existing.heldBy(duid, iaid)
+        )
 
     def _mayReuse(
         self,

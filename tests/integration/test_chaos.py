@@ -78,6 +78,8 @@ REGRESSION_SEEDS: list[Regression] = [
     ),  # fmt: skip
     # Finding 8 (allocation.py, policy.py): a declined lease the partner gave back.
     Regression("finding 8: a declined lease the partner gave back", 42000, clients=100),
+    # Finding 9 (engine.py, policy.py): the partner's lease, withdrawn after a lost database.
+    Regression("finding 9: a renewal lost with a database, then withdrawn", 53002, clients=100),
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -220,6 +222,10 @@ class FixedSetTests(TestCase):
     async def test_finding8(self) -> None:
         """Seed 42000 (finding 8) runs clean."""
         await self._regression(REGRESSION_SEEDS[6])
+
+    async def test_finding9(self) -> None:
+        """Seed 53002 (finding 9) runs clean."""
+        await self._regression(REGRESSION_SEEDS[7])
 
 
 class TopologyTests(TestCase):

@@ -73,7 +73,8 @@ lease we hold no ACTIVE record of for this client when:
     COMMUNICATIONS-INTERRUPTED, RESOLUTION-INTERRUPTED, PARTNER-DOWN,
     CONFLICT-DONE (the primary, while the secondary in POTENTIAL-CONFLICT
     answers nobody), or NORMAL while serving for a partner that does not
-    reach its clients (below).
+    reach its clients (below); or we are in NORMAL at all (below: in NORMAL
+    only a Rebind, or a Renew naming us, gets here).
 
 A lease this very IA declined to us (our record: its ABANDONED binding, in
 either pool) is renewed under (C) too: the partner, which the Decline has
@@ -87,20 +88,15 @@ ends the binding again.
 
 Leases that are the partner's to answer
 =======================================
-A Renew or Rebind can list a lease of the partner's pool that we do not
-renew: in NORMAL the partner answers for its own leases (L{mayRenew}
-allows them only while we serve its clients).  Our record of it may be
-older than the partner's, or gone: a lost database is rebuilt from the
-partner, and a renewal we granted just before losing it, which the partner
-never heard of, is in neither record, though the client holds the lease
-until that renewal's lifetime ends.  A lifetime of 0 from us would take it
-away while it runs (chaos seed 53002, docs/chaos-findings.rst finding 9).
-So L{mayWithdraw} leaves such a lease out of the Reply (RFC 8415 section
-18.2.10.1: the client keeps a lease a Reply does not mention, unchanged),
-unless our record says another client holds it (ACTIVE or ABANDONED for
-someone else: then 0, so that one address is not used twice).  Our own
-pool, and the partner's while we serve its clients, are ours to answer:
-there a lease we do not renew gets 0 as before.
+A lease of the partner's pool that a Renew or Rebind lists and that we do
+not renew is one (A) refuses: our record says another client may hold it.
+Our record of the partner's pool may lag the partner's, so
+L{mayWithdraw} gives such a lease lifetime 0 only when that record is
+another client's ACTIVE or ABANDONED binding (so that one address is not
+used twice); another client's unacknowledged EXPIRED or RELEASED binding,
+or a RESET one, leaves it out of the Reply, and the client keeps it as it
+is (RFC 8415 section 18.2.10.1).  Our own pool is ours to answer for: there
+a lease we do not renew gets 0.
 
 Why this cannot give one lease to two clients.  A lease of the partner's
 pool that we hold no ACTIVE record of was given out, if at all, by the
@@ -129,14 +125,16 @@ Lifetime: L{maxValidLifetime} gives a re-created binding at most MCLT
 outside PARTNER-DOWN (nothing about it is acknowledged: no ACTIVE acked
 record), section 8.9.1; no cap in PARTNER-DOWN (section 8.4.1).
 
-In NORMAL, unless serving for the partner, it is refused: the partner is
-connected and reaches its clients, answers the Renews naming it itself, and
-its binding updates reach us within the lazy window.  The secondary sees no
-Rebind there (it answers only messages naming it); the primary does answer
-Rebinds, and one for a lease the secondary granted whose update has not
-arrived gets NoBinding.  But a client rebinds only after its Renews to the
-secondary went unanswered from T1 to T2, which is what serving for the
-partner detects, well before.
+In NORMAL too: a Renew naming the partner is the partner's (we do not
+answer it), and the secondary sees no Rebind (it answers only messages
+naming it), so what reaches L{mayRenew} in NORMAL is a Rebind to the
+primary, or a Renew naming us that lists a second lease.  A client rebinds
+after its Renews went unanswered from T1 to T2, and our record of the
+partner's lease may lag: its update still in the lazy window, or our
+database rebuilt from the partner's after we lost it, without a renewal we
+granted just before (chaos seeds 53002 and 64024, docs/chaos-findings.rst
+finding 9).  Refusing took the lease away while it ran; (A) and (B) are
+what make renewing it safe, in NORMAL as in the other states.
 
 Solicit and Request hints are not honoured from the partner's pool (own
 pool first, L{mayAllocate} decides, as before).  A hint is a wish, not a
@@ -465,14 +463,14 @@ class FailoverPolicy:
         """
         A lease the client lists in a Renew or Rebind that we hold no
         ACTIVE record of for it: whatever L{mayAllocate} allows, and, while
-        serving the partner's clients (L{servesPartnersClients}), also a
-        lease of the partner's pool unless our record says another client
-        may hold it.  See "Renewing what the partner granted" in the module
+        serving the partner's clients (L{servesPartnersClients}) or in
+        NORMAL, also a lease of the partner's pool unless our record says
+        another client may hold it.  See "Renewing what the partner granted" in the module
         docstring for why this is safe.
         """
         if self.mayAllocate(lease_type, address, prefix_length, existing, duid, iaid, now):
             return True
-        if not self.servesPartnersClients:
+        if not (self.servesPartnersClients or self.endpoint.state is S.NORMAL):
             return False
         if existing is None or existing.state in _AVAILABLE:
             return True
@@ -497,11 +495,10 @@ class FailoverPolicy:
         now: float,
     ) -> bool:
         """
-        A listed lease we do not renew: lifetime 0 if it is ours to answer
-        for (our pool, or the partner's while we serve its clients), or if
-        our record says another client holds it; otherwise (the partner's
-        pool while the partner answers its clients) left out of the Reply.
-        See "Leases that are the partner's to answer" in the module docstring.
+        A listed lease we do not renew: lifetime 0 in our own pool, or the
+        partner's while we serve its clients, or when our record says
+        another client holds it; otherwise left out of the Reply.  See
+        "Leases that are the partner's to answer" in the module docstring.
         """
         if self.servesPartnersClients or self.isOwn(lease_type, address, prefix_length, existing):
             return True

@@ -80,6 +80,7 @@ REGRESSION_SEEDS: list[Regression] = [
     Regression("finding 8: a declined lease the partner gave back", 42000, clients=100),
     # Finding 9 (engine.py, policy.py): the partner's lease, withdrawn after a lost database.
     Regression("finding 9: a renewal lost with a database, then withdrawn", 53002, clients=100),
+    Regression("finding 9: the partner's lease rebound in NORMAL, replaced", 64024, clients=100),
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -226,6 +227,10 @@ class FixedSetTests(TestCase):
     async def test_finding9(self) -> None:
         """Seed 53002 (finding 9) runs clean."""
         await self._regression(REGRESSION_SEEDS[7])
+
+    async def test_finding9b(self) -> None:
+        """Seed 64024 (finding 9, after its first fix) runs clean."""
+        await self._regression(REGRESSION_SEEDS[8])
 
 
 class TopologyTests(TestCase):

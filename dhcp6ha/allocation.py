@@ -369,8 +369,8 @@ class Allocator:
         may the Reply give it lifetime 0?  Yes when it is not appropriate on
         this link, or when the subnet's policy does not provide
         L{IRenewalPolicy}; else the policy's C{mayWithdraw} decides (a
-        failover partner's lease, left out of the Reply for the partner to
-        answer).
+        lease of a failover partner's pool that our possibly stale record
+        stops us renewing is left out of the Reply).
         """
         if lease_type is LeaseType.NA:
             appropriate = self.addressAppropriate(subnet, address, duid)

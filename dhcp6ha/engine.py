@@ -1042,8 +1042,9 @@ class Engine:
         """
         The leases to return with lifetimes 0 in this IA: those the client
         listed that it does not get (in a Renew or Rebind, only those
-        L{Allocator.withdrawable}: a failover partner's lease is left out,
-        for the partner to answer), and the IA's other ACTIVE bindings,
+        L{Allocator.withdrawable}: a lease of a failover partner's pool that
+        our record stops us renewing may be left out), and the IA's other
+        ACTIVE bindings,
         which become EXPIRED now (not when a Request gets nothing at all:
         those are left to run out).
 

@@ -344,8 +344,8 @@ class IRenewalPolicy(IAllocationPolicy):
         the client lists in a Renew or Rebind and this server does not
         renew: may the Reply give it lifetime 0, taking it away?  If not,
         the Reply leaves it out, and the client keeps it as it is (RFC 8415
-        section 18.2.10.1): for a lease another server (a failover partner)
-        answers for, whose record may be newer than ours.
+        section 18.2.10.1): for a lease of a failover partner's pool, whose
+        record of it may be newer than ours.
         """
 
 

@@ -75,13 +75,17 @@ class ILeaseStore(Interface):
     def pendingCount(relationship: str) -> int:
         """The number of bindings pending for C{relationship} (for status)."""
 
-    def acknowledge(relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
+    def acknowledge(relationship: str, acks: Sequence[tuple[Lease, int | None]]) -> Deferred[None]:
         """
-        The partner acked: for each C{(record, version sent)}, store
-        C{record} in place (no new version) and clear its pending mark for
-        C{relationship} only if the binding is still at that version.
-        C{record} must be derived from the current binding in the same
-        reactor turn.  Fires once durable.
+        The partner acked: for each C{(sent, version)}, the record as sent
+        (its C{partner_lifetime_sent} the partner lifetime proposed) and the
+        version sent (C{None}: not one of the pending updates), apply the
+        ack to the binding as it is stored when the ack is written, in place
+        (no new version), as
+        L{dhcp6ha.failover.conflict.acknowledged} applies it to a record;
+        clear its pending mark for C{relationship} only if the binding is
+        still at that version.  Reads may see the ack only once it is
+        durable (seeing an ack late is only cautious).  Fires once durable.
         """
 
     def markPending(keys: Sequence[tuple[IPv6Address, int]]) -> Deferred[None]:

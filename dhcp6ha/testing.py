@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from dhcp6ha.failover.conflict import acknowledged
 from dhcp6ha.interfaces import IFailoverPeer, ILeaseStore, IUpdateQueue, Replicate
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
@@ -86,14 +87,17 @@ class MemoryLeaseStore:
                 self._store(lease)
         return self._written()
 
-    def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
-        for record, version in acks:
-            if record.key not in self._leases:
+    def acknowledge(
+        self, relationship: str, acks: Sequence[tuple[Lease, int | None]]
+    ) -> Deferred[None]:
+        for sent, version in acks:
+            stored = self._leases.get(sent.key)
+            if stored is None:
                 continue
-            self._store(record)
-            current, pendingFor = self._marks[record.key]
+            self._store(acknowledged(stored, sent))
+            current, pendingFor = self._marks[sent.key]
             if pendingFor == relationship and current == version:
-                self._marks[record.key] = (current, None)
+                self._marks[sent.key] = (current, None)
         return self._written()
 
     def markPending(self, keys: Sequence[tuple[IPv6Address, int]]) -> Deferred[None]:

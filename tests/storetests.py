@@ -283,11 +283,13 @@ class LeaseStoreTestsMixin(_Base):
             for version, lease in store.pendingUpdates("odd", 0, 10)
             if lease.key == makeLease(3).key
         ]
-        d = store.acknowledge("odd", [(evolve(three, state=BindingState.EXPIRED), version)])
-        check({"active": 3, "released": 1, "free": 1, "abandoned": 1, "expired": 1})
+        # An ack changes no state.
+        d = store.acknowledge("odd", [(three, version)])
+        check({"active": 4, "released": 1, "free": 1, "abandoned": 1})
         await d
+        check({"active": 4, "released": 1, "free": 1, "abandoned": 1})
         await store.markPending([makeLease(n).key for n in range(1, 7)])
-        check({"active": 3, "released": 1, "free": 1, "abandoned": 1, "expired": 1})
+        check({"active": 4, "released": 1, "free": 1, "abandoned": 1})
 
     async def test_commitEmpty(self) -> None:
         """Committing nothing succeeds."""
@@ -441,20 +443,29 @@ class ReplicationMarksTestsMixin(_Base):
 
     async def test_acknowledge(self) -> None:
         """
-        An ack stores the given record in place and clears the pending mark
-        when the binding is still at the version sent; reads see it at once.
+        An ack applies the ack rule to the stored binding in place (the
+        partner lifetime proposed is acked, and the state sent) and clears
+        the pending mark when the binding is still at the version sent; the
+        binding is no longer pending at once, the acked fields are read
+        once durable.
         """
         store = self.makeStore(oddEven)
         one, three = makeLease(1), makeLease(3)
         await store.commit([one, three])
         [(v1, _), (v3, _)] = store.pendingUpdates("odd", 0, 10)
-        acked = evolve(one, partner_lifetime_acked=900.0)
-        d = store.acknowledge("odd", [(acked, v1)])
-        self.assertEqual(store.get(one.address, 128), acked)
+        sent = evolve(one, partner_lifetime_sent=900.0)
+        acked = evolve(
+            one,
+            partner_lifetime_acked=900.0,
+            partner_state_acked=one.state,
+            partner_stos_acked=one.start_time_of_state,
+        )
+        d = store.acknowledge("odd", [(sent, v1)])
         self.assertEqual(store.pendingCount("odd"), 1)
         self.assertEqual(store.pendingUpdates("odd", 0, 10), [(v3, three)])
         await d
         self.assertEqual(store.get(one.address, 128), acked)
+        self.assertEqual(store.pendingCount("odd"), 1)
         self.assertEqual(store.pendingUpdates("odd", 0, 10), [(v3, three)])
         # No new version: a later change of another binding is still later.
         await store.commit([makeLease(5)])
@@ -463,22 +474,72 @@ class ReplicationMarksTestsMixin(_Base):
 
     async def test_acknowledgeOlderVersion(self) -> None:
         """
-        An ack of a version that is no longer the binding's stores the
-        record but leaves the newer change pending, with its version.
+        An ack of a version that is no longer the binding's applies to the
+        newer record (the same client's, in the same state) but leaves it
+        pending, with its version.
         """
         store = self.makeStore(oddEven)
         one = makeLease(1)
         await store.commit([one])
-        [(sent, _)] = store.pendingUpdates("odd", 0, 10)
+        [(version, _)] = store.pendingUpdates("odd", 0, 10)
         newer = evolve(one, cltt=200.0)
         await store.commit([newer])
         [(current, _)] = store.pendingUpdates("odd", 0, 10)
-        record = evolve(newer, partner_lifetime_acked=700.0)
-        await store.acknowledge("odd", [(record, sent)])
+        await store.acknowledge("odd", [(evolve(one, partner_lifetime_sent=700.0), version)])
+        record = evolve(
+            newer,
+            partner_lifetime_acked=700.0,
+            partner_state_acked=newer.state,
+            partner_stos_acked=newer.start_time_of_state,
+        )
         self.assertEqual(store.pendingUpdates("odd", 0, 10), [(current, record)])
         self.assertEqual(store.get(one.address, 128), record)
         await store.acknowledge("odd", [(record, current)])
         self.assertEqual(store.pendingUpdates("odd", 0, 10), [])
+
+    async def test_acknowledgeChangedBinding(self) -> None:
+        """
+        The ack rule looks at the binding as stored: a binding now another
+        client's acks nothing; one whose state changed since it was sent
+        gets the partner lifetime acked but not the state.
+        """
+        store = self.makeStore(oddEven)
+        one, three = makeLease(1), makeLease(3)
+        await store.commit([one, three])
+        [(v1, _), (v3, _)] = store.pendingUpdates("odd", 0, 10)
+        other = evolve(one, duid=b"someone else")
+        expired = evolve(three, state=BindingState.EXPIRED, start_time_of_state=150.0)
+        await store.commit([other, expired])
+        await store.acknowledge(
+            "odd",
+            [
+                (evolve(one, partner_lifetime_sent=700.0), v1),
+                (evolve(three, partner_lifetime_sent=800.0), v3),
+            ],
+        )
+        self.assertEqual(store.get(one.address, 128), other)
+        self.assertEqual(
+            store.get(three.address, 128), evolve(expired, partner_lifetime_acked=800.0)
+        )
+        self.assertEqual(store.pendingCount("odd"), 2)
+
+    async def test_acknowledgeThenChange(self) -> None:
+        """
+        A change passed after an ack replaces the acked record, even in the
+        same transaction: the ack applies to the binding as it was when
+        the ack was passed.
+        """
+        store = self.makeStore(oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        [(v1, _)] = store.pendingUpdates("odd", 0, 10)
+        newer = evolve(one, cltt=300.0)
+        acked = store.acknowledge("odd", [(evolve(one, partner_lifetime_sent=700.0), v1)])
+        await store.commit([newer])
+        await acked
+        self.assertEqual(store.get(one.address, 128), newer)
+        [(version, lease)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual((lease, version > v1), (newer, True))
 
     async def test_acknowledgeOtherRelationship(self) -> None:
         """An ack names its relationship: another's does not clear the mark."""
@@ -487,7 +548,9 @@ class ReplicationMarksTestsMixin(_Base):
         await store.commit([one])
         [(version, _)] = store.pendingUpdates("odd", 0, 10)
         await store.acknowledge("even", [(one, version)])
-        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(version, one)])
+        self.assertEqual(
+            store.pendingUpdates("odd", 0, 10), [(version, store.get(one.address, 128))]
+        )
 
     async def test_acknowledgeMissing(self) -> None:
         """An ack of a binding the store does not have is ignored."""
@@ -527,6 +590,6 @@ class ReplicationMarksTestsMixin(_Base):
         self.assertEqual(store.pendingCount("odd"), 2)
         await d
         [(w3, l3), (w1, l1)] = store.pendingUpdates("odd", 0, 10)
-        self.assertEqual((w3, l3, l1), (v3, three, one))
+        self.assertEqual((w3, l3, l1), (v3, three, store.get(one.address, 128)))
         self.assertGreater(w1, v3)
         self.assertIsNone(store.get(makeLease(9).address, 128))

@@ -568,7 +568,7 @@ class TriggerTests(SynchronousTestCase):
         unacked = [
             evolve(record, partner_state_acked=None) for record in records(s.store, FREE_BACKUP)
         ]
-        s.store.acknowledge(NAME, [(record, 0) for record in unacked])
+        s.store.amend(unacked)
         s.clock.advance(100)
         s.takeback.request("test")
         starts = []
@@ -578,7 +578,7 @@ class TriggerTests(SynchronousTestCase):
             if s.takeback.passes != before:
                 starts.append(s.clock.seconds() - T0 - 100)
         self.assertEqual(starts, [60, 180])
-        s.store.acknowledge(NAME, [(acknowledged(r, r), 0) for r in unacked])
+        s.store.acknowledge(NAME, [(r, 0) for r in unacked])
         s.clock.advance(240)
         self.assertEqual(sum(map(len, s.taken)), 8)
 

@@ -1201,9 +1201,13 @@ class FailoverPairTests(TestCase):
         secondaryStore = secondary.getServiceNamed("leases").store
 
         def replicated() -> bool:
+            # The ack's fields are read once durable.
+            ours = primaryStore.get(granted.address, 128)
             return (
                 secondaryStore.get(granted.address, 128) is not None
                 and primaryStore.pendingCount(PAIR) == 0
+                and ours is not None
+                and ours.stateAcked
             )
 
         await self.waitFor(replicated, "the binding on the secondary, acked")

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from attrs import evolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
@@ -26,9 +28,10 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from dhcp6ha.failover.conflict import acknowledged
 from dhcp6ha.interfaces import ILeaseStore, Replicate
 from dhcp6ha.leases import sqlite as sqlitemodule
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
@@ -795,14 +798,25 @@ class DifferentialTests(StoreFixture):
         """Reads agree after every step of random workloads."""
         for seed in range(4):
             rng = random.Random(seed)
-            store = self.openStore(maxBatch=rng.choice([1, 3, 10]), replicate=oddEven)
+            store = self.openStore(
+                maxBatch=rng.choice([1, 3, 10]), replicate=oddEven, ackDelay=rng.choice([0, 0.005])
+            )
             model = MemoryLeaseStore(replicate=oddEven)
             keys = 12
             pending: list[Deferred[None]] = []
             for step in range(150):
                 replication = rng.random()
                 if replication < 0.3:
-                    pending.append(self.replicationStep(rng, store, model, keys, step))
+                    d, ack = self.replicationStep(rng, store, model, keys, step)
+                    pending.append(d)
+                    if ack:
+                        # The model applies an ack at once, the store once
+                        # it is durable (pending marks at once in both).
+                        self.assertEqual(
+                            store.pendingCount("odd") + store.pendingCount("even"),
+                            model.pendingCount("odd") + model.pendingCount("even"),
+                        )
+                        await d
                     self.compare(store, model, keys)
                     continue
                 changes = [
@@ -841,8 +855,12 @@ class DifferentialTests(StoreFixture):
         model: MemoryLeaseStore,
         keys: int,
         step: int,
-    ) -> Deferred[None]:
-        """Ack, amend or mark pending random bindings in both stores alike."""
+    ) -> tuple[Deferred[None], bool]:
+        """
+        Ack, amend or mark pending random bindings in both stores alike.
+
+        @return: the store's Deferred, and whether it was an ack.
+        """
         picked = [
             makeLease(rng.randrange(keys), prefix_length=rng.choice([128, 64])).key
             for _ in range(rng.randrange(1, 4))
@@ -851,15 +869,28 @@ class DifferentialTests(StoreFixture):
         action = rng.choice(["ack", "amend", "mark"])
         if action == "mark":
             model.markPending(picked)
-            return store.markPending(picked)
-        records = [evolve(lease, partner_lifetime_acked=float(step)) for lease in existing]
+            return store.markPending(picked), False
         if action == "amend":
+            records = [evolve(lease, partner_lifetime_acked=float(step)) for lease in existing]
             model.amend(records)
-            return store.amend(records)
+            return store.amend(records), False
+        # The records as sent: some since changed (another client, another
+        # state), some acked at a version no longer theirs.
         relationship = rng.choice(["odd", "even"])
-        acks = [(record, rng.randrange(step + 5)) for record in records]
+        acks: list[tuple[Lease, int | None]] = [
+            (
+                evolve(
+                    lease,
+                    partner_lifetime_sent=float(step),
+                    duid=rng.choice([lease.duid, lease.duid, b"other"]),
+                    state=rng.choice([lease.state, lease.state, BindingState.EXPIRED]),
+                ),
+                rng.choice([None, rng.randrange(step + 5)]),
+            )
+            for lease in existing
+        ]
         model.acknowledge(relationship, acks)
-        return store.acknowledge(relationship, acks)
+        return store.acknowledge(relationship, acks), True
 
 
 class FailureTests(StoreFixture):
@@ -1191,6 +1222,78 @@ class SnapshotTests(StoreFixture):
         self.assertEqual(store.pendingCount("rel"), 3)
 
 
+_states = st.sampled_from(list(BindingState))
+
+
+@st.composite
+def _ackCases(draw: st.DrawFn) -> tuple[Lease, Lease, int, int | None, str]:
+    """
+    A stored binding, the record sent for it (the same, or since changed:
+    another client, state, start time of state, partner lifetime), its
+    version and pending mark, and the version and relationship acked.
+    """
+    stored = makeLease(
+        1,
+        duid=draw(st.sampled_from([b"a", b"b"])),
+        iaid=draw(st.sampled_from([1, 2])),
+        state=draw(_states),
+    )
+    stored = evolve(
+        stored,
+        start_time_of_state=draw(st.sampled_from([100.0, 150.5])),
+        partner_lifetime_acked=draw(st.sampled_from([0.0, 500.0, 900.0])),
+        partner_state_acked=draw(st.one_of(st.none(), _states)),
+        partner_stos_acked=draw(st.sampled_from([0.0, 100.0])),
+    )
+    sent = evolve(
+        stored,
+        duid=draw(st.sampled_from([stored.duid, b"a", b"b"])),
+        iaid=draw(st.sampled_from([stored.iaid, 1, 2])),
+        state=draw(st.one_of(st.just(stored.state), _states)),
+        start_time_of_state=draw(st.sampled_from([stored.start_time_of_state, 100.0, 150.5])),
+        partner_lifetime_sent=draw(st.sampled_from([0.0, 300.0, 700.0, 1000.0])),
+    )
+    version = draw(st.sampled_from([3, 4]))
+    acked = draw(st.one_of(st.none(), st.sampled_from([3, 4])))
+    return stored, sent, version, acked, draw(st.sampled_from(["odd", "even"]))
+
+
+class AcknowledgeStatementTests(SynchronousTestCase):
+    """
+    L{sqlitemodule.SQL_ACKNOWLEDGE} applies the ack rule exactly as
+    L{dhcp6ha.failover.conflict.acknowledged} does, and clears the mark
+    only at the version sent.
+    """
+
+    def setUp(self) -> None:
+        self.connection = sqlite3.connect(":memory:", isolation_level=None)
+        for statement in sqlitemodule._SCHEMA:
+            self.connection.execute(statement)
+        self.addCleanup(self.connection.close)
+
+    @given(_ackCases())
+    @settings(max_examples=300, deadline=None)
+    def test_sameAsAcknowledged(self, case: tuple[Lease, Lease, int, int | None, str]) -> None:
+        """The row acked is C{acknowledged(stored, sent)}, its mark cleared at the version."""
+        stored, sent, version, ackedVersion, relationship = case
+        self.connection.execute("DELETE FROM leases")
+        self.connection.execute(
+            sqlitemodule.SQL_UPSERT, sqlitemodule._toRow(stored, version, "odd")
+        )
+        self.connection.execute(
+            sqlitemodule.SQL_ACKNOWLEDGE,
+            sqlitemodule.ackParameters(relationship, sent, ackedVersion),
+        )
+        [row] = self.connection.execute(
+            f"SELECT {sqlitemodule._ALL_COLUMNS} FROM leases"
+        ).fetchall()
+        cleared = relationship == "odd" and ackedVersion == version
+        self.assertEqual(
+            (sqlitemodule._fromRow(row), row[-2], row[-1]),
+            (acknowledged(stored, sent), version, None if cleared else "odd"),
+        )
+
+
 class MultiRowUpsertTests(StoreFixture):
     """The writer writes many rows per statement, in order."""
 
@@ -1274,7 +1377,7 @@ def acked(_, batch):
     first = lease(batch, 0)
     version = store._current(first.key).version
     record = Lease(LeaseType.NA, first.address, 128, BindingState.ACTIVE, first.duid, batch,
-                   1.0, 1.0, 300, 600, float(batch), partner_lifetime_acked=1.0)
+                   1.0, 1.0, 300, 600, float(batch), partner_lifetime_sent=1.0)
     store.acknowledge("rel", [(record, version)]).addCallbacks(
         ackDurable, failed, callbackArgs=(batch,))
     start()

@@ -47,11 +47,13 @@ the stored value (a binding stored otherwise) it is first stored
 that is durable, so that after a crash we never forget a lifetime the
 partner may have acked (the PARTNER-DOWN reuse rule waits for it).
 
-Answers (section 7.7): a binding answered with success is acknowledged
-with C{conflict.acknowledged(current record, sent record)}, and its pending
-mark cleared if it is still at the version sent (a newer change stays
-pending and goes in its turn).  A rejection (AddressInUse,
-OutdatedBindingInformation...) is counted and logged once per batch; the
+Answers (section 7.7): a binding answered with success is acknowledged:
+the store applies C{conflict.acknowledged(current record, sent record)} to
+the binding as it is when the ack is written, and clears its pending mark
+if it is still at the version sent (a newer change stays pending and goes
+in its turn), with no read first (C{ILeaseStore.acknowledge}).  A
+rejection (AddressInUse, OutdatedBindingInformation...) is counted and
+logged once per batch; the
 binding stays pending, behind the cursor, and is not sent again until a
 later trigger (section 7.5.4: never in a tight loop):
 
@@ -79,7 +81,7 @@ place but clear no mark (their versions are not known), so a pending
 binding also goes the usual way.  An ack of a binding whose record, as
 read, says the partner acked it already (its state, and at least the
 partner lifetime proposed: the usual resync of a partner that lost its
-database) changes nothing and costs no read or write.
+database) changes nothing and costs no write.
 
 L{UpdateQueue.detach} forgets what is in flight: the rows are still pending
 and go again on the next connection; answers that arrive for a forgotten
@@ -114,7 +116,7 @@ from zope.interface import implementer
 
 from dhcp6ha.failover import commands
 from dhcp6ha.failover.commands import FailoverStatus, bindingToBox
-from dhcp6ha.failover.conflict import DEFAULT_TOLERANCE, acknowledged, resolve
+from dhcp6ha.failover.conflict import DEFAULT_TOLERANCE, resolve
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import ILeaseStore, IUpdateQueue
@@ -631,10 +633,8 @@ class UpdateQueue:
         for answer in results:
             byKey[(answer["address"], answer["prefix_length"])] = answer
         now = self._clock.seconds()
-        acks: list[tuple[Lease, int]] = []
-        amends: list[Lease] = []
+        acks: list[tuple[Lease, int | None]] = []
         refused: list[tuple[_Row, dict[str, Any] | None]] = []
-        toRead: list[_Row] = []
         for row in batch.rows:
             key = row.sent.key
             result = byKey.get(key)
@@ -643,34 +643,17 @@ class UpdateQueue:
                 continue
             self.acked += 1
             self.lastAckTime = now
+            self._timeAck(key, row.tick, now)
             if row.version is None and _ackKnown(row.sent):
                 # sendAll of a binding the partner had acked already (the
                 # usual resync): the ack tells nothing the record did not
-                # say, so no read and no write.
-                self._timeAck(key, row.tick, now)
+                # say, so no write.
                 continue
-            toRead.append(row)
-        if toRead:
-            get = _reader(self._store, [row.sent.key for row in toRead])
-            for row in toRead:
-                key = row.sent.key
-                current = get(key)
-                if current is not None:
-                    record = acknowledged(current, row.sent)
-                    if row.version is not None:
-                        acks.append((record, row.version))
-                    elif record != current:
-                        amends.append(record)
-                self._timeAck(key, row.tick, now)
+            acks.append((row.sent, row.version))
         if refused:
             self._refused(refused, len(batch.rows))
-        writes: list[Deferred[None]] = []
         if acks:
-            writes.append(self._store.acknowledge(self.relationship, acks))
-        if amends:
-            writes.append(self._store.amend(amends))
-        if writes:
-            gatherResults(writes, consumeErrors=True).addCallbacks(
+            self._store.acknowledge(self.relationship, acks).addCallbacks(
                 lambda _: self._done(batch),
                 self._ackNotStored,
                 errbackArgs=(batch,),
@@ -711,8 +694,6 @@ class UpdateQueue:
         self._scheduleRetry()
 
     def _ackNotStored(self, failure: Failure, batch: _Batch) -> None:
-        if isinstance(failure.value, FirstError):
-            failure = failure.value.subFailure
         self.log.failure(
             "Failover {relationship}: storing the partner's acks failed; the bindings stay queued",
             failure,

@@ -36,10 +36,16 @@ does.  Its Deferred still fires only once it is durable.  On a primary at
 low load, where each ack batch was a transaction of its own, this halves
 the fsyncs (one per exchange instead of two at 400 exchanges/s, and 13%
 less CPU, in bench_perfdhcp); under load group commit merged them already.
-Nothing is weakened: losing an ack only means sending the update
-again, and transactions commit in order, so anything decided from an ack
-(a lifetime given under the MCLT rule, an acked EXPIRED binding given to
-another client) is committed after it and makes it durable first.
+An ack is not a row: it is an C{UPDATE} of the acknowledgement fields and
+the mark (L{SQL_ACKNOWLEDGE}), which applies the ack rule of RFC 8156
+section 7.7 to the binding as the changes passed before it left it.  So an
+ack needs no read of the binding first, puts nothing in the overlay, and
+rewrites no index but the pending one.  Reads see it once it is durable
+(seeing an ack late is only cautious: a shorter lifetime under the MCLT
+rule, an EXPIRED binding not yet reused), while
+L{SQLiteLeaseStore.pendingUpdates} leaves out at once a binding whose mark
+it clears.  Nothing is weakened: losing an ack only means sending the update
+again.
 The writer thread writes a transaction's rows with a few multi-row
 C{INSERT} statements (rows prepared in the reactor thread): each statement
 is one call into SQLite that releases the GIL once, where a statement per
@@ -93,7 +99,7 @@ pending bindings by version (a partial index on C{(pending_for, version)});
 L{SQLiteLeaseStore.acknowledge} clears a mark only if the binding is still
 at the version that was sent; C{commit(..., pending=False)} stores what the
 partner sent us without marking it.  C{amend} and C{acknowledge} write in
-place, keeping version and mark.  A version counts as durable once every
+place, keeping version (and C{amend}, the mark).  A version counts as durable once every
 request up to the one that assigned it has ended (requests end in order);
 L{SQLiteLeaseStore.pendingUpdates} never returns a version that is not.
 
@@ -214,13 +220,35 @@ SQL_PENDING = (
     " ORDER BY version LIMIT ?"
 )
 SQL_PENDING_COUNT = "SELECT count(*) FROM leases WHERE pending_for = ?"
+# The partner's ack of an update (RFC 8156 section 7.7), applied to the row
+# as it is when the ack is written, as dhcp6ha.failover.conflict.acknowledged
+# applies it to a record: the partner lifetime proposed becomes the acked one
+# (the greatest is kept) if the binding is still the client's that was sent;
+# the state sent counts as acked if it is still the state (same start time,
+# same client); the mark is cleared if the binding is still at the version
+# sent.  Only the acknowledgement fields and the mark change, in place: no
+# read first, and of the indexes only the pending one is touched.
+# Parameters: ?1 duid, ?2 iaid, ?3 partner lifetime proposed, ?4 state,
+# ?5 start time of state, ?6 relationship, ?7 version sent (NULL: none),
+# ?8 address, ?9 prefix length.
+SQL_ACKNOWLEDGE = (
+    "UPDATE leases SET"
+    " partner_lifetime_acked = CASE WHEN duid = ?1 AND iaid = ?2 AND ?3 > 0"
+    " THEN max(partner_lifetime_acked, ?3) ELSE partner_lifetime_acked END,"
+    " partner_state_acked = CASE WHEN state = ?4 AND start_time_of_state = ?5"
+    " AND duid = ?1 AND iaid = ?2 THEN ?4 ELSE partner_state_acked END,"
+    " partner_stos_acked = CASE WHEN state = ?4 AND start_time_of_state = ?5"
+    " AND duid = ?1 AND iaid = ?2 THEN ?5 ELSE partner_stos_acked END,"
+    " pending_for = CASE WHEN pending_for = ?6 AND version = ?7"
+    " THEN NULL ELSE pending_for END"
+    " WHERE address = ?8 AND prefix_length = ?9"
+)
 SQL_GET_PENDING_FOR = "SELECT pending_for FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leases"
 SQL_GET = f"SELECT {_LEASE_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
 # Bindings of up to _MANY addresses (every prefix length): "{}" is one "?"
 # per address.  The IN list is a search of the primary key per address.
-# With the version and mark, as _current() reads them: the update queue
-# acknowledges what it has just read without reading each key again.
+# With the version and mark, as _current() reads them.
 SQL_GET_MANY = f"SELECT {_ALL_COLUMNS} FROM leases WHERE address IN ({{}})"
 _MANY = 500
 SQL_GET_STATE = "SELECT state FROM leases WHERE address = ? AND prefix_length = ?"
@@ -386,6 +414,9 @@ class _Request:
     @ivar newVersion: the highest version this request assigns (0: none).
     @ivar lazy: starts no transaction of its own before C{ackDelay} (an
         acknowledgement: see "Acknowledgements ride along").
+    @ivar acks: the parameters of L{SQL_ACKNOWLEDGE}, one tuple per ack.
+    @ivar acking: the C{(relationship, key, version)} whose marks C{acks}
+        clear (L{SQLiteLeaseStore.pendingUpdates} skips them meanwhile).
     @ivar deferred: fired once the transaction holding them has committed.
     """
 
@@ -393,15 +424,18 @@ class _Request:
     metadata: list[tuple[int, str, str]]
     newVersion: int = 0
     lazy: bool = False
+    acks: list[tuple[Any, ...]] = field(factory=list)
+    acking: list[tuple[str, _Key, int]] = field(factory=list)
     deferred: Deferred[None] = field(factory=Deferred)
 
     @property
     def size(self) -> int:
-        return len(self.leases) + len(self.metadata)
+        return len(self.leases) + len(self.metadata) + len(self.acks)
 
 
-_Work = list[tuple[list[_Row], list[tuple[str, str]]]]
-"""What the writer thread gets for a transaction: rows and metadata per request."""
+_Work = list[tuple[list[_Row], list[tuple[str, str]], list[tuple[Any, ...]]]]
+"""What the writer thread gets for a transaction: rows, metadata and acks
+per request."""
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
@@ -458,12 +492,38 @@ def _upsertRows(connection: sqlite3.Connection, rows: Sequence[_Row]) -> None:
         start += count
 
 
+def ackParameters(relationship: str, sent: Lease, version: int | None) -> tuple[Any, ...]:
+    """The parameters of L{SQL_ACKNOWLEDGE} for the ack of C{sent} at C{version}."""
+    return (
+        sent.duid,
+        int(sent.iaid),
+        float(sent.partner_lifetime_sent),
+        sent.state.value,
+        float(sent.start_time_of_state),
+        relationship,
+        version,
+        sent.address.packed,
+        int(sent.prefix_length),
+    )
+
+
 def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
-    """Write these requests in one transaction, in order (writer thread)."""
-    rows = [row for requestRows, _ in work for row in requestRows]
-    metadata = [item for _, requestMetadata in work for item in requestMetadata]
+    """
+    Write these requests in one transaction, in order (writer thread): an
+    ack applies to a binding as the changes passed before it left it, and a
+    change passed after it replaces it (L{SQL_ACKNOWLEDGE}).
+    """
+    metadata = [item for _, requestMetadata, _ in work for item in requestMetadata]
     connection.execute("BEGIN IMMEDIATE")
     try:
+        rows: list[_Row] = []
+        for requestRows, _, acks in work:
+            rows.extend(requestRows)
+            if acks:
+                if rows:
+                    _upsertRows(connection, rows)
+                    rows = []
+                connection.executemany(SQL_ACKNOWLEDGE, acks)
         if rows:
             _upsertRows(connection, rows)
         if metadata:
@@ -484,7 +544,7 @@ def _writeBatch(
     @return: the outcome of each request (C{None} when durable, else the
         exception) and the number of transactions committed.
     """
-    if not any(rows or metadata for rows, metadata in work):
+    if not any(rows or metadata or acks for rows, metadata, acks in work):
         return [None] * len(work), 0
     try:
         _writeTransaction(connection, work)
@@ -626,7 +686,7 @@ class SQLiteLeaseStore:
         self._storedByClient: dict[_ClientKey, list[Lease]] = {}
         # Stored bindings with their version and mark, as _current() and
         # pendingUpdates() read them in the current snapshot (the update
-        # queue amends and acknowledges what it has just read).
+        # queue amends what it has just read).
         self._storedCurrent: dict[_Key, _Change | None] = {}
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
@@ -638,6 +698,9 @@ class SQLiteLeaseStore:
         self._counts: dict[str, int] = dict(self._read(SQL_COUNT, ()))
         self._countsStale = False
         self._overlay: dict[_Key, _Change] = {}
+        # Marks that acknowledge() clears, not durable yet: (relationship,
+        # key, version) -> the number of requests clearing it.
+        self._acking: dict[tuple[str, _Key, int], int] = {}
         self._overlayByClient: dict[_ClientKey, set[_Key]] = {}
         self._metadataOverlay: dict[str, tuple[int, str]] = {}
         self._queue: deque[_Request] = deque()
@@ -736,7 +799,7 @@ class SQLiteLeaseStore:
                     )
         # Kept for this snapshot, as get() and _current() keep what they
         # read (a commit of these keys then knows the states it replaces,
-        # an acknowledge the version and mark, without a read).
+        # an amend the version and mark, without a read).
         for key in read:
             one = found.get(key)
             stored[key] = one
@@ -917,8 +980,10 @@ class SQLiteLeaseStore:
         Up to C{limit} bindings pending for C{relationship} with a version
         above C{afterVersion}, in version order, each with its version.
 
-        Acknowledgements and newer changes are seen at once (read-your-
-        writes), but a version whose L{commit} is not durable yet is not
+        Newer changes are seen at once (read-your-writes), and so are
+        acknowledgements: a binding whose mark an L{acknowledge} will
+        clear is left out before that is durable; but a version whose
+        L{commit} is not durable yet is not
         returned: nothing reaches the partner before it is on our disk (a
         binding whose newer change is not durable yet is left out too; it
         comes with the newer version).
@@ -927,6 +992,7 @@ class SQLiteLeaseStore:
         if limit <= 0:
             return []
         upper = self._durableVersion
+        acking = self._acking
         found: list[tuple[int, Lease]] = []
         after = afterVersion
         exhausted = False
@@ -934,12 +1000,14 @@ class SQLiteLeaseStore:
             rows = self._read(SQL_PENDING, (relationship, after, upper, limit))
             for row in rows:
                 lease = _fromRow(row)
-                if lease.key not in self._overlay:
-                    version = row[_LEASE_FIELDS]
+                if lease.key in self._overlay:
+                    continue
+                version = row[_LEASE_FIELDS]
+                self._storedCurrent[lease.key] = _Change(
+                    0, lease, version, row[_LEASE_FIELDS + 1], ()
+                )
+                if (relationship, lease.key, version) not in acking:
                     found.append((version, lease))
-                    self._storedCurrent[lease.key] = _Change(
-                        0, lease, version, row[_LEASE_FIELDS + 1], ()
-                    )
             if len(rows) < limit:
                 exhausted = True
                 break
@@ -948,7 +1016,9 @@ class SQLiteLeaseStore:
         found.extend(
             (change.version, change.lease)
             for change in self._overlay.values()
-            if change.pendingFor == relationship and afterVersion < change.version <= bound
+            if change.pendingFor == relationship
+            and afterVersion < change.version <= bound
+            and (relationship, change.lease.key, change.version) not in acking
         )
         found.sort(key=lambda item: item[0])
         return found[:limit]
@@ -967,6 +1037,17 @@ class SQLiteLeaseStore:
                 count -= 1
             if change.pendingFor == relationship:
                 count += 1
+        # Marks an acknowledgement clears once durable: not pending already,
+        # as pendingUpdates() sees it.
+        for rel, key, version in self._acking:
+            if rel == relationship:
+                current = self._current(key)
+                if (
+                    current is not None
+                    and current.pendingFor == relationship
+                    and current.version == version
+                ):
+                    count -= 1
         return int(count)
 
     # Writes ------------------------------------------------------------
@@ -1054,36 +1135,35 @@ class SQLiteLeaseStore:
             )
         return self._enqueue(_Request(entries, []))
 
-    def acknowledge(self, relationship: str, acks: Sequence[tuple[Lease, int]]) -> Deferred[None]:
+    def acknowledge(
+        self, relationship: str, acks: Sequence[tuple[Lease, int | None]]
+    ) -> Deferred[None]:
         """
         The partner of C{relationship} acked these updates: for each
-        C{(record, version)}, store C{record} in place (no new version: the
-        ack bookkeeping is not replicated) and clear the pending mark if
-        the binding is still at the C{version} that was sent (a newer
-        change stays pending).  C{record} must be derived from the current
-        binding, read in the same reactor turn.  Fires once durable; it
-        starts no transaction of its own before C{ackDelay} (see
-        "Acknowledgements ride along" in the module docstring).
+        C{(sent, version)}, the record as sent (its C{partner_lifetime_sent}
+        the lifetime proposed) and the version read (C{None}: not one of the
+        pending updates), apply the ack to the binding as it is stored when
+        the ack is written (L{SQL_ACKNOWLEDGE}: no new version, no read).
+        Reads see it once it is durable, and L{pendingUpdates} no longer
+        returns a binding whose mark it clears from now on.  Fires once
+        durable; it starts no transaction of its own before C{ackDelay}
+        (see "Acknowledgements ride along" in the module docstring).
         """
         if self._closing:
             return fail(StoreClosed("the lease store is closed"))
+        params: list[tuple[Any, ...]] = []
+        acking: list[tuple[str, _Key, int]] = []
         try:
-            rows = [_toRow(record) for record, _ in acks]
+            for sent, version in acks:
+                params.append(ackParameters(relationship, sent, version))
+                if version is not None:
+                    acking.append((relationship, sent.key, version))
         except (TypeError, ValueError, AttributeError) as e:
-            self.log.warn("Refused malformed lease change: {error}", error=e)
+            self.log.warn("Refused malformed acknowledgement: {error}", error=e)
             return fail(e)
-        entries: list[_Change] = []
-        for (record, version), row in zip(acks, rows, strict=True):
-            current = self._current(record.key)
-            if current is None:
-                continue
-            pendingFor = current.pendingFor
-            if pendingFor == relationship and current.version == version:
-                pendingFor = None
-            if record == current.lease and pendingFor == current.pendingFor:
-                continue
-            entries.append(self._put(record, row, current.version, pendingFor, current.lease.state))
-        return self._enqueue(_Request(entries, [], lazy=True))
+        for item in acking:
+            self._acking[item] = self._acking.get(item, 0) + 1
+        return self._enqueue(_Request([], [], lazy=True, acks=params, acking=acking))
 
     def markPending(self, keys: Sequence[_Key]) -> Deferred[None]:
         """
@@ -1238,7 +1318,8 @@ class SQLiteLeaseStore:
         self._eager -= sum(1 for request in batch if not request.lazy)
         self._inFlight = batch
         work: _Work = [
-            ([change.row for change in r.leases], [(k, v) for _, k, v in r.metadata]) for r in batch
+            ([change.row for change in r.leases], [(k, v) for _, k, v in r.metadata], r.acks)
+            for r in batch
         ]
         self._writer.submit(lambda connection: _writeBatch(connection, work)).addCallbacks(
             self._written,
@@ -1265,6 +1346,10 @@ class SQLiteLeaseStore:
         # they leave the overlay: the next read takes a new one.
         self._endSnapshot()
         for request, outcome in zip(batch, outcomes, strict=True):
+            for item in request.acking:
+                left = self._acking.pop(item, 1) - 1
+                if left > 0:
+                    self._acking[item] = left
             dropped = self._overlayRelease(request)
             if outcome is not None and dropped:
                 # Not stored: reads see the stored state of these keys again.

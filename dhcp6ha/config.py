@@ -123,6 +123,10 @@ DEFAULT_UNREACHABLE_AFTER = 30.0
 #: stores about 2000 bindings per transaction (one fsync) instead of 100.
 DEFAULT_MAX_UNACKED = 2000
 MAX_MAX_UNACKED = 100000
+#: Seconds the update queue gathers binding changes before it sends a batch
+#: (L{dhcp6ha.failover.queue.UpdateQueue}'s C{gatherDelay}).
+DEFAULT_LAZY_UPDATE_DELAY = 0.01
+MAX_LAZY_UPDATE_DELAY = 1.0
 DEFAULT_MAX_CLOCK_SKEW = 5.0
 DEFAULT_AUTO_PARTNER_DOWN = 0
 DEFAULT_PREFIX_SHARE = 0.5
@@ -317,6 +321,10 @@ class FailoverConfig:
         before it is taken to be unreachable; more than C{heartbeat_interval}.
     @ivar max_unacked: most bindings sent to the partner and not yet
         acknowledged (see L{DEFAULT_MAX_UNACKED}).
+    @ivar lazy_update_delay: seconds a binding change waits before it is
+        sent to the partner, so that the changes of that time go as one
+        batch (less work per binding for this server's one thread, a longer
+        replication lag); C{0}: at once.
     @ivar max_clock_skew: largest difference, in seconds, between the two
         servers' clocks accepted at Connect.
     @ivar auto_partner_down: seconds in COMMUNICATIONS-INTERRUPTED before
@@ -375,6 +383,7 @@ class FailoverConfig:
     subnets: tuple[str, ...]
     max_backup_prefixes: int = DEFAULT_MAX_BACKUP_PREFIXES
     operation_record_interval: float = DEFAULT_OPERATION_RECORD_INTERVAL
+    lazy_update_delay: float = DEFAULT_LAZY_UPDATE_DELAY
 
 
 @frozen
@@ -529,6 +538,7 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
                 "heartbeat-interval",
                 "unreachable-after",
                 "max-unacked",
+                "lazy-update-delay",
                 "max-clock-skew",
                 "auto-partner-down",
                 "prefix-share",
@@ -1280,6 +1290,11 @@ def _buildFailover(section: _Section, checkFiles: bool) -> FailoverConfig:
         heartbeat_interval=heartbeat,
         unreachable_after=unreachable,
         max_unacked=section.get("max-unacked", _integer(1, MAX_MAX_UNACKED), DEFAULT_MAX_UNACKED),
+        lazy_update_delay=section.get(
+            "lazy-update-delay",
+            _seconds(0, MAX_LAZY_UPDATE_DELAY, True, "0.01 or 0"),
+            DEFAULT_LAZY_UPDATE_DELAY,
+        ),
         max_clock_skew=section.get(
             "max-clock-skew", _seconds(0, 3600, False, "5"), DEFAULT_MAX_CLOCK_SKEW
         ),

@@ -2148,6 +2148,21 @@ class FailoverSectionTests(_FailoverTestMixin):
                 "expected a whole number from 1 to 100000",
             )
 
+    def test_lazyUpdateDelay(self) -> None:
+        """lazy-update-delay is a number of seconds from 0 to 1, 0.01 by default."""
+        self.assertEqual(self.relationship(self.primary()).lazy_update_delay, 0.01)
+        for value, expected in (("0", 0.0), ("0.05", 0.05), ("1", 1.0)):
+            self.assertEqual(
+                self.relationship(self.primary(lazy_update_delay=value)).lazy_update_delay,
+                expected,
+            )
+        for value in ("-0.01", "1.5", "x", ""):
+            self.assertPairError(
+                self.primary(lazy_update_delay=value),
+                "lazy-update-delay",
+                "expected a number of seconds from 0 to 1",
+            )
+
     def test_maxClockSkew(self) -> None:
         """max-clock-skew is above 0."""
         self.assertPairError(self.primary(max_clock_skew="0"), "max-clock-skew", "above 0")

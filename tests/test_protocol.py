@@ -89,7 +89,7 @@ class Side:
         self.endpoint = FailoverEndpoint(
             name, role, clock, self.store, mclt=mclt, keepaliveTime=keepalive, maxSkew=maxSkew
         )
-        self.queue = UpdateQueue(name, self.store, clock, maxUnacked=100)
+        self.queue = UpdateQueue(name, self.store, clock, maxUnacked=100, gatherDelay=0.0)
         self.name = name
         self.learnt: list[bytes] = []
         self.duid = (

@@ -33,6 +33,7 @@ from dhcp6ha.failover.commands import FailoverStatus, bindingToBox
 from dhcp6ha.failover.conflict import acknowledged
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.failover.queue import (
+    DEFAULT_GATHER_DELAY,
     DEFAULT_MAX_SENDS,
     QueueDetached,
     UpdateQueue,
@@ -142,6 +143,8 @@ class Setup:
         self.clock = Clock()
         self.clock.advance(T0)
         kwargs.setdefault("maxUnacked", 100)
+        # The other rules, without gathering (its own tests set it).
+        kwargs.setdefault("gatherDelay", 0.0)
         self.queue = UpdateQueue(REL, self.store, self.clock, **kwargs)
         self.sender = FakeSender()
         if attach:
@@ -1133,7 +1136,14 @@ class PairTests(SynchronousTestCase):
         stores = [MemoryLeaseStore(replicate=replicate) for _ in range(2)]
         roles = [Role.PRIMARY, Role.SECONDARY]
         queues = [
-            UpdateQueue(REL, store, clock, maxUnacked=4, partnerLifetime=lambda one: T0 + 900)
+            UpdateQueue(
+                REL,
+                store,
+                clock,
+                maxUnacked=4,
+                partnerLifetime=lambda one: T0 + 900,
+                gatherDelay=0.0,
+            )
             for store in stores
         ]
         for me, other in ((0, 1), (1, 0)):
@@ -1172,7 +1182,7 @@ class PairTests(SynchronousTestCase):
         clock.advance(T0 + 1000)
         stores = [MemoryLeaseStore(replicate=replicate) for _ in range(2)]
         roles = [Role.PRIMARY, Role.SECONDARY]
-        queues = [UpdateQueue(REL, store, clock, maxUnacked=4) for store in stores]
+        queues = [UpdateQueue(REL, store, clock, maxUnacked=4, gatherDelay=0.0) for store in stores]
         sent = [0, 0]
         for me, other in ((0, 1), (1, 0)):
 
@@ -1222,7 +1232,14 @@ class Pair:
         self.clock.advance(start)
         self.stores = [MemoryLeaseStore(replicate=replicate) for _ in self.roles]
         self.queues = [
-            UpdateQueue(REL, store, self.clock, maxUnacked=4, partnerLifetime=lambda one: T0 + 900)
+            UpdateQueue(
+                REL,
+                store,
+                self.clock,
+                maxUnacked=4,
+                partnerLifetime=lambda one: T0 + 900,
+                gatherDelay=0.0,
+            )
             for store in self.stores
         ]
         self.loseAnswers = False
@@ -1834,3 +1851,85 @@ class AdaptiveBatchingTests(SynchronousTestCase):
         [(boxes, _)] = s.sender.batches
         self.assertEqual(boxes, [bindingToBox(stored, T0 + 5000.0)])
         self.assertEqual(s.store.get(stored.address, 128), stored)
+
+
+class GatheringTests(SynchronousTestCase):
+    """
+    A binding that becomes pending, and the next send after an answer,
+    wait C{gatherDelay} to gather more into one batch; explicit requests
+    do not wait.
+    """
+
+    def test_default(self) -> None:
+        """The default delay is L{DEFAULT_GATHER_DELAY}, 10 ms."""
+        queue = UpdateQueue(REL, MemoryLeaseStore(), Clock(), maxUnacked=10)
+        self.assertEqual((queue.gatherDelay, DEFAULT_GATHER_DELAY), (0.01, 0.01))
+
+    def test_negative(self) -> None:
+        """A negative delay is refused."""
+        self.assertRaises(ValueError, Setup, gatherDelay=-0.001)
+
+    def test_gathers(self) -> None:
+        """
+        What becomes pending within the delay of the first change goes in
+        one batch, when the delay is over.
+        """
+        s = Setup(gatherDelay=0.01)
+        s.turn()
+        s.change(lease(1))
+        s.turn()
+        s.clock.advance(0.006)
+        s.change(lease(2), lease(3))
+        s.clock.advance(0.003)
+        self.assertEqual(s.sender.batches, [])
+        s.clock.advance(0.001)
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [3])
+
+    def test_afterAnswer(self) -> None:
+        """
+        With the sends in flight at their bound, an answer lets the next
+        send go only after the delay, with all that accumulated by then.
+        """
+        s = Setup(gatherDelay=0.01, maxSends=1)
+        s.change(lease(1))
+        s.clock.advance(0.01)
+        s.change(lease(2))
+        s.clock.advance(0.01)
+        self.assertEqual(s.sender.addresses(), [1])
+        s.sender.answer()
+        s.change(lease(3))
+        s.clock.advance(0.009)
+        self.assertEqual(s.sender.addresses(), [1])
+        s.clock.advance(0.001)
+        self.assertEqual(s.sender.addresses(), [1, 2, 3])
+        self.assertEqual([len(boxes) for boxes, _ in s.sender.batches], [1, 2])
+
+    def test_flushAtOnce(self) -> None:
+        """
+        L{UpdateQueue.flush} sends on the next turn, not after the delay,
+        and while it waits each answer lets the next send go at once; once
+        it has fired, changes are gathered again.
+        """
+        s = Setup(gatherDelay=0.5, maxUnacked=1)
+        s.turn()
+        s.change(lease(1), lease(2))
+        d = s.queue.flush()
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1])
+        s.sender.answer()
+        self.assertEqual(s.sender.addresses(), [1, 2])
+        s.sender.answer()
+        self.successResultOf(d)
+        s.change(lease(3))
+        s.clock.advance(0.4)
+        self.assertEqual(s.sender.addresses(), [1, 2])
+        s.clock.advance(0.1)
+        self.assertEqual(s.sender.addresses(), [1, 2, 3])
+
+    def test_attachAtOnce(self) -> None:
+        """A new connection sends what is pending on the next turn."""
+        s = Setup(gatherDelay=0.5, attach=False)
+        s.change(lease(1))
+        s.queue.attach(s.sender)
+        s.turn()
+        self.assertEqual(s.sender.addresses(), [1])

@@ -98,6 +98,9 @@ def failoverConfig(role: FailoverRole, **changes: Any) -> FailoverConfig:
         heartbeat_interval=1.0,
         unreachable_after=5.0,
         max_unacked=100,
+        # The pair simulations run their turns at once: no gathering
+        # (its own tests in test_queue).
+        lazy_update_delay=0.0,
         max_clock_skew=5.0,
         auto_partner_down=0,
         prefix_share=0.5,

@@ -613,7 +613,13 @@ class FailoverRelationship(MultiService):
             recordInterval=config.operation_record_interval,
             maxSkew=config.max_clock_skew,
         )
-        queue = UpdateQueue(config.name, store, reactor, maxUnacked=config.max_unacked)
+        queue = UpdateQueue(
+            config.name,
+            store,
+            reactor,
+            maxUnacked=config.max_unacked,
+            gatherDelay=config.lazy_update_delay,
+        )
         policy = FailoverPolicy(
             endpoint,
             queue,

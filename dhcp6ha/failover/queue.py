@@ -39,9 +39,9 @@ sent C{gatherDelay} seconds later (10 ms by default), and after an answer
 the next send waits as long, so that what accumulates meanwhile goes as
 one batch.  The per-batch costs are the larger part of what replication
 costs the primary's one thread (its clients wait behind it): with 10 ms,
-at 1,180 exchanges/s, 14 bindings per batch instead of 3 and a Request's
-median Reply time 2.26 instead of 3.33 ms (bench_perfdhcp), for a lag about
-5 ms longer.  An explicit request (L{UpdateQueue.flush}, L{sendAll}, a new
+at 1,180 exchanges/s, 14.6 bindings per batch instead of 3.7 and a
+Request's median Reply time 2.34 instead of 3.35 ms (bench_perfdhcp
+--pin), for a median lag of 14 ms instead of 7.6.  An explicit request (L{UpdateQueue.flush}, L{sendAll}, a new
 connection, the retry timer) is served at once.
 
 Partner lifetime (section 4.4): the lifetime proposed for an ACTIVE binding

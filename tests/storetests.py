@@ -523,6 +523,25 @@ class ReplicationMarksTestsMixin(_Base):
         )
         self.assertEqual(store.pendingCount("odd"), 2)
 
+    async def test_markPendingAfterAcknowledge(self) -> None:
+        """
+        C{markPending} right after an ack of the pending version, before
+        that ack is durable, queues the binding again with a new version:
+        the partner acked that version, and should now get ours again.
+        """
+        store = self.makeStore(oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        [(v1, _)] = store.pendingUpdates("odd", 0, 10)
+        acked = store.acknowledge("odd", [(one, v1)])
+        marked = store.markPending([one.key])
+        self.assertEqual(store.pendingCount("odd"), 1)
+        await acked
+        await marked
+        [(version, lease)] = store.pendingUpdates("odd", 0, 10)
+        self.assertEqual((lease.key, version > v1), (one.key, True))
+        self.assertEqual(store.pendingCount("odd"), 1)
+
     async def test_acknowledgeThenChange(self) -> None:
         """
         A change passed after an ack replaces the acked record, even in the

@@ -1171,8 +1171,10 @@ class SQLiteLeaseStore:
         (a new version, marked pending), unless they are pending already:
         those keep their version, so that two partners that disagree do not
         send each other updates in a tight loop (RFC 8156 section 7.5.4).
-        Keys with no binding or no relationship are skipped.  Fires once
-        durable.
+        A mark that an L{acknowledge} not yet durable clears does not count:
+        the partner has acked that version, not the record it should get
+        now.  Keys with no binding or no relationship are skipped.  Fires
+        once durable.
         """
         if self._closing:
             return fail(StoreClosed("the lease store is closed"))
@@ -1183,7 +1185,12 @@ class SQLiteLeaseStore:
                 if current is None or key in found:
                     continue
                 relationship = self._classify(current.lease)
-                if relationship is not None and current.pendingFor != relationship:
+                if relationship is None:
+                    continue
+                pending = current.pendingFor == relationship and (
+                    (relationship, key, current.version) not in self._acking
+                )
+                if not pending:
                     found[key] = (current.lease, relationship)
         except Exception as e:
             self.log.failure("The replication classifier failed; nothing marked")

@@ -99,8 +99,9 @@ pending bindings by version (a partial index on C{(pending_for, version)});
 L{SQLiteLeaseStore.acknowledge} clears a mark only if the binding is still
 at the version that was sent; C{commit(..., pending=False)} stores what the
 partner sent us without marking it.  C{amend} and C{acknowledge} write in
-place, keeping version (and C{amend}, the mark).  A version counts as durable once every
-request up to the one that assigned it has ended (requests end in order);
+place, keeping the version (C{amend} keeps the mark too).  A version
+counts as durable once every request up to the one that assigned it has
+ended (requests end in order);
 L{SQLiteLeaseStore.pendingUpdates} never returns a version that is not.
 
 Storage format.  Addresses are 16-byte big-endian BLOBs (compact, and their
@@ -981,12 +982,11 @@ class SQLiteLeaseStore:
         above C{afterVersion}, in version order, each with its version.
 
         Newer changes are seen at once (read-your-writes), and so are
-        acknowledgements: a binding whose mark an L{acknowledge} will
-        clear is left out before that is durable; but a version whose
-        L{commit} is not durable yet is not
-        returned: nothing reaches the partner before it is on our disk (a
-        binding whose newer change is not durable yet is left out too; it
-        comes with the newer version).
+        acknowledgements: a binding whose mark an L{acknowledge} clears is
+        left out before that is durable.  But a version whose L{commit} is
+        not durable yet is not returned: nothing reaches the partner before
+        it is on our disk (a binding whose newer change is not durable yet
+        is left out too; it comes with the newer version).
         """
         self._checkOpen()
         if limit <= 0:

@@ -41,8 +41,9 @@ one batch.  The per-batch costs are the larger part of what replication
 costs the primary's one thread (its clients wait behind it): with 10 ms,
 at 1,180 exchanges/s, 14.6 bindings per batch instead of 3.7 and a
 Request's median Reply time 2.34 instead of 3.35 ms (bench_perfdhcp
---pin), for a median lag of 14 ms instead of 7.6.  An explicit request (L{UpdateQueue.flush}, L{sendAll}, a new
-connection, the retry timer) is served at once.
+--pin), for a median lag of 14 ms instead of 7.6.  An explicit request
+(L{UpdateQueue.flush}, L{UpdateQueue.sendAll}, a new connection, the
+retry timer) is served at once.
 
 Partner lifetime (section 4.4): the lifetime proposed for an ACTIVE binding
 is the larger of its stored C{partner_lifetime_sent} and

@@ -354,6 +354,22 @@ class Allocator:
             for pool in subnet.pd_pools
         )
 
+    def appropriate(
+        self,
+        subnet: SubnetConfig,
+        lease_type: LeaseType,
+        address: IPv6Address,
+        prefix_length: int,
+        duid: bytes,
+    ) -> bool:
+        """
+        L{addressAppropriate} for an address, L{prefixAppropriate} for a
+        delegated prefix.
+        """
+        if lease_type is LeaseType.NA:
+            return self.addressAppropriate(subnet, address, duid)
+        return self.prefixAppropriate(subnet, address, prefix_length, duid)
+
     def withdrawable(
         self,
         subnet: SubnetConfig,
@@ -372,11 +388,7 @@ class Allocator:
         lease of a failover partner's pool that our possibly stale record
         stops us renewing is left out of the Reply).
         """
-        if lease_type is LeaseType.NA:
-            appropriate = self.addressAppropriate(subnet, address, duid)
-        else:
-            appropriate = self.prefixAppropriate(subnet, address, prefix_length, duid)
-        if not appropriate:
+        if not self.appropriate(subnet, lease_type, address, prefix_length, duid):
             return True
         _, _, renewals = self._adapt(self.policies.policyFor(subnet))
         if renewals is None:
@@ -417,12 +429,9 @@ class Allocator:
         if lease_type is LeaseType.NA:
             if index.addresses_of.get(duid) or address == index.anycast:
                 return False
-            appropriate = self.addressAppropriate(subnet, address, duid)
-        else:
-            if index.prefixes_of.get(duid):
-                return False
-            appropriate = self.prefixAppropriate(subnet, address, prefix_length, duid)
-        if not appropriate:
+        elif index.prefixes_of.get(duid):
+            return False
+        if not self.appropriate(subnet, lease_type, address, prefix_length, duid):
             return False
         got = self._availability(
             subnet, lease_type, address, prefix_length, duid, iaid, now, renewal=True

@@ -14,8 +14,10 @@ from typing import cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 __all__ = [
+    "failureOf",
     "multiServiceInit",
     "multiServiceStart",
     "multiServiceStop",
@@ -45,3 +47,7 @@ multiServiceStart = cast(Callable[[MultiService], None], MultiService.startServi
 
 multiServiceStop = cast(Callable[[MultiService], "Deferred[object]"], MultiService.stopService)
 """C{MultiService.stopService}: stops the children, fired once all have stopped."""
+
+failureOf = cast(Callable[[BaseException], Failure], Failure)
+"""C{Failure(exception)}: an exception caught elsewhere (another thread), its
+traceback kept."""

@@ -40,13 +40,25 @@ class ILeaseStore(Interface):
     def byClient(duid: bytes, iaid: int, lease_type: LeaseType) -> list[Lease]:
         """Every binding held by this client's IA of this type."""
 
-    def commit(changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
+    def commit(
+        changes: Sequence[Lease],
+        *,
+        pending: bool = True,
+        whenDurable: Callable[[], None] | None = None,
+    ) -> Deferred[None]:
         """
         Insert or replace these bindings (keyed by L{Lease.key}).
 
         Visible to reads at once; the Deferred fires when durable, or fails
         if they could not be written.  Changes of many calls may share one
         transaction (group commit).
+
+        C{whenDurable}, if given, is called once, as soon as the changes are
+        durable and before the Deferred fires, in whatever thread made them
+        durable (not necessarily the reactor's): for work that should not
+        wait for the reactor, such as sending the client's Reply.  It must
+        be safe to call from another thread and must not block; the store
+        logs what it raises.  Never called if the changes are not stored.
 
         Replication (failover): every change gets a new version (a counter
         of the store, increasing in call order).  With C{pending} (the

@@ -32,6 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from dhcp6ha._typedtwisted import failureOf
 from dhcp6ha.engine import Decision, Received
 from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import IAllocationPolicy, ILeaseStore
@@ -351,7 +352,8 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             return
         changes = tuple(decision.changes)
         try:
-            d: Deferred[None] = self.store.commit(changes)
+            reply = _DurableReply(self._writer(), payload, self._destination(decision), self.clock)
+            d: Deferred[None] = self.store.commit(changes, whenDurable=reply)
         except Exception:
             d = fail()
         if not isinstance(d, Deferred):
@@ -359,7 +361,18 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self._inFlight += 1
 
         def committed(_: None) -> None:
-            self._send(payload, decision, read)
+            if not reply.called:
+                reply()  # a store that does not call whenDurable
+            if reply.sentAt is None:
+                self._failure(
+                    "send-error",
+                    "Could not send {msgtype} to {source}",
+                    decision.reply,
+                    decision.destination[0],
+                    failureOf(reply.error or RuntimeError("not sent")),
+                )
+            else:
+                self._sent(read, reply.sentAt)
             # Each change goes to its own subnet's policy (its relationship).
             self._bindingsChanged(tuple(decision.notifications(self.policy)))
 
@@ -389,27 +402,43 @@ class DHCPv6ServerProtocol(DatagramProtocol):
 
     # --- sending and after-commit work ------------------------------------
 
-    def _send(self, payload: bytes, decision: Decision, read: float) -> None:
+    def _writer(self) -> Callable[[bytes, tuple[str, int]], None]:
+        """The transport's C{write}; C{RuntimeError} if the port is closed."""
+        if self.transport is None:
+            raise RuntimeError("the port is closed")
+        write: Callable[[bytes, tuple[str, int]], None] = self.transport.write
+        return write
+
+    def _destination(self, decision: Decision) -> tuple[str, int]:
+        """The C{(host, port)} to send C{decision}'s reply to."""
         address, port, interface = decision.destination
+        host = self._hosts.get(address)
+        if host is None:
+            if len(self._hosts) >= _ADDRESS_CACHE_SIZE:
+                self._hosts.clear()
+            host = self._hosts[address] = str(address)
+        if interface is not None and (address.is_link_local or address.is_multicast):
+            # Link-scoped: the scope says which link (RFC 4007 section 11).
+            host += "%" + interface
+        return host, port
+
+    def _send(self, payload: bytes, decision: Decision, read: float) -> None:
+        """Send a reply that changed no binding, now."""
         try:
-            if self.transport is None:
-                raise RuntimeError("the port is closed")
-            host = self._hosts.get(address)
-            if host is None:
-                if len(self._hosts) >= _ADDRESS_CACHE_SIZE:
-                    self._hosts.clear()
-                host = self._hosts[address] = str(address)
-            if interface is not None and (address.is_link_local or address.is_multicast):
-                # Link-scoped: the scope says which link (RFC 4007 section 11).
-                host += "%" + interface
-            self.transport.write(payload, (host, port))
+            self._writer()(payload, self._destination(decision))
         except Exception:
             self._failure(
-                "send-error", "Could not send {msgtype} to {source}", decision.reply, address
+                "send-error",
+                "Could not send {msgtype} to {source}",
+                decision.reply,
+                decision.destination[0],
             )
             return
+        self._sent(read, self.clock.seconds())
+
+    def _sent(self, read: float, sentAt: float) -> None:
         self.counters["sent"] += 1
-        self.responseTime.record(self.clock.seconds() - read)
+        self.responseTime.record(sentAt - read)
 
     def _bindingsChanged(self, changes: Sequence[tuple[Lease, IAllocationPolicy]]) -> None:
         for lease, policy in changes:
@@ -459,18 +488,68 @@ class DHCPv6ServerProtocol(DatagramProtocol):
             )
 
     def _failure(
-        self, counter: str, text: str, about: Message | RelayMessage | None, source: object
+        self,
+        counter: str,
+        text: str,
+        about: Message | RelayMessage | None,
+        source: object,
+        failure: Failure | None = None,
     ) -> None:
+        """Count and log (throttled) C{failure}, by default the exception being handled."""
         self.counters[counter] += 1
         suppressed = self._throttle.admit(counter)
         if suppressed is not None:
             self.log.failure(
                 text + " ({suppressed} similar not logged before this one)",
+                failure,
                 level=LogLevel.error,
                 msgtype=_describe(about) if about is not None else "binding change",
                 source=str(source),
                 suppressed=suppressed,
             )
+
+
+class _DurableReply:
+    """
+    The Reply of an exchange that changed bindings, sent as soon as the
+    store has made the changes durable (L{ILeaseStore.commit}'s
+    C{whenDurable}): from the store's writer thread, so that it does not
+    wait for the reactor thread, busy with other datagrams and with
+    replication, to run the commit's callback.  The transport's C{write}
+    must be safe to call from another thread: L{DHCPv6Port.write} is (one
+    C{sendto}, no reactor state).  The outcome is kept for the reactor
+    thread to count, once the commit's Deferred fires.
+
+    @ivar called: has it been called?
+    @ivar sentAt: when the Reply was sent (the clock's time), or C{None}.
+    @ivar error: what the send raised, or C{None}.
+    """
+
+    __slots__ = ("_write", "_payload", "_destination", "_clock", "called", "sentAt", "error")
+
+    def __init__(
+        self,
+        write: Callable[[bytes, tuple[str, int]], None],
+        payload: bytes,
+        destination: tuple[str, int],
+        clock: IReactorTime,
+    ) -> None:
+        self._write = write
+        self._payload = payload
+        self._destination = destination
+        self._clock = clock
+        self.called = False
+        self.sentAt: float | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        self.called = True
+        try:
+            self._write(self._payload, self._destination)
+        except Exception as e:
+            self.error = e
+        else:
+            self.sentAt = self._clock.seconds()
 
 
 class Reclaimer:
@@ -701,6 +780,10 @@ class DHCPv6Port(udp.Port):
         Unlike C{udp.Port.write}, the host string is not parsed four times
         to check its family first (the protocol writes IPv6 literals only;
         anything else fails in C{sendto} with C{OSError}).
+
+        Safe to call from any thread (one C{sendto}, no reactor state): the
+        protocol sends the Replies of exchanges that change bindings from
+        the lease store's writer thread (L{_DurableReply}).
 
         @raise twisted.internet.error.MessageLengthError: it is too long.
         """

@@ -10,6 +10,7 @@ from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from dhcp6ha.failover.conflict import acknowledged
@@ -44,6 +45,8 @@ class MemoryLeaseStore:
     @ivar committed: every batch passed to L{commit}, in order.
     """
 
+    log = Logger()
+
     def __init__(self, autoFlush: bool = True, replicate: Replicate | None = None) -> None:
         self._leases: dict[tuple[IPv6Address, int], Lease] = {}
         # Per key: (version, relationship it is pending for, or None).
@@ -55,7 +58,7 @@ class MemoryLeaseStore:
         self._replicate = replicate
         self._version = 0
         self._durableVersion = 0
-        self._pending: list[tuple[Deferred[None], int]] = []
+        self._pending: list[tuple[Deferred[None], int, Callable[[], None] | None]] = []
         self.committed: list[tuple[Lease, ...]] = []
         self.closed = False
 
@@ -69,7 +72,13 @@ class MemoryLeaseStore:
             if lease.duid == duid and lease.iaid == iaid and lease.lease_type is lease_type
         ]
 
-    def commit(self, changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
+    def commit(
+        self,
+        changes: Sequence[Lease],
+        *,
+        pending: bool = True,
+        whenDurable: Callable[[], None] | None = None,
+    ) -> Deferred[None]:
         try:
             marks = [self._classify(lease) if pending else None for lease in changes]
         except Exception as e:
@@ -79,7 +88,7 @@ class MemoryLeaseStore:
             self._version += 1
             self._store(lease)
             self._marks[lease.key] = (self._version, relationship)
-        return self._written(self._version)
+        return self._written(self._version, whenDurable)
 
     def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
         for lease in changes:
@@ -142,20 +151,33 @@ class MemoryLeaseStore:
             counts[previous.state.value] -= 1
         counts[lease.state.value] = counts.get(lease.state.value, 0) + 1
 
-    def _written(self, version: int = 0) -> Deferred[None]:
-        """A write's Deferred: fired now, or at L{flush}, with its version durable then."""
+    def _written(
+        self, version: int = 0, whenDurable: Callable[[], None] | None = None
+    ) -> Deferred[None]:
+        """
+        A write's Deferred: fired now, or at L{flush}, with its version
+        durable then (and C{whenDurable} called just before).
+        """
         if self._autoFlush:
-            self._durableVersion = max(self._durableVersion, version)
+            self._durable(version, whenDurable)
             return succeed(None)
         d: Deferred[None] = Deferred()
-        self._pending.append((d, version))
+        self._pending.append((d, version, whenDurable))
         return d
+
+    def _durable(self, version: int, whenDurable: Callable[[], None] | None) -> None:
+        self._durableVersion = max(self._durableVersion, version)
+        if whenDurable is not None:
+            try:
+                whenDurable()
+            except Exception:
+                self.log.failure("Work on durable lease changes failed")
 
     def flush(self) -> None:
         """Make every pending write durable, firing their Deferreds in order."""
         pending, self._pending = self._pending, []
-        for d, version in pending:
-            self._durableVersion = max(self._durableVersion, version)
+        for d, version, whenDurable in pending:
+            self._durable(version, whenDurable)
             d.callback(None)
 
     def expiredBefore(self, now: float, limit: int) -> list[Lease]:

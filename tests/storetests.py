@@ -318,6 +318,39 @@ class LeaseStoreTestsMixin(_Base):
         self.assertTrue(d.called)
         await d
 
+    async def test_whenDurable(self) -> None:
+        """
+        A commit's C{whenDurable} is called once per commit, in commit
+        order, each before its Deferred fires.
+        """
+        store = self.makeStore()
+        events: list[tuple[str, int]] = []
+        ds: list[Deferred[None]] = []
+        for n in range(5):
+            d = store.commit([makeLease(n)], whenDurable=lambda n=n: events.append(("durable", n)))
+            d.addCallback(lambda _, n: events.append(("fired", n)), n)
+            ds.append(d)
+        for d in ds:
+            await d
+        for n in range(5):
+            self.assertLess(events.index(("durable", n)), events.index(("fired", n)))
+        self.assertEqual([n for kind, n in events if kind == "durable"], list(range(5)))
+        self.assertEqual(len(events), 10)
+
+    async def test_whenDurableRaising(self) -> None:
+        """
+        What C{whenDurable} raises is logged; the changes are still stored
+        and the Deferred still fires.
+        """
+        store = self.makeStore()
+
+        def broken() -> None:
+            raise ZeroDivisionError()
+
+        await store.commit([makeLease(1)], whenDurable=broken)
+        self.assertEqual(store.get(makeLease(1).address, 128), makeLease(1))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
     async def test_commitsFireInOrder(self) -> None:
         """Commits become durable, and their Deferreds fire, in call order."""
         store = self.makeStore()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
@@ -144,8 +144,33 @@ class RecordingPolicy:
 class FailingStore(MemoryLeaseStore):
     """A store whose commits all fail."""
 
-    def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+    def commit(self, changes: Sequence[Lease], **kwargs: Any) -> Deferred[None]:
         return fail(OSError(errno.ENOSPC, "No space left on device"))
+
+
+class HeldStore(MemoryLeaseStore):
+    """
+    A store whose commits stay pending until the test makes them durable,
+    as the real one does: C{whenDurable} first, then, separately, the
+    Deferred (in the real store, in another thread and then in the
+    reactor's next turn).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Deferred[None], Callable[[], None] | None]] = []
+
+    def commit(
+        self,
+        changes: Sequence[Lease],
+        *,
+        pending: bool = True,
+        whenDurable: Callable[[], None] | None = None,
+    ) -> Deferred[None]:
+        super().commit(changes, pending=pending)
+        d: Deferred[None] = Deferred()
+        self.held.append((d, whenDurable))
+        return d
 
 
 class RecordingTransport(FakeDatagramTransport):
@@ -244,6 +269,67 @@ class DurableBeforeVisibleTests(ProtocolTestsMixin, SynchronousTestCase):
             ],
         )
 
+    def test_replySentWhenDurable(self) -> None:
+        """
+        The reply is sent by the store's C{whenDurable}, as soon as the
+        changes are durable, without waiting for the commit's Deferred: it
+        is counted, and the policy told, once that fires, and its response
+        time ends when it was sent.
+        """
+        store = HeldStore()
+        self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=store)
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        [(d, whenDurable)] = store.held
+        self.assertEqual(self.transport.written, [])
+        self.clock.advance(0.002)
+        assert whenDurable is not None
+        whenDurable()
+        self.assertEqual(self.transport.written, [(encode(REPLY), (str(CLIENT), 546))])
+        self.assertEqual(self.protocol.counters["sent"], 0)
+        self.assertEqual(self.policy.changed, [])
+        self.clock.advance(0.5)
+        d.callback(None)
+        self.assertEqual(self.transport.written, [(encode(REPLY), (str(CLIENT), 546))])
+        self.assertEqual(self.protocol.counters["sent"], 1)
+        self.assertEqual(self.policy.changed, [self.lease])
+        self.assertLess(self.protocol.responseTime.percentile(0.5), 0.01)
+
+    def test_durableReplyWriteError(self) -> None:
+        """
+        A reply the transport refuses in C{whenDurable} is a counted,
+        logged send error once the commit's Deferred fires; the changes are
+        durable, so the policy is told all the same.
+        """
+        store = HeldStore()
+        self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=store)
+        self.transport.error = OSError(errno.ENETUNREACH, "Network is unreachable")
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        [(d, whenDurable)] = store.held
+        assert whenDurable is not None
+        whenDurable()
+        self.assertEqual(self.protocol.counters["send-error"], 0)
+        d.callback(None)
+        self.assertEqual(self.protocol.counters["send-error"], 1)
+        self.assertEqual(self.protocol.counters["sent"], 0)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.policy.changed, [self.lease])
+
+    def test_storeIgnoringWhenDurable(self) -> None:
+        """
+        With a store that does not call C{whenDurable}, the reply is sent
+        when the commit's Deferred fires.
+        """
+        store = HeldStore()
+        self.setUpProtocol(Decision(REPLY, (CLIENT, 546, None), (self.lease,)), store=store)
+        self.protocol.datagramReceived(encode(SOLICIT), (str(CLIENT), 546))
+        [(d, _)] = store.held
+        d.callback(None)
+        self.assertEqual(
+            self.events,
+            [("sent", encode(REPLY), (str(CLIENT), 546)), ("changed", self.lease)],
+        )
+        self.assertEqual(self.protocol.counters["sent"], 1)
+
     def test_leaseChangeLogged(self) -> None:
         """Each committed change is logged at info level with its details."""
         with capturedLogs() as events:
@@ -282,7 +368,7 @@ class DurableBeforeVisibleTests(ProtocolTestsMixin, SynchronousTestCase):
         """A store whose commit raises at once is a failed commit like any other."""
 
         class RaisingStore(MemoryLeaseStore):
-            def commit(self, changes: Sequence[Lease]) -> Deferred[None]:
+            def commit(self, changes: Sequence[Lease], **kwargs: Any) -> Deferred[None]:
                 raise OSError(errno.EIO, "Input/output error")
 
         self.setUpProtocol(

@@ -935,6 +935,28 @@ class FailureTests(StoreFixture):
         self.assertEqual(warnings[0]["changes"], 2)
         self.assertIsInstance(warnings[0]["error"], sqlite3.IntegrityError)
 
+    async def test_whenDurableNotCalledOnFailure(self) -> None:
+        """
+        C{whenDurable} is called, in the writer thread, for the commits that
+        are written, and never for one the database refuses.
+        """
+        path = self.databasePath()
+        store = self.openStore(path)
+        self.injectFailure(path, "NEW.iaid = 666")
+        threads: dict[str, str] = {}
+
+        def durable(name: str) -> None:
+            threads[name] = threading.current_thread().name
+
+        good = store.commit([makeLease(1)], whenDurable=lambda: durable("good"))
+        bad = store.commit([makeLease(2, iaid=666)], whenDurable=lambda: durable("bad"))
+        alone = store.commit([makeLease(3, iaid=666)], whenDurable=lambda: durable("alone"))
+        await good
+        await failureOf(bad, sqlite3.IntegrityError)
+        await failureOf(alone, sqlite3.IntegrityError)
+        self.assertEqual(list(threads), ["good"])
+        self.assertEqual(threads["good"], store._writer.thread.name)
+
     async def test_everythingFails(self) -> None:
         """When the database refuses every write, every Deferred fails."""
         path = self.databasePath()

@@ -15,6 +15,15 @@ and runs one job at a time from a C{queue.SimpleQueue}; results come back to
 the reactor thread with C{reactor.callFromThread}.  The reactor thread never
 waits for the disk.
 
+Work that must not wait for the reactor.  A L{commit} may carry a
+C{whenDurable} callable, which the writer thread calls as soon as the
+transaction holding the changes has committed, before the Deferred's
+callback is even scheduled: the server sends the client's Reply from
+there.  Under load the reactor thread is busy with other datagrams and
+with replication, and the Deferred's callback waits for its turn (a median
+of about 1 ms on a primary at 1,400 exchanges/s, 0.2-0.3 ms on a server
+alone); the Reply need not.
+
 Group commit.  All bookkeeping lives in the reactor thread.  L{commit} puts
 its changes on a queue; when the writer is idle, a flush is scheduled
 C{commit_delay} seconds later (C{callLater(0)} by default, so every commit of
@@ -135,6 +144,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dhcp6ha._typedtwisted import failureOf
 from dhcp6ha.interfaces import ILeaseStore
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
 
@@ -419,6 +429,8 @@ class _Request:
     @ivar acking: the C{(relationship, key, version)} whose marks C{acks}
         clear (L{SQLiteLeaseStore.pendingUpdates} skips them meanwhile).
     @ivar deferred: fired once the transaction holding them has committed.
+    @ivar whenDurable: called in the writer thread right after that (see
+        L{SQLiteLeaseStore.commit}), or C{None}.
     """
 
     leases: list[_Change]
@@ -428,15 +440,18 @@ class _Request:
     acks: list[tuple[Any, ...]] = field(factory=list)
     acking: list[tuple[str, _Key, int]] = field(factory=list)
     deferred: Deferred[None] = field(factory=Deferred)
+    whenDurable: Callable[[], None] | None = None
 
     @property
     def size(self) -> int:
         return len(self.leases) + len(self.metadata) + len(self.acks)
 
 
-_Work = list[tuple[list[_Row], list[tuple[str, str]], list[tuple[Any, ...]]]]
-"""What the writer thread gets for a transaction: rows, metadata and acks
-per request."""
+_Work = list[
+    tuple[list[_Row], list[tuple[str, str]], list[tuple[Any, ...]], Callable[[], None] | None]
+]
+"""What the writer thread gets for a transaction: rows, metadata, acks and
+the C{whenDurable} callable per request."""
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
@@ -514,11 +529,11 @@ def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
     ack applies to a binding as the changes passed before it left it, and a
     change passed after it replaces it (L{SQL_ACKNOWLEDGE}).
     """
-    metadata = [item for _, requestMetadata, _ in work for item in requestMetadata]
+    metadata = [item for _, requestMetadata, _, _ in work for item in requestMetadata]
     connection.execute("BEGIN IMMEDIATE")
     try:
         rows: list[_Row] = []
-        for requestRows, _, acks in work:
+        for requestRows, _, acks, _ in work:
             rows.extend(requestRows)
             if acks:
                 if rows:
@@ -535,25 +550,43 @@ def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
         raise
 
 
-def _writeBatch(
-    connection: sqlite3.Connection, work: _Work
-) -> tuple[list[BaseException | None], int]:
+_Written = tuple[list[BaseException | None], int, list[BaseException]]
+"""What the writer thread returns for a transaction: the outcome of each
+request (C{None} when durable, else the exception), the number of
+transactions committed, and what C{whenDurable} callables raised."""
+
+
+def _durable(work: _Work, errors: list[BaseException]) -> None:
+    """
+    These requests are durable: call their C{whenDurable} (writer thread),
+    keeping what they raise for the reactor thread to log.
+    """
+    for _, _, _, whenDurable in work:
+        if whenDurable is not None:
+            try:
+                whenDurable()
+            except Exception as e:
+                errors.append(e)
+
+
+def _writeBatch(connection: sqlite3.Connection, work: _Work) -> _Written:
     """
     Write a group of requests (writer thread): all in one transaction, or if
-    that fails and there are several, each in its own.
-
-    @return: the outcome of each request (C{None} when durable, else the
-        exception) and the number of transactions committed.
+    that fails and there are several, each in its own.  Each request's
+    C{whenDurable} is called as soon as its transaction has committed.
     """
-    if not any(rows or metadata or acks for rows, metadata, acks in work):
-        return [None] * len(work), 0
+    errors: list[BaseException] = []
+    if not any(rows or metadata or acks for rows, metadata, acks, _ in work):
+        _durable(work, errors)
+        return [None] * len(work), 0, errors
     try:
         _writeTransaction(connection, work)
     except Exception as e:
         if len(work) == 1:
-            return [e], 0
+            return [e], 0, errors
     else:
-        return [None] * len(work), 1
+        _durable(work, errors)
+        return [None] * len(work), 1, errors
     outcomes: list[BaseException | None] = []
     committed = 0
     for request in work:
@@ -562,9 +595,10 @@ def _writeBatch(
         except Exception as e:
             outcomes.append(e)
         else:
+            _durable([request], errors)
             outcomes.append(None)
             committed += 1
-    return outcomes, committed
+    return outcomes, committed, errors
 
 
 class _WriterThread:
@@ -1056,7 +1090,13 @@ class SQLiteLeaseStore:
         self._sequence += 1
         return self._sequence
 
-    def commit(self, changes: Sequence[Lease], *, pending: bool = True) -> Deferred[None]:
+    def commit(
+        self,
+        changes: Sequence[Lease],
+        *,
+        pending: bool = True,
+        whenDurable: Callable[[], None] | None = None,
+    ) -> Deferred[None]:
         """
         Insert or replace these bindings, atomically.
 
@@ -1070,6 +1110,11 @@ class SQLiteLeaseStore:
         with the database's exception if the transaction failed (then reads
         no longer show them).  Cancelling it only stops the wait: the
         changes are still written.
+
+        C{whenDurable}, if given, is called in the writer thread as soon as
+        they are durable, before the Deferred fires (see "Work that must not
+        wait for the reactor" above); never if they are not stored.  It must
+        be safe to call from another thread; what it raises is logged.
         """
         if self._closing:
             return fail(StoreClosed("the lease store is closed"))
@@ -1108,7 +1153,8 @@ class SQLiteLeaseStore:
                 else:
                     before = None if read is None else read.state
             entries.append(self._put(lease, row, self._nextVersion(), rel, before))
-        return self._enqueue(_Request(entries, [], self._version if entries else 0))
+        request = _Request(entries, [], self._version if entries else 0, whenDurable=whenDurable)
+        return self._enqueue(request)
 
     def amend(self, changes: Sequence[Lease]) -> Deferred[None]:
         """
@@ -1325,7 +1371,12 @@ class SQLiteLeaseStore:
         self._eager -= sum(1 for request in batch if not request.lazy)
         self._inFlight = batch
         work: _Work = [
-            ([change.row for change in r.leases], [(k, v) for _, k, v in r.metadata], r.acks)
+            (
+                [change.row for change in r.leases],
+                [(k, v) for _, k, v in r.metadata],
+                r.acks,
+                r.whenDurable,
+            )
             for r in batch
         ]
         self._writer.submit(lambda connection: _writeBatch(connection, work)).addCallbacks(
@@ -1339,14 +1390,14 @@ class SQLiteLeaseStore:
         """The write job itself raised (a bug, or MemoryError): fail the batch."""
         exception = failure.value
         assert isinstance(exception, BaseException)
-        self._written(([exception] * len(batch), 0), batch)
+        self._written(([exception] * len(batch), 0, []), batch)
 
-    def _written(
-        self, result: tuple[list[BaseException | None], int], batch: list[_Request]
-    ) -> None:
+    def _written(self, result: _Written, batch: list[_Request]) -> None:
         """The writer is done with C{batch}: release the overlay, start the
         next transaction, then tell the callers."""
-        outcomes, committed = result
+        outcomes, committed, errors = result
+        for error in errors:
+            self.log.failure("Work on durable lease changes failed", failureOf(error))
         self._inFlight = None
         self.transactions += committed
         # A snapshot older than this transaction would miss its changes once

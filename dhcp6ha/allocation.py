@@ -623,20 +623,43 @@ class Allocator:
         exclude: Container[tuple[IPv6Address, int]],
     ) -> tuple[IPv6Address | None, IPv6Address | None]:
         """
+        Two passes over the probe sequence, with a failover policy: first
+        the candidates of this server's own half of the pool
+        (C{isOwn(NA, candidate, 128, None)}: addresses split by the low
+        bit), then, only if none is available, the partner's half.  A
+        candidate of the partner's half can be C{OWN} only when this IA
+        holds it or it is reserved for this client, which L{addressFor}
+        tried before probing; so the result is the single pass's, and the
+        common case (an own address free) reads no candidate of the
+        partner's half, half of a single pass's reads on a failover server.
+
         @return: the first own candidate of the probe, and the first one
             allowed from the partner's pool (before it).
         """
+        failover = self._adapt(self.policies.policyFor(subnet))[1]
         first = int(pool.first)
         partners: IPv6Address | None = None
-        for slot in probeSequence(h, pool.size):
-            candidate = IPv6Address(first + slot)
-            if candidate == index.anycast or (candidate, 128) in exclude:
-                continue
-            got = self._availability(subnet, LeaseType.NA, candidate, 128, duid, iaid, now)
-            if got is _Avail.OWN:
-                return candidate, partners
-            if got is _Avail.PARTNER and partners is None:
-                partners = candidate
+        partnersHalf = False
+        for onlyPartners in (False, True) if failover is not None else (False,):
+            for slot in probeSequence(h, pool.size):
+                candidate = IPv6Address(first + slot)
+                if candidate == index.anycast or (candidate, 128) in exclude:
+                    continue
+                if failover is not None and not failover.isOwn(
+                    LeaseType.NA, candidate, 128, None
+                ):
+                    if not onlyPartners:
+                        partnersHalf = True
+                        continue
+                elif onlyPartners:
+                    continue
+                got = self._availability(subnet, LeaseType.NA, candidate, 128, duid, iaid, now)
+                if got is _Avail.OWN:
+                    return candidate, partners
+                if got is _Avail.PARTNER and partners is None:
+                    partners = candidate
+            if not partnersHalf:
+                break
         return None, partners
 
     # --- prefixes -----------------------------------------------------------

@@ -788,6 +788,33 @@ class OwnPoolFirstTests(SynchronousTestCase):
         self.assertEqual(got, [1] * 8 + [0] * 8)
         self.assertIsNone(self.allocator.addressFor(subnet, clientDuid(16), 1, None, NOW))
 
+    def test_partnersHalfNotRead(self) -> None:
+        """
+        While an own address is free, the probe reads no candidate of the
+        partner's half of the pool; once none is, it reads them for the
+        partner's candidate the policy allows.
+        """
+        read: list[IPv6Address] = []
+        get = self.store.get
+
+        def recordingGet(address: IPv6Address, prefix_length: int) -> Lease | None:
+            read.append(address)
+            return get(address, prefix_length)
+
+        self.store.get = recordingGet  # type: ignore[method-assign]
+        subnet = makeSubnet(pools=(addressPool("2001:db8:1::10", "2001:db8:1::1f"),))
+        for n in range(8):
+            address = self.allocator.addressFor(subnet, clientDuid(n), 1, None, NOW)
+            assert address is not None
+            self.store.commit([activeLease(address, clientDuid(n))])
+        self.assertTrue(read)
+        self.assertEqual([a for a in read if int(a) % 2 == 0], [])
+        del read[:]
+        address = self.allocator.addressFor(subnet, clientDuid(8), 1, None, NOW)
+        assert address is not None
+        self.assertEqual(int(address) % 2, 0)
+        self.assertIn(address, read)
+
     def test_ownInAnotherPool(self) -> None:
         """
         An own address in any of the subnet's pools goes before the

@@ -645,9 +645,7 @@ class Allocator:
                 candidate = IPv6Address(first + slot)
                 if candidate == index.anycast or (candidate, 128) in exclude:
                     continue
-                if failover is not None and not failover.isOwn(
-                    LeaseType.NA, candidate, 128, None
-                ):
+                if failover is not None and not failover.isOwn(LeaseType.NA, candidate, 128, None):
                     if not onlyPartners:
                         partnersHalf = True
                         continue

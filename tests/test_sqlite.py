@@ -217,6 +217,10 @@ class PersistenceTests(StoreFixture):
             sqlitemodule.SQL_PAGE_NEXT: ((b"\0" * 16, 128, 10), "USING PRIMARY KEY"),
             sqlitemodule.SQL_GET_METADATA: (("k",), "USING PRIMARY KEY"),
             sqlitemodule.SQL_PENDING: (("rel", 0, 10, 10), "USING INDEX leases_pending"),
+            sqlitemodule.SQL_PENDING_KEYS: (
+                ("rel", 0, 10, 10),
+                "USING COVERING INDEX leases_pending",
+            ),
             sqlitemodule.SQL_PENDING_COUNT: (("rel",), "USING COVERING INDEX leases_pending"),
             sqlitemodule.SQL_GET_CURRENT: ((b"\0" * 16, 128), "USING PRIMARY KEY"),
         }
@@ -306,6 +310,182 @@ class ReplicationMarksTests(StoreFixture):
         self.assertEqual(allPending(store, "odd", 3), [(n + 1, leases[n]) for n in range(12, 20)])
         await acks
         self.assertEqual(allPending(store, "odd", 3), [(n + 1, leases[n]) for n in range(12, 20)])
+
+    def recordReads(self, store: SQLiteLeaseStore) -> list[str]:
+        """The SQL of every read C{store} makes from now on."""
+        statements: list[str] = []
+        read = store._read
+
+        def recording(sql: str, parameters: Sequence[object]) -> list[Any]:
+            statements.append(sql)
+            return read(sql, parameters)
+
+        store._read = recording  # type: ignore[method-assign]
+        return statements
+
+    async def test_pendingFromKeptChanges(self) -> None:
+        """
+        The bindings of changes just made durable come from the store's own
+        memory: C{pendingUpdates} reads the pending index only.
+        """
+        store = self.openStore(replicate=oddEven)
+        leases = [makeLease(n) for n in range(1, 20, 2)]
+        for lease in leases:
+            await store.commit([lease])
+        statements = self.recordReads(store)
+        self.assertEqual(
+            store.pendingUpdates("odd", 0, 100), [(n + 1, lease) for n, lease in enumerate(leases)]
+        )
+        self.assertEqual(statements, [sqlitemodule.SQL_PENDING_KEYS])
+
+    async def test_pendingBacklogReadAsPages(self) -> None:
+        """
+        Bindings the store does not keep (here: after a reopen) are read
+        from the table a page at a time, not one by one.
+        """
+        path = self.databasePath()
+        store = self.openStore(path, replicate=oddEven)
+        leases = [makeLease(n) for n in range(1, 40, 2)]
+        await store.commit(leases)
+        store = await self.reopen(store, path, replicate=oddEven)
+        statements = self.recordReads(store)
+        self.assertEqual(
+            allPending(store, "odd", 8), [(n + 1, lease) for n, lease in enumerate(leases)]
+        )
+        self.assertEqual(statements.count(sqlitemodule.SQL_PENDING), 3)
+        self.assertNotIn(sqlitemodule.SQL_GET_CURRENT, statements)
+
+    async def test_pendingSomeNotKept(self) -> None:
+        """
+        Beyond C{MAX_RECENT} the oldest kept changes are dropped; a page
+        with a few of those reads just them from the table.
+        """
+        self.patch(sqlitemodule, "MAX_RECENT", 8)
+        store = self.openStore(replicate=oddEven)
+        leases = [makeLease(n) for n in range(1, 20, 2)]
+        for lease in leases:
+            await store.commit([lease])
+        self.assertEqual(len(store._recent), 8)
+        statements = self.recordReads(store)
+        self.assertEqual(
+            store.pendingUpdates("odd", 0, 100), [(n + 1, lease) for n, lease in enumerate(leases)]
+        )
+        self.assertEqual(
+            statements,
+            [sqlitemodule.SQL_PENDING_KEYS] + [sqlitemodule.SQL_GET_CURRENT] * 2,
+        )
+
+    async def test_acknowledgementRewritesKept(self) -> None:
+        """
+        An ack of an older version leaves the binding pending but rewrites
+        its acknowledgement fields: C{pendingUpdates} returns the binding
+        as stored, not the change kept before the ack.
+        """
+        store = self.openStore(replicate=oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        newer = evolve(one, cltt=200.0)
+        await store.commit([newer])
+        sent = evolve(one, partner_lifetime_sent=5000.0)
+        await store.acknowledge("odd", [(sent, 1)])
+        acked = acknowledged(newer, sent)
+        self.assertEqual(acked.partner_lifetime_acked, 5000.0)
+        self.assertEqual(store.get(one.address, 128), acked)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(2, acked)])
+
+    async def test_acknowledgementAfterChangeInOneTransaction(self) -> None:
+        """
+        A change and then an ack of the binding's older version, written in
+        one transaction: the row is the change with the ack applied, and
+        that is what C{pendingUpdates} returns.
+        """
+        store = self.openStore(replicate=oddEven)
+        one = makeLease(1)
+        await store.commit([one])
+        newer = evolve(one, cltt=200.0)
+        sent = evolve(one, partner_lifetime_sent=5000.0)
+        changed = store.commit([newer])
+        await store.acknowledge("odd", [(sent, 1)])
+        await changed
+        self.assertEqual(store.transactions, 2)
+        acked = acknowledged(newer, sent)
+        self.assertEqual(acked.partner_lifetime_acked, 5000.0)
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(2, acked)])
+
+    def holdResults(self, store: SQLiteLeaseStore) -> list[tuple[Any, tuple[Any, ...]]]:
+        """
+        Hold what the writer thread sends back to the reactor, so that the
+        test can read between a commit and the store's hearing of it.
+        """
+        held: list[tuple[Any, tuple[Any, ...]]] = []
+        lock = threading.Lock()
+
+        class Holding:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                with lock:
+                    held.append((f, args))
+
+        original = store._writer._reactor
+        store._writer._reactor = Holding()  # type: ignore[assignment]
+
+        def release() -> None:
+            store._writer._reactor = original
+            for f, args in held:
+                original.callFromThread(f, *args)
+
+        self.addCleanup(release)
+        return held
+
+    async def nextHeld(self, held: list[tuple[Any, tuple[Any, ...]]]) -> tuple[Any, Any]:
+        """Wait for the writer's next result, and take it."""
+        for _ in range(500):
+            if held:
+                return held.pop(0)
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError("the writer sent nothing back")
+
+    async def test_acknowledgementCommittedNotHeard(self) -> None:
+        """
+        Between an ack's commit and the store's hearing of it, reads see the
+        ack (a new snapshot): C{pendingUpdates} too, not the change kept
+        from before.
+        """
+        store = self.openStore(replicate=oddEven, ackDelay=0)
+        one = makeLease(1)
+        await store.commit([one])
+        newer = evolve(one, cltt=200.0)
+        await store.commit([newer])
+        held = self.holdResults(store)
+        sent = evolve(one, partner_lifetime_sent=5000.0)
+        d = store.acknowledge("odd", [(sent, 1)])
+        f, args = await self.nextHeld(held)
+        store._endSnapshot()
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(2, acknowledged(newer, sent))])
+        f(*args)
+        await d
+
+    async def test_changeHeardBeforeLaterAcknowledgement(self) -> None:
+        """
+        A change made durable while an ack of the binding waits for the next
+        transaction is not kept: once that ack is committed, reads see the
+        change with the ack applied.
+        """
+        store = self.openStore(replicate=oddEven, ackDelay=0)
+        one = makeLease(1)
+        await store.commit([one])
+        held = self.holdResults(store)
+        newer = evolve(one, cltt=200.0)
+        changed = store.commit([newer])
+        f, args = await self.nextHeld(held)
+        sent = evolve(one, partner_lifetime_sent=5000.0)
+        acked = store.acknowledge("odd", [(sent, 1)])
+        f(*args)  # the change is heard; the ack's transaction starts
+        await changed
+        g, more = await self.nextHeld(held)
+        store._endSnapshot()
+        self.assertEqual(store.pendingUpdates("odd", 0, 10), [(2, acknowledged(newer, sent))])
+        g(*more)
+        await acked
 
     async def test_failedCommitNotPending(self) -> None:
         """
@@ -839,6 +1019,14 @@ class DifferentialTests(StoreFixture):
                     await turn()
                 elif action < 0.4:
                     await pending[rng.randrange(len(pending))]
+                elif action < 0.5:
+                    # Everything durable: the pending updates as the model
+                    # has them, acks included.
+                    await gatherResults(pending)
+                    for relationship in ("odd", "even"):
+                        self.assertEqual(
+                            allPending(store, relationship, 3), allPending(model, relationship, 3)
+                        )
                 self.compare(store, model, keys)
             await gatherResults(pending)
             self.assertEqual(store.pending, 0)

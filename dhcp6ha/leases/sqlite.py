@@ -113,6 +113,20 @@ counts as durable once every request up to the one that assigned it has
 ended (requests end in order);
 L{SQLiteLeaseStore.pendingUpdates} never returns a version that is not.
 
+Pending updates without reading the rows back.  The update queue reads each
+binding it sends just after the change became durable.  So the store keeps
+the changes of its last transactions that are marked pending (at most
+C{MAX_RECENT}), keyed by binding, and L{SQLiteLeaseStore.pendingUpdates}
+reads only the versions and keys from the pending index (a covering index:
+no table page is read) and takes each binding from there when it is the
+version the index has; a binding not kept (older, or evicted) is read from
+the table, a page of them at once when there are many (a backlog after a
+partner outage).  A kept change is exactly its stored row: a later change
+of the binding has a new version, except C{amend}, which replaces the kept
+change once it is durable, and C{acknowledge}, which drops the kept change
+when it is called, and lets none of the binding be kept until it is
+durable (an ack rewrites fields of the row in place).
+
 Storage format.  Addresses are 16-byte big-endian BLOBs (compact, and their
 byte order is their numeric order), DUIDs BLOBs, enums their text values,
 times REAL.  The C{leases} table is C{WITHOUT ROWID}, clustered by its key.
@@ -227,6 +241,12 @@ SQL_UPSERT = f"INSERT OR REPLACE INTO leases ({_ALL_COLUMNS}) VALUES {_ROW_PLACE
 SQL_GET_CURRENT = f"SELECT {_ALL_COLUMNS} FROM leases WHERE address = ? AND prefix_length = ?"
 SQL_PENDING = (
     f"SELECT {_ALL_COLUMNS} FROM leases"
+    " WHERE pending_for = ? AND version > ? AND version <= ?"
+    " ORDER BY version LIMIT ?"
+)
+# The same as SQL_PENDING from the pending index alone (it covers these).
+SQL_PENDING_KEYS = (
+    "SELECT version, address, prefix_length FROM leases"
     " WHERE pending_for = ? AND version > ? AND version <= ?"
     " ORDER BY version LIMIT ?"
 )
@@ -468,6 +488,13 @@ MAX_ROWS_PER_STATEMENT = 256
 
 DEFAULT_ACK_DELAY = 0.05
 """The default C{ackDelay} of L{SQLiteLeaseStore} (seconds)."""
+
+MAX_RECENT = 8192
+"""The most durable pending changes kept for L{SQLiteLeaseStore.pendingUpdates}
+(see "Pending updates without reading the rows back")."""
+
+_StoredKey = tuple[bytes, int]
+"""A binding's key as stored: the packed address and the prefix length."""
 
 
 _upsertStatements: dict[int, str] = {}
@@ -723,6 +750,11 @@ class SQLiteLeaseStore:
         # pendingUpdates() read them in the current snapshot (the update
         # queue amends what it has just read).
         self._storedCurrent: dict[_Key, _Change | None] = {}
+        # Durable changes marked pending, exactly as stored (see "Pending
+        # updates without reading the rows back"), oldest first; and per
+        # binding, the acknowledgements called and not yet durable.
+        self._recent: dict[_StoredKey, _Change] = {}
+        self._unwrittenAcks: dict[_StoredKey, int] = {}
         self._writer = _WriterThread(threads, writer, f"dhcp6ha-lease-writer:{path}")
 
         self._sequence = 0
@@ -1027,25 +1059,25 @@ class SQLiteLeaseStore:
             return []
         upper = self._durableVersion
         acking = self._acking
+        overlay = self._overlay
+        storedCurrent = self._storedCurrent
         found: list[tuple[int, Lease]] = []
         after = afterVersion
         exhausted = False
         while len(found) < limit:
-            rows = self._read(SQL_PENDING, (relationship, after, upper, limit))
-            for row in rows:
-                lease = _fromRow(row)
-                if lease.key in self._overlay:
+            page = self._pendingPage(relationship, after, upper, limit)
+            for change in page:
+                lease = change.lease
+                key = lease.key
+                if key in overlay:
                     continue
-                version = row[_LEASE_FIELDS]
-                self._storedCurrent[lease.key] = _Change(
-                    0, lease, version, row[_LEASE_FIELDS + 1], ()
-                )
-                if (relationship, lease.key, version) not in acking:
-                    found.append((version, lease))
-            if len(rows) < limit:
+                storedCurrent[key] = change
+                if (relationship, key, change.version) not in acking:
+                    found.append((change.version, lease))
+            if len(page) < limit:
                 exhausted = True
                 break
-            after = rows[-1][_LEASE_FIELDS]
+            after = page[-1].version
         bound = upper if exhausted else after
         found.extend(
             (change.version, change.lease)
@@ -1056,6 +1088,67 @@ class SQLiteLeaseStore:
         )
         found.sort(key=lambda item: item[0])
         return found[:limit]
+
+    def _pendingPage(self, relationship: str, after: int, upper: int, limit: int) -> list[_Change]:
+        """
+        The stored bindings pending for C{relationship} with a version in
+        C{(after, upper]}, up to C{limit}, in version order, each as a
+        C{_Change} (its C{row} is not filled in for the ones read from the
+        table): from the pending index and the kept recent changes, or,
+        when more than a quarter are not kept, read from the table.
+        """
+        keys = self._read(SQL_PENDING_KEYS, (relationship, after, upper, limit))
+        recent = self._recent
+        kept: list[_Change | None] = []
+        missing = 0
+        for version, packed, length in keys:
+            change = recent.get((packed, length))
+            if change is not None and change.version == version:
+                kept.append(change)
+            else:
+                kept.append(None)
+                missing += 1
+        if missing * 4 > len(keys):
+            rows = self._read(SQL_PENDING, (relationship, after, upper, limit))
+            return [_Change(0, _fromRow(row), row[_LEASE_FIELDS], relationship, ()) for row in rows]
+        page: list[_Change] = []
+        for change, (version, packed, length) in zip(kept, keys, strict=True):
+            if change is None:
+                # The index and the table in one snapshot: the row is there.
+                row = self._read(SQL_GET_CURRENT, (packed, length))[0]
+                change = _Change(0, _fromRow(row), version, relationship, ())
+            page.append(change)
+        return page
+
+    def _keepDurable(self, request: _Request) -> None:
+        """
+        C{request} is durable: keep its changes that are marked pending,
+        drop the kept changes its acknowledgements rewrite (in the order of
+        its transaction: its rows, then its acks).
+        """
+        recent = self._recent
+        unwritten = self._unwrittenAcks
+        for change in request.leases:
+            key = (change.row[0], change.row[1])
+            recent.pop(key, None)
+            if change.pendingFor is not None and key not in unwritten:
+                recent[key] = change
+        self._acksWritten(request)
+        while len(recent) > MAX_RECENT:
+            del recent[next(iter(recent))]
+
+    def _acksWritten(self, request: _Request) -> None:
+        """C{request}'s acknowledgements are durable (or failed)."""
+        recent = self._recent
+        unwritten = self._unwrittenAcks
+        for ack in request.acks:
+            key = (ack[7], ack[8])
+            recent.pop(key, None)
+            left = unwritten.get(key, 1) - 1
+            if left > 0:
+                unwritten[key] = left
+            else:
+                unwritten.pop(key, None)
 
     def pendingCount(self, relationship: str) -> int:
         """
@@ -1209,6 +1302,12 @@ class SQLiteLeaseStore:
             return fail(e)
         for item in acking:
             self._acking[item] = self._acking.get(item, 0) + 1
+        recent = self._recent
+        unwritten = self._unwrittenAcks
+        for ack in params:
+            key = (ack[7], ack[8])
+            recent.pop(key, None)
+            unwritten[key] = unwritten.get(key, 0) + 1
         return self._enqueue(_Request([], [], lazy=True, acks=params, acking=acking))
 
     def markPending(self, keys: Sequence[_Key]) -> Deferred[None]:
@@ -1408,6 +1507,10 @@ class SQLiteLeaseStore:
                 left = self._acking.pop(item, 1) - 1
                 if left > 0:
                     self._acking[item] = left
+            if outcome is None:
+                self._keepDurable(request)
+            else:
+                self._acksWritten(request)
             dropped = self._overlayRelease(request)
             if outcome is not None and dropped:
                 # Not stored: reads see the stored state of these keys again.

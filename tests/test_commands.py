@@ -325,6 +325,49 @@ class EncodedOnceTests(SynchronousTestCase):
             len(GENERIC_BINDINGS.toStringProto([plain[0]], None)),
         )
 
+    @given(
+        st.builds(
+            Lease,
+            lease_type=st.sampled_from(list(LeaseType)),
+            address=tests.strategies.ipv6Addresses(),
+            prefix_length=st.integers(0, 128),
+            state=st.sampled_from(list(BindingState)),
+            duid=st.binary(max_size=200),
+            iaid=st.integers(0, 2**32 - 1),
+            start_time_of_state=st.floats(),
+            cltt=st.floats(),
+            preferred_lifetime=st.integers(0, 2**32 - 1),
+            valid_lifetime=st.integers(0, 2**32 - 1),
+            expires=st.floats(),
+            fqdn=st.none() | st.text(max_size=40),
+            fqdn_flags=st.integers(0, 255),
+        ),
+        st.floats(),
+    )
+    def test_encodeBindingIsAmpList(self, lease: Lease, partnerLifetime: float) -> None:
+        """
+        L{encodeBinding} makes exactly what AMP's own AmpList makes of the
+        binding's box.
+        """
+        box = bindingToBox(lease, partnerLifetime)
+        self.assertEqual(box.encoded, commands.encodeBinding(lease, partnerLifetime))
+        self.assertEqual(box.encoded, GENERIC_BINDINGS.toStringProto([dict(box)], None))
+
+    def test_encodeBindingRefuses(self) -> None:
+        """
+        A time that is not a float, or a DUID too long for AMP, is refused
+        as AMP would; its box carries no encoding.
+        """
+        for lease, error in [
+            (evolve(_lease(1), cltt=5), ValueError),
+            (evolve(_lease(1), duid=b"x" * 0x10000), amp.TooLong),
+        ]:
+            with self.assertRaises(error):
+                commands.encodeBinding(lease, 0.0)
+            box = bindingToBox(lease, 0.0)
+            self.assertIsNone(box.encoded)
+            self.assertRaises(error, BINDINGS.toStringProto, [box], None)
+
     def test_otherList(self) -> None:
         """An encoding made for another schema is not used."""
         box = bindingToBox(_lease(1), 0.0)

@@ -417,7 +417,11 @@ BINDING_RESULT_FIELDS: list[tuple[bytes, amp.Argument]] = [
 
 
 def bindingToBox(lease: Lease, partner_lifetime: float) -> BindingBox:
-    """The AmpList element for one binding."""
+    """
+    The AmpList element for one binding, carrying its encoding in
+    L{BINDINGS} (L{encodeBinding}) when it has one: a binding AMP cannot
+    encode is refused where the box is encoded (L{batches}, or sending).
+    """
     box = BindingBox(
         lease_type=lease.lease_type,
         address=lease.address,
@@ -435,7 +439,122 @@ def bindingToBox(lease: Lease, partner_lifetime: float) -> BindingBox:
     if lease.fqdn is not None:
         box["fqdn"] = lease.fqdn
         box["fqdn_flags"] = lease.fqdn_flags
+    try:
+        encoded = encodeBinding(lease, partner_lifetime)
+    except (ValueError, amp.TooLong):
+        return box
+    box.encoded = encoded
+    box.encodedBy = BINDINGS
     return box
+
+
+def _key(name: bytes) -> bytes:
+    """An AMP key as it goes on the wire: its 16-bit length, then the name."""
+    return len(name).to_bytes(2, "big") + name
+
+
+# The keys of BINDING_FIELDS in the order an AMP box sorts them.
+_ADDRESS = _key(b"address") + (16).to_bytes(2, "big")  # a packed IPv6 address
+_CLTT = _key(b"cltt")
+_DUID = _key(b"duid")
+_EXPIRES = _key(b"expires")
+_FQDN = _key(b"fqdn")
+_FQDN_FLAGS = _key(b"fqdn_flags")
+_IAID = _key(b"iaid")
+_LEASE_TYPE = _key(b"lease_type")
+_PARTNER_LIFETIME = _key(b"partner_lifetime")
+_PREFERRED = _key(b"preferred_lifetime")
+_PREFIX_LENGTH = _key(b"prefix_length")
+_START_TIME = _key(b"start_time_of_state")
+_STATE = _key(b"state")
+_VALID = _key(b"valid_lifetime")
+_LEASE_TYPES = {member: str(member.value).encode("ascii") for member in LeaseType}
+_STATES = {member: str(member.value).encode("ascii") for member in BindingState}
+
+
+def _float(value: float) -> bytes:
+    """C{amp.Float.toString}."""
+    if not isinstance(value, float):
+        raise ValueError(f"Bad float value {value!r}")
+    return str(value).encode("ascii")
+
+
+def _value(encoded: bytes, name: bytes) -> bytes:
+    """A variable-length value with its 16-bit length."""
+    if len(encoded) > 0xFFFF:
+        raise _tooLong(False, True, encoded, name)
+    return len(encoded).to_bytes(2, "big") + encoded
+
+
+def encodeBinding(lease: Lease, partner_lifetime: float) -> bytes:
+    """
+    What C{BINDINGS.encodeElement(bindingToBox(lease, partner_lifetime))}
+    gives, made from the lease directly: every lazy update and every
+    binding of a resync is encoded once, and the generic loop over the
+    fields costs half again as much.
+
+    @raise ValueError: a time that is not a float.
+    @raise amp.TooLong: a DUID or FQDN longer than an AMP value may be.
+    """
+    cltt = _float(lease.cltt)
+    expires = _float(lease.expires)
+    partner = _float(partner_lifetime)
+    start = _float(lease.start_time_of_state)
+    iaid = b"%d" % (lease.iaid,)
+    preferred = b"%d" % (lease.preferred_lifetime,)
+    length = b"%d" % (lease.prefix_length,)
+    valid = b"%d" % (lease.valid_lifetime,)
+    leaseType = _LEASE_TYPES[lease.lease_type]
+    state = _STATES[lease.state]
+    parts = [
+        _ADDRESS,
+        lease.address.packed,
+        _CLTT,
+        len(cltt).to_bytes(2, "big"),
+        cltt,
+        _DUID,
+        _value(lease.duid, b"duid"),
+        _EXPIRES,
+        len(expires).to_bytes(2, "big"),
+        expires,
+    ]
+    if lease.fqdn is not None:
+        flags = b"%d" % (lease.fqdn_flags,)
+        parts += (
+            _FQDN,
+            _value(lease.fqdn.encode("utf-8"), b"fqdn"),
+            _FQDN_FLAGS,
+            len(flags).to_bytes(2, "big"),
+            flags,
+        )
+    parts += (
+        _IAID,
+        len(iaid).to_bytes(2, "big"),
+        iaid,
+        _LEASE_TYPE,
+        len(leaseType).to_bytes(2, "big"),
+        leaseType,
+        _PARTNER_LIFETIME,
+        len(partner).to_bytes(2, "big"),
+        partner,
+        _PREFERRED,
+        len(preferred).to_bytes(2, "big"),
+        preferred,
+        _PREFIX_LENGTH,
+        len(length).to_bytes(2, "big"),
+        length,
+        _START_TIME,
+        len(start).to_bytes(2, "big"),
+        start,
+        _STATE,
+        len(state).to_bytes(2, "big"),
+        state,
+        _VALID,
+        len(valid).to_bytes(2, "big"),
+        valid,
+        b"\x00\x00",
+    )
+    return b"".join(parts)
 
 
 def bindingFromBox(box: dict[str, Any]) -> Lease:

@@ -37,8 +37,9 @@ exchanges (Solicit-Advertise-Request-Reply) are lost; the setups take turns
 run by run, so that they share the same background load.  Then every setup
 runs C{--compare-runs} more times, in turns, at one common rate (70% of the
 lowest of their best rates, C{--compare-fraction} or C{--compare-rate} to
-choose it: at a setup's best rate its latency is mostly queueing), for
-latencies at equal load.  For every setup, the server's own response time (from reading a datagram
+choose it: at a setup's best rate its latency is mostly queueing), or at
+each of several (C{--compare-rate 700,1400}: how the ratios change with the
+load), for latencies at equal load.  For every setup, the server's own response time (from reading a datagram
 to sending its reply, every reply: the C{response_time_histogram} of
 C{dhcp6ha-ctl status}, before and after each run) is read as well: what
 the server's work adds, without perfdhcp's delays and without the time a
@@ -57,7 +58,11 @@ the secondary's work waiting for a CPU: even Solicit-Advertise, which
 neither writes nor replicates, is slower.  With it the primary has a CPU to
 itself in both setups, as in a deployment with the partner on another host;
 what the pair costs the primary (the marks, reads, sends and acks of
-replication) is what differs.  Needs two CPUs.
+replication) is what differs.  Needs two CPUs.  But the secondary then
+shares perfdhcp's CPU, and a Reply that arrives while the secondary runs
+waits for perfdhcp to be scheduled: perfdhcp's delays grow, not the
+primary's.  C{--secondary-idle} puts the secondary in C{SCHED_IDLE}, so
+that it uses only the time perfdhcp leaves (as on a host of its own).
 
 Printed at the end: per setup the best rate and its delays, the common-rate
 table with the Request-Reply median and p99 and the lag, and the pair/alone
@@ -336,10 +341,16 @@ SERVER_CPU = 1
 OTHER_CPU = 0
 
 
-def pinProcess(pid: int, cpu: int) -> None:
-    """Every thread of process C{pid} on CPU C{cpu} only (threads started later inherit it)."""
+def pinProcess(pid: int, cpu: int, idle: bool = False) -> None:
+    """
+    Every thread of process C{pid} on CPU C{cpu} only (threads started
+    later inherit it); with C{idle}, in C{SCHED_IDLE}: it runs only when
+    nothing else on that CPU wants to.
+    """
     for task in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(task), {cpu})
+        if idle:
+            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
 
 
 async def runPerfdhcp(
@@ -814,7 +825,7 @@ def pooledDurations(
 
 async def benchType(
     cleanups: Cleanups, workdir: Path, leaseType: str, args: argparse.Namespace
-) -> tuple[dict[str, Search], Comparison | None]:
+) -> tuple[dict[str, Search], list[Comparison]]:
     base = workdir / leaseType
     sockets = Path(tempfile.mkdtemp(prefix="d6hab-"))  # short: UNIX socket paths
     cleanups.addCleanup(shutil.rmtree, sockets, True)
@@ -838,7 +849,10 @@ async def benchType(
         await setup.start()
         if args.pin:
             for name, pid in setup.pids().items():
-                pinProcess(pid, OTHER_CPU if name == "secondary" else SERVER_CPU)
+                secondary = name == "secondary"
+                pinProcess(
+                    pid, OTHER_CPU if secondary else SERVER_CPU, secondary and args.secondary_idle
+                )
     searches = {s.name: Search(s, args.start, args.max_runs) for s in setups}
     n = 0
     # Round-robin: one run of each setup still searching, in turn.
@@ -856,7 +870,7 @@ async def benchType(
                 search.done = True
                 continue
             search.record(r)
-    comparison = None
+    comparisons: list[Comparison] = []
     alive = [s for s in setups if searches[s.name].failure is None]
     bests = [searches[s.name].best for s in alive]
     if args.compare_runs and alive and all(b is not None for b in bests):
@@ -864,29 +878,31 @@ async def benchType(
         main = [b for s, b in zip(alive, bests, strict=True) if not isinstance(s, Alone)
                 or s.name == "alone"] if len(args.setups) > 1 else bests  # fmt: skip
         lowest = min(b.rate for b in (main or bests) if b is not None)
-        rate = args.compare_rate or max(10, int(lowest * args.compare_fraction))
-        comparison = Comparison(rate, {s.name: [] for s in alive})
-        print(f"  {leaseType}: every setup at {rate}/s, {args.compare_runs} runs each, in turns",
-              flush=True)  # fmt: skip
-        for _ in range(args.compare_runs):
-            for setup in alive:
-                n += 1
-                r = await measure(setup, leaseType, rate, args, n)
-                print(f"  {leaseType:13s} {setup.name:14s} {describe(r)}", flush=True)
-                comparison.runs[setup.name].append(r)
+        rates = args.compare_rate or [max(10, int(lowest * args.compare_fraction))]
+        for rate in rates:
+            comparison = Comparison(rate, {s.name: [] for s in alive})
+            comparisons.append(comparison)
+            print(f"  {leaseType}: every setup at {rate}/s, {args.compare_runs} runs each,"
+                  " in turns", flush=True)  # fmt: skip
+            for _ in range(args.compare_runs):
+                for setup in alive:
+                    n += 1
+                    r = await measure(setup, leaseType, rate, args, n)
+                    print(f"  {leaseType:13s} {setup.name:14s} {describe(r)}", flush=True)
+                    comparison.runs[setup.name].append(r)
     for setup in setups:
         setup.stop()
     if not args.keep_db:
         for path in base.glob("**/leases.sqlite*"):
             path.unlink()
-    return searches, comparison
+    return searches, comparisons
 
 
 def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
 
 
-def report(leaseType: str, searches: dict[str, Search], comparison: Comparison | None,
+def report(leaseType: str, searches: dict[str, Search], comparisons: list[Comparison],
            args: argparse.Namespace) -> None:  # fmt: skip
     print(f"\n{leaseType}: highest rate with < 1% lost exchanges ({args.clients} distinct"
           " clients, relayed, durable leases):")  # fmt: skip
@@ -897,7 +913,7 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
             print(f"  {name:14s} no rate below 1% loss")
         else:
             print(f"  {name:14s} {describe(search.best, long=True)}")
-    if comparison is not None:
+    for comparison in comparisons:
         print(f"{leaseType}: at {comparison.rate}/s, {args.compare_runs} runs each"
               " (delays pooled over the runs, ms):")  # fmt: skip
         print(f"  {'setup':14s} {'completed/s':>11s} {'lost':>6s} {'SA med':>7s} {'SA p99':>7s}"
@@ -928,7 +944,9 @@ def report(leaseType: str, searches: dict[str, Search], comparison: Comparison |
             r = ratio(pair.exchangeRate, alone.exchangeRate)
             print(f"  best rate {pair.exchangeRate:.0f} / {alone.exchangeRate:.0f} = {r:.3f}"
                   f"  {'ok' if r >= RATE_TARGET else 'MISSED'}")  # fmt: skip
-        if comparison is not None and {"alone", pairName} <= set(comparison.runs):
+        for comparison in comparisons:
+            if not {"alone", pairName} <= set(comparison.runs):
+                continue
             a, p = comparison.runs["alone"], comparison.runs[pairName]
             for kind, q, label in (("RR", 0.5, "RR median"), ("RR", 0.99, "RR p99"),
                                    ("SA", 0.5, "SA median"), ("SA", 0.99, "SA p99")):  # fmt: skip
@@ -968,7 +986,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"server from {serverTree()}{'; ' + trees if trees else ''};"
           f" files in {workdir} ({fsType}); load average {os.getloadavg()[0]:.2f}",
           flush=True)  # fmt: skip
-    results: dict[str, tuple[dict[str, Search], Comparison | None]] = {}
+    results: dict[str, tuple[dict[str, Search], list[Comparison]]] = {}
     try:
         for leaseType in args.types:
             name = {"na": "address-only", "pd": "prefix-only"}[leaseType]
@@ -976,10 +994,20 @@ async def main(args: argparse.Namespace) -> int:
             results[name] = await benchType(cleanups, workdir, name, args)
     finally:
         cleanups.run()
-    for name, (searches, comparison) in results.items():
-        report(name, searches, comparison, args)
+    for name, (searches, comparisons) in results.items():
+        report(name, searches, comparisons, args)
     print(f"\nlogs in {workdir}; load average {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def parseRates(text: str) -> list[int]:
+    try:
+        rates = [int(rate) for rate in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: rates per second, comma-separated") from None
+    if not rates or min(rates) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: rates per second, comma-separated")
+    return rates
 
 
 def parseTree(text: str) -> tuple[str, str]:
@@ -1003,8 +1031,9 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-runs", type=int, default=8, help="search runs per setup and type")
     p.add_argument("--compare-runs", type=int, default=2,
                    help="runs per setup at the common rate (0: none)")  # fmt: skip
-    p.add_argument("--compare-rate", type=int, default=0,
-                   help="the common rate (default: --compare-fraction of the lowest best rate)")  # fmt: skip
+    p.add_argument("--compare-rate", type=parseRates, default=[],
+                   help="the common rate, or several, comma-separated (default:"
+                        " --compare-fraction of the lowest best rate)")  # fmt: skip
     p.add_argument("--compare-fraction", type=float, default=0.7,
                    help="the common rate as a fraction of the lowest best rate: below"
                         " saturation, where latency is the replication's, not queueing")  # fmt: skip
@@ -1015,9 +1044,14 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pin", action="store_true",
                    help="server alone and primary on CPU 1, perfdhcp and secondary on CPU 0"
                         " (the partner as on another host; see the module docstring)")  # fmt: skip
+    p.add_argument("--secondary-idle", action="store_true",
+                   help="with --pin, the secondary in SCHED_IDLE: it never delays perfdhcp,"
+                        " which shares its CPU (see the module docstring)")  # fmt: skip
     args = p.parse_args(argv)
     if args.pin and (os.cpu_count() or 1) < 2:
         p.error("--pin needs two CPUs")
+    if args.secondary_idle and not args.pin:
+        p.error("--secondary-idle goes with --pin")
     return args
 
 

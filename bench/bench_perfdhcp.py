@@ -63,6 +63,8 @@ shares perfdhcp's CPU, and a Reply that arrives while the secondary runs
 waits for perfdhcp to be scheduled: perfdhcp's delays grow, not the
 primary's.  C{--secondary-idle} puts the secondary in C{SCHED_IDLE}, so
 that it uses only the time perfdhcp leaves (as on a host of its own).
+Likewise both servers of a pair fsync to the same disk unless
+C{--secondary-dir} puts the secondary's database on another.
 
 Printed at the end: per setup the best rate and its delays, the common-rate
 table with the Request-Reply median and p99 and the lag, and the pair/alone
@@ -571,9 +573,11 @@ class Pair(Setup):
         sockets: Path,
         settle: float,
         tree: Path | None = None,
+        secondaryDirectory: Path | None = None,
     ) -> None:
         self.cleanups = cleanups
         self.directory = directory
+        self.secondaryDirectory = secondaryDirectory or directory / "secondary"
         self.name = name
         self.sockets = sockets
         self.settleTimeout = settle
@@ -605,8 +609,9 @@ class Pair(Setup):
                 unreachableAfter=30, idleTimeout=60, handshakeTimeout=10, **where,
             )  # fmt: skip
 
+        self.secondaryDirectory.parent.mkdir(parents=True, exist_ok=True)
         self.secondary = FailoverServer(
-            self.cleanups, "secondary", self.directory / "secondary", self.sockets,
+            self.cleanups, "secondary", self.secondaryDirectory, self.sockets,
             subnets=[benchSubnet(None)],
             relationships=[relationship("secondary", "primary", listenAddress="::1",
                                         listenPort=6647)],
@@ -829,13 +834,22 @@ async def benchType(
     base = workdir / leaseType
     sockets = Path(tempfile.mkdtemp(prefix="d6hab-"))  # short: UNIX socket paths
     cleanups.addCleanup(shutil.rmtree, sockets, True)
+    secondaries: Path | None = None
+    if args.secondary_dir:
+        secondaries = Path(tempfile.mkdtemp(prefix="d6hab-", dir=args.secondary_dir))
+        cleanups.addCleanup(shutil.rmtree, secondaries, True)
+
+    def secondaryDirectory(name: str) -> Path | None:
+        return None if secondaries is None else secondaries / name / "secondary"
+
     setups: list[Setup] = []
     for name in args.setups:
         if name == "alone":
             setups.append(Alone(cleanups, base / "alone", "alone", serverTree(),
                                 sockets / "alone.ctl"))  # fmt: skip
         elif name == "pair":
-            setups.append(Pair(cleanups, base / "pair", "pair", sockets, args.settle))
+            setups.append(Pair(cleanups, base / "pair", "pair", sockets, args.settle,
+                               secondaryDirectory=secondaryDirectory("pair")))  # fmt: skip
     for label, tree in args.tree:
         setups.append(Alone(cleanups, base / f"alone-{label}", f"alone@{label}", Path(tree),
                             sockets / f"alone-{len(setups)}.ctl"))  # fmt: skip
@@ -844,7 +858,7 @@ async def benchType(
         own = sockets / f"p{i}"
         own.mkdir()
         setups.append(Pair(cleanups, base / f"pair-{label}", f"pair@{label}", own, args.settle,
-                           Path(tree)))  # fmt: skip
+                           Path(tree), secondaryDirectory(f"pair-{label}")))  # fmt: skip
     for setup in setups:
         await setup.start()
         if args.pin:
@@ -1044,6 +1058,10 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pin", action="store_true",
                    help="server alone and primary on CPU 1, perfdhcp and secondary on CPU 0"
                         " (the partner as on another host; see the module docstring)")  # fmt: skip
+    p.add_argument("--secondary-dir", default=None,
+                   help="parent directory of the secondaries' files, databases included"
+                        " (e.g. another disk: the partner's fsyncs then do not queue with"
+                        " the primary's)")  # fmt: skip
     p.add_argument("--secondary-idle", action="store_true",
                    help="with --pin, the secondary in SCHED_IDLE: it never delays perfdhcp,"
                         " which shares its CPU (see the module docstring)")  # fmt: skip

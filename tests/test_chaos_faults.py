@@ -17,6 +17,7 @@ from pathlib import Path
 from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
+from dhcp6ha.chaos import harness
 from dhcp6ha.chaos.__main__ import main, summary
 from dhcp6ha.chaos.faults import (
     CLIENT_CUT,
@@ -474,3 +475,44 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("Replies checked:   2003\n", text)
         self.assertIn("violations:        0\n", text)
         self.assertIn("failures:          1 (seeds 2)\n", text)
+
+
+class FaketimeFilesTests(SynchronousTestCase):
+    """A server run under libfaketime leaves nothing in /dev/shm once reaped."""
+
+    def test_removedWhenStopped(self) -> None:
+        """
+        Stopping (or killing) a server that ran under libfaketime removes
+        the shared-memory segment and semaphore libfaketime made for its
+        PID, and nothing else.
+        """
+        shm = Path(self.mktemp())
+        shm.mkdir()
+        self.patch(harness, "_SHM", shm)
+        for pid in (4242, 4343):
+            (shm / f"faketime_shm_{pid}").write_bytes(b"")
+            (shm / f"sem.faketime_sem_{pid}").write_bytes(b"")
+
+        class Exited:
+            pid = 4242
+            returncode = 0
+
+            def poll(self) -> int:
+                return 0
+
+        for stop in (harness.ServerProcess.stop, harness.ServerProcess.kill):
+            server = harness.ServerProcess(
+                "primary",
+                None,
+                Path(self.mktemp()),
+                "",
+                "/lib/libfaketimeMT.so.1",  # type: ignore[arg-type]
+            )
+            server.popen = Exited()  # type: ignore[assignment]
+            stop(server)
+            self.assertEqual(
+                sorted(p.name for p in shm.iterdir()),
+                ["faketime_shm_4343", "sem.faketime_sem_4343"],
+            )
+            (shm / "faketime_shm_4242").write_bytes(b"")
+            (shm / "sem.faketime_sem_4242").write_bytes(b"")

@@ -141,6 +141,12 @@ _IDENTITIES = {"primary": "primary.chaos.test", "secondary": "secondary.chaos.te
 _REPO = Path(dhcp6ha.__file__).resolve().parents[1]
 
 
+#: Where libfaketime leaves a shared-memory segment and a semaphore for every
+#: process it runs in, even one that exits cleanly (C{faketime_shm_PID},
+#: C{sem.faketime_sem_PID}): removed once the server is reaped.
+_SHM = Path("/dev/shm")
+
+
 def faketimeLibrary() -> str | None:
     """The path of libfaketime (multi-threaded variant), if installed."""
     for pattern in (
@@ -434,6 +440,7 @@ class ServerProcess:
         """Start the server (its log: C{server-N.log}, N counting starts)."""
         self.starts += 1
         self._closeLog()
+        self._removeFaketimeFiles()  # of a run that exited by itself
         self._log = open(self.logPath(), "ab")  # noqa: SIM115 - closed by _closeLog
         self.popen = self.ns.spawn(self.command(), self._log, cwd=_REPO)
         self.expected = True
@@ -452,6 +459,7 @@ class ServerProcess:
                 os.kill(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
         self._closeLog()
+        self._removeFaketimeFiles()
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after C{grace} seconds; the exit status."""
@@ -468,7 +476,17 @@ class ServerProcess:
                     os.kill(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(10)
         self._closeLog()
+        self._removeFaketimeFiles()
         return self.popen.returncode
+
+    def _removeFaketimeFiles(self) -> None:
+        """Remove what libfaketime left in C{/dev/shm} for the last run, once reaped."""
+        if self.faketime is None or self.popen is None or self.popen.poll() is None:
+            return
+        pid = self.popen.pid
+        for name in (f"faketime_shm_{pid}", f"sem.faketime_sem_{pid}"):
+            with contextlib.suppress(FileNotFoundError):
+                (_SHM / name).unlink()
 
     def loseDatabase(self) -> None:
         """Delete the database (with its WAL and shared-memory files)."""

@@ -550,6 +550,11 @@ def ackParameters(relationship: str, sent: Lease, version: int | None) -> tuple[
     )
 
 
+def _ackedKey(parameters: tuple[Any, ...]) -> _StoredKey:
+    """The binding an L{ackParameters} tuple acknowledges (its ?8 and ?9)."""
+    return parameters[7], parameters[8]
+
+
 def _writeTransaction(connection: sqlite3.Connection, work: _Work) -> None:
     """
     Write these requests in one transaction, in order (writer thread): an
@@ -1142,7 +1147,7 @@ class SQLiteLeaseStore:
         recent = self._recent
         unwritten = self._unwrittenAcks
         for ack in request.acks:
-            key = (ack[7], ack[8])
+            key = _ackedKey(ack)
             recent.pop(key, None)
             left = unwritten.get(key, 1) - 1
             if left > 0:
@@ -1305,7 +1310,7 @@ class SQLiteLeaseStore:
         recent = self._recent
         unwritten = self._unwrittenAcks
         for ack in params:
-            key = (ack[7], ack[8])
+            key = _ackedKey(ack)
             recent.pop(key, None)
             unwritten[key] = unwritten.get(key, 0) + 1
         return self._enqueue(_Request([], [], lazy=True, acks=params, acking=acking))

@@ -978,10 +978,11 @@ class Engine:
             partner_state_acked=kept.partner_state_acked if kept is not None else None,
             partner_stos_acked=kept.partner_stos_acked if kept is not None else 0.0,
         )
-        if commit and IPartnerLifetimePolicy.providedBy(ex.policy):
+        lifetimes = IPartnerLifetimePolicy(ex.policy, None) if commit else None
+        if lifetimes is not None:
             # Stored with the change: the update queue need not store the
             # proposal in a second write before sending it.
-            lease = IPartnerLifetimePolicy(ex.policy).withPartnerLifetime(lease)
+            lease = lifetimes.withPartnerLifetime(lease)
         ex.taken.add(key)
         if commit:
             ex.changes[key] = lease

@@ -171,13 +171,12 @@ from collections.abc import Callable
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from attrs import evolve
 from zope.interface import implementer
 
 from dhcp6ha.failover.balance import isTakeback
 from dhcp6ha.failover.machine import EndpointState, Role
 from dhcp6ha.interfaces import IFailoverPolicy, IPartnerLifetimePolicy, IRenewalPolicy
-from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
+from dhcp6ha.leases.lease import BindingState, Lease, LeaseType, withPartnerLifetimeSent
 from dhcp6ha.message import MessageType
 
 if TYPE_CHECKING:
@@ -572,7 +571,7 @@ class FailoverPolicy:
         proposal = self.partnerLifetime(lease)
         if proposal <= lease.partner_lifetime_sent:
             return lease
-        return evolve(lease, partner_lifetime_sent=proposal)
+        return withPartnerLifetimeSent(lease, proposal)
 
     def bindingChanged(self, lease: Lease) -> None:
         """

@@ -118,7 +118,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import Any, Protocol, runtime_checkable
 
-from attrs import define, evolve, field
+from attrs import define, field
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -131,7 +131,7 @@ from dhcp6ha.failover.conflict import DEFAULT_TOLERANCE, resolve
 from dhcp6ha.failover.machine import Role
 from dhcp6ha.histogram import DurationHistogram
 from dhcp6ha.interfaces import ILeaseStore, IUpdateQueue
-from dhcp6ha.leases.lease import BindingState, Lease
+from dhcp6ha.leases.lease import BindingState, Lease, withPartnerLifetimeSent
 
 __all__ = [
     "DEFAULT_GATHER_DELAY",
@@ -587,7 +587,7 @@ class UpdateQueue:
             proposal = self._proposal(lease)  # may raise: nothing changed yet
             sent = lease
             if proposal != lease.partner_lifetime_sent:
-                sent = evolve(lease, partner_lifetime_sent=proposal)
+                sent = withPartnerLifetimeSent(lease, proposal)
                 proposals.append(sent)
             rows.append(_Row(version, sent, self._tick))
         for row in rows:

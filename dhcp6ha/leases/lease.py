@@ -12,11 +12,12 @@ C{clock.seconds()}; lifetimes are in seconds.
 from __future__ import annotations
 
 import enum
+import operator
 from ipaddress import IPv6Address, IPv6Network
 
-from attrs import evolve, frozen
+from attrs import evolve, fields, frozen
 
-__all__ = ["BindingState", "Lease", "LeaseType", "evolve"]
+__all__ = ["BindingState", "Lease", "LeaseType", "evolve", "withPartnerLifetimeSent"]
 
 
 class LeaseType(enum.Enum):
@@ -118,3 +119,20 @@ class Lease:
             self.partner_state_acked is self.state
             and self.partner_stos_acked == self.start_time_of_state
         )
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(Lease))
+_ALL_FIELDS = operator.attrgetter(*_FIELD_NAMES)
+_PARTNER_LIFETIME_SENT = _FIELD_NAMES.index("partner_lifetime_sent")
+
+
+def withPartnerLifetimeSent(lease: Lease, proposal: float) -> Lease:
+    """
+    C{evolve(lease, partner_lifetime_sent=proposal)}, built positionally:
+    every replicated change goes through it once on the failover
+    primary, and C{evolve}'s generic walk over the fields costs about
+    twice as much.
+    """
+    values = list(_ALL_FIELDS(lease))
+    values[_PARTNER_LIFETIME_SENT] = proposal
+    return Lease(*values)

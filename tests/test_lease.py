@@ -105,25 +105,17 @@ class WithPartnerLifetimeSentTests(SynchronousTestCase):
         Every field but C{partner_lifetime_sent} is copied, that one is the
         proposal: the record equals what C{evolve} makes of it.
         """
-        lease = Lease(
-            lease_type=LeaseType.PD,
-            address=IPv6Address("2001:db8:100::"),
+        lease = makeLease(
+            1,
             prefix_length=56,
-            state=BindingState.ACTIVE,
-            duid=b"\x00\x03\x00\x01abcdef",
-            iaid=7,
-            start_time_of_state=10.5,
-            cltt=11.5,
-            preferred_lifetime=300,
-            valid_lifetime=600,
-            expires=611.5,
+            lease_type=LeaseType.PD,
             partner_lifetime_sent=650.0,
             partner_lifetime_acked=640.0,
             fqdn="host.example.",
             fqdn_flags=1,
             dns_update_state="done",
             partner_state_acked=BindingState.ACTIVE,
-            partner_stos_acked=10.5,
+            partner_stos_acked=100.0,
         )
         proposed = withPartnerLifetimeSent(lease, 1234.5)
         self.assertEqual(proposed, evolve(lease, partner_lifetime_sent=1234.5))

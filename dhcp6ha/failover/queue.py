@@ -114,6 +114,7 @@ all of that is durable (section 7.5.2).
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv6Address
 from typing import Any, Protocol, runtime_checkable
@@ -336,8 +337,9 @@ class UpdateQueue:
 
         self._tick = 0
         # Per key: (tick, time) of the first enqueue not acked yet, and of
-        # the latest one.
-        self._enqueued: dict[_Key, tuple[int, float, int, float]] = {}
+        # the latest one.  Oldest first, dropped first at the bound (an
+        # OrderedDict: see SQLiteLeaseStore._recent).
+        self._enqueued: OrderedDict[_Key, tuple[int, float, int, float]] = OrderedDict()
 
         self.sent = 0
         self.batchesSent = 0
@@ -360,7 +362,7 @@ class UpdateQueue:
             self._enqueued[key] = (timed[0], timed[1], self._tick, now)
         elif self._maxTracked > 0:
             if len(self._enqueued) >= self._maxTracked:
-                del self._enqueued[next(iter(self._enqueued))]
+                self._enqueued.popitem(last=False)
             self._enqueued[key] = (self._tick, now, self._tick, now)
         self._wake(self.gatherDelay)
 

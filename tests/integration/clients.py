@@ -351,6 +351,109 @@ class WideDhcp6c(ClientBase):
         return self.process
 
 
+DIBBLER = "dibbler-client"
+
+#: Where dibbler-client reads its configuration and keeps its state (DUID,
+#: leases, PID, log), both fixed at build time.
+DIBBLER_CONFIG_DIR = Path("/etc/dibbler")
+DIBBLER_STATE_DIR = Path("/var/lib/dibbler")
+
+_DIBBLER_SCRIPT = """#!/bin/sh
+# dibbler-client's script: records one call (its first argument, the
+# operation, as the reason; then the variables dibbler sets) like the
+# recorder above.
+tmp=$(mktemp {events}.XXXXXX)
+{{
+  echo "=== ${{1:-none}}"
+  env | grep -E '^(IFACE|IFINDEX|REMOTE_ADDR|CLNT_MESSAGE|ADDR|PREFIX|SRV_OPTION|OPTION)' | sort
+  echo "=== END"
+}} > "$tmp"
+cat "$tmp" >> {events}
+rm -f "$tmp"
+exit 0
+"""
+
+
+class Dibbler(ClientBase):
+    """
+    Dibbler's C{dibbler-client run} (Debian's dibbler-client 1.0.1) with a
+    configuration of our own.
+
+    Its configuration (C{/etc/dibbler/client.conf}) and state directory
+    (C{/var/lib/dibbler}: DUID, leases, PID, log) are fixed at build time,
+    and it writes the DNS servers and domain it gets into
+    C{/etc/resolv.conf}: it runs in a mount namespace of its own where
+    those two directories are bind mounts of ones in the test directory and
+    C{/etc/resolv.conf} one of a file there, so no host file is read or
+    written.  Its DUID is the one given here (C{client-duid}, as hex bytes
+    joined by colons).  It configures the IA_NA address on its interface
+    itself, and sends a Release for what it holds on SIGTERM.
+    """
+
+    binary = DIBBLER
+
+    def __init__(self, ns: Namespace, iface: str, directory: Path, duid: bytes) -> None:
+        super().__init__(ns, iface, directory)
+        self.duid = duid
+        self.configDir = directory / "etc-dibbler"
+        self.stateDir = directory / "var-lib-dibbler"
+        self.resolvConf = directory / "resolv.conf"
+        self.script = directory / "record-dibbler.sh"
+        self.script.write_text(_DIBBLER_SCRIPT.format(events=str(self.eventsPath)))
+        self.script.chmod(0o755)
+
+    def writeConfig(self, ia: bool, pd: bool, stateless: bool = False) -> None:
+        lines = [
+            "# written by tests/integration/clients.py",
+            "log-level 8",
+            "log-mode full",
+            f'script "{self.script}"',
+            f'iface "{self.iface}" {{',
+        ]
+        if stateless:
+            lines.append("  stateless")
+        if ia:
+            lines.append("  ia")
+        if pd:
+            lines.append("  pd")
+        lines += ["  option dns-server", "  option domain", "}"]
+        self.configDir.mkdir(exist_ok=True)
+        (self.configDir / "client.conf").write_text("\n".join(lines) + "\n")
+
+    def writeDUID(self) -> None:
+        self.stateDir.mkdir(exist_ok=True)
+        (self.stateDir / "client-duid").write_text(":".join(f"{b:02x}" for b in self.duid))
+
+    def start(
+        self, testCase: CleanupRegistry, ia: bool = True, pd: bool = False, stateless: bool = False
+    ) -> Process:
+        """Run C{dibbler-client run} with our configuration, DUID and state."""
+        self.writeConfig(ia, pd, stateless)
+        self.writeDUID()
+        self.resolvConf.write_text("")
+        mounts = (
+            f'mount --bind "$0" {DIBBLER_CONFIG_DIR} && mount --bind "$1" {DIBBLER_STATE_DIR}'
+            ' && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"'
+        )
+        args = [
+            "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", mounts, str(self.configDir), str(self.stateDir), str(self.resolvConf),
+            DIBBLER, "run",
+        ]  # fmt: skip
+        self.process = self.ns.spawn(testCase, args, self.directory / "dibbler.log")
+        return self.process
+
+    def log(self) -> str:
+        """dibbler's own log file (C{client.log} in its state directory)."""
+        try:
+            return (self.stateDir / "client.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def diagnostics(self) -> str:
+        return super().diagnostics() + "\n--- client.log\n" + self.log()[-6000:]
+
+
 _UDHCPC6_SCRIPT = """#!/bin/sh
 # udhcpc6's script: the event is its first argument.  Like busybox's sample
 # script it puts the address on the interface (bound, renew) or takes the

@@ -6,18 +6,20 @@ prefix when the primary dies, because the secondary renews them.
 Topology (TESTING-NOTES.md): four namespaces, a bridge in one, the primary
 (C{lan0}, L{LAN}::1), the secondary (C{lan0}, L{LAN}::2) and the client on
 it; the partners talk TLS over the same link.  Short T1/T2 and lifetimes,
-MCLT 30 s.  The client (ISC dhclient with C{-N -P}, then dhcpcd with an
-IA_NA and an IA_PD) binds with the primary; once the binding is on the
+MCLT 30 s.  The client (ISC dhclient with C{-N -P}, dhcpcd, then Dibbler's
+client, each with an IA_NA and an IA_PD) binds with the primary; once the binding is on the
 secondary the primary is killed with SIGKILL; the secondary is in
 COMMUNICATIONS-INTERRUPTED at once (the TCP connection closes) and must
 answer the client's Renew, which still names the primary's Server
 Identifier (RFC 8156 section 8: in COMMUNICATIONS-INTERRUPTED a server
 renews any lease it knows of), with the same address and prefix.  What the
-client does with that Reply is recorded from the capture: its next Renew
-should name the secondary.
+client does with that Reply is recorded from the capture: dhclient's and
+dhcpcd's next Renew names the secondary; Dibbler renews each IA in a
+message of its own and keeps naming the primary, which the secondary
+answers all the same.
 
-Needs root (namespaces), tcpdump, isc-dhcp-client and dhcpcd-base; each
-test skips with the reason otherwise.
+Needs root (namespaces), tcpdump, isc-dhcp-client, dhcpcd-base and
+dibbler-client; each test skips with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from ipaddress import IPv6Address, IPv6Network
 from twisted.trial.unittest import TestCase
 
 from tests.integration import wire
-from tests.integration.clients import DHCLIENT, DHCPCD, ClientBase, DHClient, Dhcpcd, dhclientBytes
+from tests.integration.clients import (
+    DHCLIENT,
+    DHCPCD,
+    DIBBLER,
+    ClientBase,
+    DHClient,
+    Dhcpcd,
+    Dibbler,
+    dhclientBytes,
+)
 from tests.integration.netns import CLIENT_MAC, Capture, skipReason, tempDir, waitFor
 from tests.integration.pair import (
     COMMUNICATIONS_INTERRUPTED,
@@ -104,6 +115,19 @@ def exchangesAfter(capture: Capture, after: float, types: set[int]) -> list[Seen
     return out
 
 
+def listedKeys(seen: Seen) -> set[LeaseKey]:
+    """The addresses and prefixes the client's message lists in its IAs."""
+    return {(lease[0], lease[1]) for ia in seen.request.message.ias() for lease in ia.leases}
+
+
+def firstGranting(capture: Capture, key: LeaseKey, after: float) -> Seen | None:
+    """The first Renew or Rebind sent after C{after} whose Reply grants C{key}."""
+    for seen in exchangesAfter(capture, after, {wire.RENEW, wire.REBIND}):
+        if key in grantedKeys(seen):
+            return seen
+    return None
+
+
 def grantedKeys(seen: Seen) -> set[LeaseKey]:
     if seen.reply is None:
         return set()
@@ -139,11 +163,15 @@ class LeaseStabilityTests(TestCase):
         duid: bytes,
         keys: set[LeaseKey],
         boundIndex: int,
+        nextNames: str = "secondary",
     ) -> str:
         """
         The common part once the client is bound to C{keys}: replication,
         SIGKILL of the primary, the client's next exchanges; return a
-        summary for the report.
+        summary for the report.  C{nextNames}: the server whose Server
+        Identifier the client's next Renew of each lease names, after the
+        secondary's Reply ("secondary" for clients that take the replying
+        server's, "primary" for those that keep the one they bound with).
         """
         primary, secondary = topo.primary, topo.secondary
         primaryDuid, secondaryDuid = primary.serverDuid(), secondary.serverDuid()
@@ -169,51 +197,61 @@ class LeaseStabilityTests(TestCase):
         )
         interruptedAfter = time.monotonic() - killed
 
-        def answeredAfterKill() -> Seen | None:
-            for seen in exchangesAfter(topo.capture, killedAt, {wire.RENEW, wire.REBIND}):
-                if seen.reply is not None and grantedKeys(seen):
-                    return seen
-            return None
-
-        first = await waitFor(
-            answeredAfterKill, T2 + 15, "a Reply to the client after the kill", details=topo.details
-        )
-        assert first.reply is not None
+        # Per lease: a client may renew each IA in a message of its own
+        # (Dibbler does), or all of them in one (dhclient, dhcpcd).
+        firsts: dict[LeaseKey, Seen] = {}
+        for key in sorted(keys):
+            firsts[key] = await waitFor(
+                lambda key=key: firstGranting(topo.capture, key, killedAt),
+                T2 + 15,
+                f"a Reply granting {key[0]}/{key[1]} after the kill",
+                details=topo.details,
+            )
         tried = exchangesAfter(topo.capture, killedAt, {wire.RENEW, wire.REBIND})
-        unanswered = tried[: tried.index(first)]
-        self.assertEqual(first.reply.serverId, secondaryDuid, topo.details())
-        self.assertEqual(grantedKeys(first), keys, topo.details())
-        # RFC 8156 section 8 (DESIGN.md): in COMMUNICATIONS-INTERRUPTED the
-        # secondary answers a Renew naming its partner; the client need not
-        # wait for T2 and Rebind.
-        self.assertEqual(
-            (first.request.message.msgType, first.request.serverId, len(unanswered)),
-            (wire.RENEW, primaryDuid, 0),
-            "the first Renew after the kill was not answered by the secondary:\n"
-            + "\n".join(s.describe(names) for s in tried)
-            + "\n"
-            + topo.details(),
-        )
+        for key, first in firsts.items():
+            assert first.reply is not None
+            unanswered = [s for s in tried[: tried.index(first)] if key in listedKeys(s)]
+            self.assertEqual(first.reply.serverId, secondaryDuid, topo.details())
+            self.assertLessEqual(grantedKeys(first), keys, topo.details())
+            # RFC 8156 section 8 (DESIGN.md): in COMMUNICATIONS-INTERRUPTED the
+            # secondary answers a Renew naming its partner; the client need not
+            # wait for T2 and Rebind.
+            self.assertEqual(
+                (first.request.message.msgType, first.request.serverId, len(unanswered)),
+                (wire.RENEW, primaryDuid, 0),
+                "the first Renew after the kill was not answered by the secondary:\n"
+                + "\n".join(s.describe(names) for s in tried)
+                + "\n"
+                + topo.details(),
+            )
+        first = min(firsts.values(), key=lambda seen: seen.request.time)
+        assert first.reply is not None
         answeredAfter = first.reply.time - killedAt
 
-        def nextRenew() -> Seen | None:
-            assert first.reply is not None
-            for seen in exchangesAfter(topo.capture, first.reply.time + 0.001, {wire.RENEW,
-                                                                                  wire.REBIND}):  # fmt: skip
-                if seen.reply is not None:
-                    return seen
-            return None
-
-        second = await waitFor(nextRenew, T2 + 15, "the client's next Renew", details=topo.details)
-        self.assertEqual(
-            (second.request.message.msgType, second.request.serverId),
-            (wire.RENEW, secondaryDuid),
-            "the client's next message does not name the secondary: "
-            + second.describe(names)
-            + "\n"
-            + topo.details(),
-        )
-        self.assertEqual(grantedKeys(second), keys, topo.details())
+        seconds: dict[LeaseKey, Seen] = {}
+        for key, firstForKey in firsts.items():
+            assert firstForKey.reply is not None
+            seconds[key] = await waitFor(
+                lambda key=key, after=firstForKey.reply.time + 0.001: firstGranting(
+                    topo.capture, key, after
+                ),
+                T2 + 15,
+                f"the client's next Renew of {key[0]}/{key[1]}",
+                details=topo.details,
+            )
+        named = {"secondary": secondaryDuid, "primary": primaryDuid}[nextNames]
+        for second in seconds.values():
+            assert second.reply is not None
+            self.assertEqual(second.reply.serverId, secondaryDuid, topo.details())
+            self.assertEqual(
+                (second.request.message.msgType, second.request.serverId),
+                (wire.RENEW, named),
+                f"the client's next message does not name the {nextNames}: "
+                + second.describe(names)
+                + "\n"
+                + topo.details(),
+            )
+        second = min(seconds.values(), key=lambda seen: seen.request.time)
         after = secondary.db.bindings()
         for key in keys:
             self.assertEqual(after[key][1:3], ("active", duid.hex()), topo.details())
@@ -282,3 +320,28 @@ class LeaseStabilityTests(TestCase):
         keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
         summary = await self.survive(topo, client, duid, keys, index)
         print(f"\ndhcpcd: {summary}")
+
+    async def test_dibblerRenewAnsweredBySecondary(self) -> None:
+        """
+        Dibbler's client (an IA_NA and an IA_PD, renewed in a message
+        each) in the same scenario: the secondary answers the Renew of
+        each lease, which names the primary, with that lease.  Dibbler
+        keeps the Server Identifier it bound with: its next Renews name
+        the primary still, and the secondary answers those too.
+        """
+        reason = skipReason(DIBBLER, "unshare", "mount")
+        if reason:
+            raise self.skipTest(reason)
+        topo = await self.topology("c0")
+        cliNs, iface = topo.link["cli"]
+        duid = duidLL(0x5E1F6)
+        client = Dibbler(cliNs, iface, topo.directory / "dibbler", duid)
+        client.start(self, ia=True, pd=True)
+        index, bound = await client.waitEvent({"add"}, 30)
+        address = IPv6Address(bound["ADDR1"])
+        prefix = IPv6Network(f"{bound['PREFIX1']}/{bound['PREFIX1LEN']}")
+        self.assertIn(address, LAN)
+        self.assertTrue(prefix.subnet_of(LAN_PD))
+        keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
+        summary = await self.survive(topo, client, duid, keys, index, nextNames="primary")
+        print(f"\ndibbler-client: {summary}")

@@ -1,7 +1,8 @@
 """
-Two more real DHCPv6 clients against a real dhcp6ha process, in network
+Three more real DHCPv6 clients against a real dhcp6ha process, in network
 namespaces joined by a veth pair (as C{test_clients}): WIDE-DHCPv6
-C{dhcp6c} (Debian's wide-dhcpv6-client) and busybox's C{udhcpc6}.
+C{dhcp6c} (Debian's wide-dhcpv6-client), Dibbler's C{dibbler-client} and
+busybox's C{udhcpc6}.
 
 Each test binds an address (IA_NA) and a delegated prefix (IA_PD), waits for
 a renewal and releases, checking at each step the server's SQLite database
@@ -14,6 +15,10 @@ What these clients do, and what the tests allow for:
     It renews (and releases) each IA in a message of its own, configures
     the address as a /128 and the delegated prefix as a /64 (SLA ID 1) with
     an address on another interface, and releases everything on SIGTERM.
+  - dibbler-client (1.0.1) asks for both IAs in one Solicit and Request,
+    renews each IA in a Renew of its own, configures the address as a
+    /128 (not the delegated prefix: it splits that only onto other
+    interfaces) and releases everything in one Release on SIGTERM.
   - udhcpc6 (busybox 1.35) ignores T1 and T2: it renews at half the
     shortest valid lifetime (at least 32 s, so after 15 s here), with a
     Request (message type 3, not Renew) sent by unicast to the server's
@@ -38,7 +43,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.clients import (
     DHCP6C,
+    DIBBLER,
     UDHCPC6_ENV,
+    Dibbler,
     Udhcpc6,
     WideDhcp6c,
     udhcpc6Command,
@@ -201,6 +208,102 @@ class WideDhcp6cTests(MoreClientsTestCase):
         _, event = await client.waitEvent({"NBI"}, 30)
         self.assertEqual(event.get("new_domain_name_servers", "").split(), [str(LAN_DNS)])
         self.assertEqual(event.get("new_domain_name", "").split(), [LAN_DOMAIN + "."])
+        self.assertIsNotNone(lan.capture.answered("inf-req"), lan.details())
+        self.assertEqual(lan.db.leases(), [])
+
+
+class DibblerTests(MoreClientsTestCase):
+    """Dibbler's C{dibbler-client} (Debian's dibbler-client 1.0.1)."""
+
+    def setUp(self) -> None:
+        reason = skipReason(DIBBLER, "unshare", "mount") or serverSkipReason()
+        if reason:
+            raise self.skipTest(reason)
+
+    async def test_addressAndPrefixBindRenewRelease(self) -> None:
+        """
+        dibbler-client asking for an IA_NA and an IA_PD gets an address and
+        a /56 in one Request (both ACTIVE for its DUID, IAID 1, before its
+        script hears of them), with the DNS options; puts the address on
+        its interface as a /128; renews each IA in a Renew of its own (the
+        CLT of both moves); on SIGTERM releases both in one Release
+        (RELEASED in the database, Success) and takes the address off.
+        """
+        lan = await startLan(self, tempDir(self), subnet=lanSubnet(40, 60, 2, 30))
+        ns = lan.clientNs
+        duid = duidLL(0x3C70)
+        client = Dibbler(ns, lan.clientIface, lan.directory / "dibbler", duid)
+        client.start(self, ia=True, pd=True)
+
+        def details() -> str:
+            return lan.details() + "\n" + client.diagnostics()
+
+        _, added = await client.waitEvent({"add"}, 30)
+        self.assertEqual(added.get("CLNT_MESSAGE"), "REQUEST", added)
+        address = IPv6Address(added["ADDR1"])
+        prefix = IPv6Network(f"{added['PREFIX1']}/{added['PREFIX1LEN']}")
+        self.assertIn(address, LAN)
+        self.assertTrue(prefix.subnet_of(LAN_PD), prefix)
+        self.assertEqual(prefix.prefixlen, 56)
+        self.assertEqual((added["ADDR1PREF"], added["ADDR1VALID"]), ("40", "60"))
+        self.assertEqual(added.get("SRV_OPTION23", "").split(), [str(LAN_DNS)])
+        self.assertEqual(added.get("SRV_OPTION24", "").split(), [LAN_DOMAIN])
+        na, pd = self.onlyLeases(lan, duid)
+        self.assertBound(lan, na, duid)
+        self.assertBound(lan, pd, duid)
+        self.assertEqual((na.address, na.iaid), (address, 1))
+        self.assertEqual((pd.address, pd.prefix_length, pd.iaid), (prefix.network_address, 56, 1))
+
+        def configured() -> list[tuple[IPv6Address, int]] | None:
+            return globalAddresses(ns, lan.clientIface) or None
+
+        self.assertEqual(
+            await waitFor(configured, 10, "dibbler's address", details=details), [(address, 128)]
+        )
+
+        def renewed() -> bool:
+            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
+            return a is not None and p is not None and a.cltt > na.cltt and p.cltt > pd.cltt
+
+        await waitFor(renewed, 10, "both leases renewed", details=details)
+        renews = [line for kind, _, line in lan.capture.messages() if kind == "renew"]
+        self.assertTrue(any("IA_NA" in r and "IA_PD" not in r for r in renews), renews)
+        self.assertTrue(any("IA_PD" in r and "IA_NA" not in r for r in renews), renews)
+        self.assertBound(lan, lan.db.get(address, 128), duid)
+        self.assertBound(lan, lan.db.get(pd.address, 56), duid)
+
+        assert client.process is not None
+        client.process.signal(signal.SIGTERM)
+        await client.process.exited(10, "dibbler-client to release and exit")
+
+        def released() -> bool:
+            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
+            return a is not None and p is not None and a.state == p.state == "released"
+
+        await waitFor(released, 5, "both leases RELEASED", details=details)
+        messages = lan.capture.messages()
+        releases = [(xid, line) for kind, xid, line in messages if kind == "release"]
+        self.assertEqual(len(releases), 1, lan.details())
+        [(xid, release)] = releases
+        self.assertIn("IA_NA", release)
+        self.assertIn("IA_PD", release)
+        answers = [line for kind, x, line in messages if kind == "reply" and x == xid]
+        self.assertEqual(len(answers), 1, lan.details())
+        self.assertIn("status-code Success", answers[0])
+        self.assertEqual(globalAddresses(ns, lan.clientIface), [])
+
+    async def test_stateless(self) -> None:
+        """
+        dibbler-client with C{stateless} sends an Information-request, its
+        script gets the DNS server and search domain, and the server
+        records no binding.
+        """
+        lan = await startLan(self, tempDir(self))
+        client = Dibbler(lan.clientNs, lan.clientIface, lan.directory / "dibbler", duidLL(0x3C71))
+        client.start(self, ia=False, stateless=True)
+        _, event = await client.waitEvent({"add", "update"}, 30)
+        self.assertEqual(event.get("SRV_OPTION23", "").split(), [str(LAN_DNS)], event)
+        self.assertEqual(event.get("SRV_OPTION24", "").split(), [LAN_DOMAIN], event)
         self.assertIsNotNone(lan.capture.answered("inf-req"), lan.details())
         self.assertEqual(lan.db.leases(), [])
 

@@ -6,20 +6,21 @@ prefix when the primary dies, because the secondary renews them.
 Topology (TESTING-NOTES.md): four namespaces, a bridge in one, the primary
 (C{lan0}, L{LAN}::1), the secondary (C{lan0}, L{LAN}::2) and the client on
 it; the partners talk TLS over the same link.  Short T1/T2 and lifetimes,
-MCLT 30 s.  The client (ISC dhclient with C{-N -P}, dhcpcd, then Dibbler's
-client, each with an IA_NA and an IA_PD) binds with the primary; once the binding is on the
+MCLT 30 s.  The client (ISC dhclient with C{-N -P}, dhcpcd, WIDE dhcp6c or
+Dibbler's client, each with an IA_NA and an IA_PD) binds with the primary; once the binding is on the
 secondary the primary is killed with SIGKILL; the secondary is in
 COMMUNICATIONS-INTERRUPTED at once (the TCP connection closes) and must
 answer the client's Renew, which still names the primary's Server
 Identifier (RFC 8156 section 8: in COMMUNICATIONS-INTERRUPTED a server
 renews any lease it knows of), with the same address and prefix.  What the
-client does with that Reply is recorded from the capture: dhclient's and
-dhcpcd's next Renew names the secondary; Dibbler renews each IA in a
-message of its own and keeps naming the primary, which the secondary
-answers all the same.
+client does with that Reply is recorded from the capture: the next Renew
+of dhclient, dhcpcd and dhcp6c names the secondary; Dibbler keeps naming
+the primary, which the secondary answers all the same.  dhcp6c and Dibbler
+renew each IA in a message of its own.
 
-Needs root (namespaces), tcpdump, isc-dhcp-client, dhcpcd-base and
-dibbler-client; each test skips with the reason otherwise.
+Needs root (namespaces), tcpdump, and the client's package
+(isc-dhcp-client, dhcpcd-base, wide-dhcpv6-client, dibbler-client); each
+test skips with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from twisted.trial.unittest import TestCase
 from tests.integration import wire
 from tests.integration.clients import (
     DHCLIENT,
+    DHCP6C,
     DHCPCD,
     DIBBLER,
     ClientBase,
     DHClient,
     Dhcpcd,
     Dibbler,
+    WideDhcp6c,
     dhclientBytes,
 )
 from tests.integration.netns import CLIENT_MAC, Capture, skipReason, tempDir, waitFor
@@ -345,3 +348,37 @@ class LeaseStabilityTests(TestCase):
         keys = {(address, 128), (prefix.network_address, prefix.prefixlen)}
         summary = await self.survive(topo, client, duid, keys, index, nextNames="primary")
         print(f"\ndibbler-client: {summary}")
+
+    async def test_dhcp6cRenewAnsweredBySecondary(self) -> None:
+        """
+        WIDE dhcp6c (an IA_NA and an IA_PD, renewed in a message each, T1
+        raised to 18 s) in the same scenario: the secondary answers the
+        Renew of each lease, which names the primary, with that lease, and
+        the client's next Renew of each names the secondary.
+        """
+        reason = skipReason(DHCP6C, "unshare", "mount")
+        if reason:
+            raise self.skipTest(reason)
+        topo = await self.topology("c0")
+        cliNs, iface = topo.link["cli"]
+        # The interface the delegated prefix's /64 goes on.
+        cliNs.run("ip", "link", "add", "p0", "type", "veth", "peer", "name", "p1")
+        for name in ("p0", "p1"):
+            cliNs.run("ip", "link", "set", name, "up")
+        duid = duidLL(0x5E1F7)
+        client = WideDhcp6c(cliNs, iface, topo.directory / "dhcp6c", duid)
+        client.start(self, iaNA=1, iaPD=2, prefixInterface="p0")
+
+        def bound() -> set[LeaseKey] | None:
+            have = topo.primary.db.bindings()
+            keys = {k for k, v in have.items() if v[1:3] == ("active", duid.hex())}
+            onLink = [a for a in cliNs.addresses(iface) if a.get("scope") == "global"]
+            return keys if len(keys) == 2 and onLink else None
+
+        keys = await waitFor(bound, 30, "dhcp6c bound", details=topo.details)
+        [address] = [k[0] for k in keys if k[1] == 128]
+        [prefix] = [IPv6Network(f"{k[0]}/{k[1]}") for k in keys if k[1] != 128]
+        self.assertIn(address, LAN)
+        self.assertTrue(prefix.subnet_of(LAN_PD))
+        summary = await self.survive(topo, client, duid, keys, len(client.events()))
+        print(f"\ndhcp6c: {summary}")

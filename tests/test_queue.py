@@ -886,13 +886,19 @@ class LagTests(SynchronousTestCase):
         self.assertEqual((s.queue.lag.count, s.queue.lag.maximum), (2, 3.0))
 
     def test_bounded(self) -> None:
-        """At most C{maxTracked} bindings are timed at once: the oldest is dropped."""
+        """
+        At most C{maxTracked} bindings are timed at once: the oldest is
+        dropped.  Five enqueued a second apart, acked a second after the
+        last: the three timed are the last three (lags 3, 2 and 1 s).
+        """
         s = Setup(maxTracked=3)
-        s.change(*[lease(n) for n in range(1, 6)])
+        for n in range(1, 6):
+            s.change(lease(n))
+            s.clock.advance(1)
         s.sender.answerAll()
         s.turn()
         s.sender.answerAll()
-        self.assertEqual(s.queue.lag.count, 3)
+        self.assertEqual((s.queue.lag.count, s.queue.lag.maximum), (3, 3.0))
 
     def test_status(self) -> None:
         """C{status} reports the counters, the store's pending count and the lag."""

@@ -236,6 +236,7 @@ class SubnetConfig:
     domain_search: tuple[str, ...]
     sol_max_rt: int | None
     information_refresh_time: int | None
+    inf_max_rt: int | None = None
 
 
 @frozen
@@ -512,6 +513,7 @@ _SECTION_KINDS: Mapping[str, _SectionKind] = {
                 "domain-search",
                 "sol-max-rt",
                 "information-refresh-time",
+                "inf-max-rt",
             ),
             required=("prefix",),
         ),
@@ -1132,11 +1134,13 @@ def _buildSubnet(section: _Section) -> SubnetConfig:
         preference=section.get("preference", _integer(0, 255), 0),
         dns_servers=dnsServers,
         domain_search=domains,
-        # RFC 8415 section 21.24 (SOL_MAX_RT) and 21.23 (IRT_MINIMUM 600).
+        # RFC 8415 sections 21.24 (SOL_MAX_RT), 21.23 (IRT_MINIMUM 600) and
+        # 21.25 (INF_MAX_RT).
         sol_max_rt=section.get("sol-max-rt", _integer(60, 86400, " of seconds"), None),
         information_refresh_time=section.get(
             "information-refresh-time", _integer(600, _UINT32, " of seconds"), None
         ),
+        inf_max_rt=section.get("inf-max-rt", _integer(60, 86400, " of seconds"), None),
     )
 
 

@@ -63,8 +63,8 @@ Behaviour chosen where RFC 8415 leaves room (each one deliberate):
   - Preference is sent in Advertise when the subnet's preference is nonzero.
   - Requested options (ORO): DNS servers, domain list and SOL_MAX_RT when
     configured, in Advertise and in the Reply to Solicit, Request, Renew,
-    Rebind and Information-request; Information Refresh Time only in the
-    Reply to Information-request.
+    Rebind and Information-request; Information Refresh Time and INF_MAX_RT
+    only in the Reply to Information-request.
   - Client FQDN (RFC 4704): this server performs no DNS updates.  The name
     and flags the client sent are recorded on the leases of the exchange,
     and the reply carries the client's name with N set, S clear, and O set
@@ -117,6 +117,7 @@ from dhcp6ha.message import (
     DomainList,
     IAAddress,
     IAPrefix,
+    InfMaxRt,
     InformationRefreshTime,
     InterfaceId,
     Message,
@@ -666,6 +667,8 @@ class Engine:
             and subnet.information_refresh_time is not None
         ):
             out.append(InformationRefreshTime(subnet.information_refresh_time))
+        if information and OptionCode.INF_MAX_RT in ex.oro and subnet.inf_max_rt is not None:
+            out.append(InfMaxRt(subnet.inf_max_rt))
         return out
 
     def _fqdnOptions(self, ex: _Exchange) -> list[Option]:

@@ -71,6 +71,7 @@ __all__ = [
     "IAPD",
     "IAPrefix",
     "IATA",
+    "InfMaxRt",
     "InformationRefreshTime",
     "InterfaceId",
     "MalformedMessage",
@@ -164,6 +165,7 @@ class OptionCode(enum.IntEnum):
     INFORMATION_REFRESH_TIME = 32
     CLIENT_FQDN = 39
     SOL_MAX_RT = 82
+    INF_MAX_RT = 83
 
 
 class StatusCode(enum.IntEnum):
@@ -324,6 +326,11 @@ class SolMaxRt:
 
 
 @frozen
+class InfMaxRt:
+    value: int
+
+
+@frozen
 class InformationRefreshTime:
     value: int
 
@@ -363,6 +370,7 @@ Option: TypeAlias = (
     | DomainList
     | ClientFQDN
     | SolMaxRt
+    | InfMaxRt
     | InformationRefreshTime
     | VendorClass
     | VendorOpts
@@ -733,6 +741,10 @@ def _parseSolMaxRt(buf: bytes, start: int, end: int, depth: int, nest: int) -> O
     return SolMaxRt(_parseU32("SOL_MAX_RT", buf, start, end))
 
 
+def _parseInfMaxRt(buf: bytes, start: int, end: int, depth: int, nest: int) -> Option:
+    return InfMaxRt(_parseU32("INF_MAX_RT", buf, start, end))
+
+
 def _parseInformationRefreshTime(buf: bytes, start: int, end: int, depth: int, nest: int) -> Option:
     return InformationRefreshTime(_parseU32("INFORMATION_REFRESH_TIME", buf, start, end))
 
@@ -796,6 +808,7 @@ _PARSERS: dict[int, _Parser] = {
     OptionCode.INFORMATION_REFRESH_TIME: _parseInformationRefreshTime,
     OptionCode.CLIENT_FQDN: _parseClientFQDN,
     OptionCode.SOL_MAX_RT: _parseSolMaxRt,
+    OptionCode.INF_MAX_RT: _parseInfMaxRt,
 }
 # Plain int keys make the lookup by the decoded code as cheap as it gets.
 _PARSERS = {int(code): parser for code, parser in _PARSERS.items()}
@@ -1008,6 +1021,10 @@ def _encodeSolMaxRt(o: SolMaxRt) -> tuple[int, bytes]:
     return 82, _U32.pack(o.value)
 
 
+def _encodeInfMaxRt(o: InfMaxRt) -> tuple[int, bytes]:
+    return 83, _U32.pack(o.value)
+
+
 _ENCODERS: dict[type, Callable[[Any], tuple[int, bytes]]] = {
     UnknownOption: _encodeUnknown,
     ClientId: _encodeClientId,
@@ -1032,6 +1049,7 @@ _ENCODERS: dict[type, Callable[[Any], tuple[int, bytes]]] = {
     InformationRefreshTime: _encodeInformationRefreshTime,
     ClientFQDN: _encodeClientFQDN,
     SolMaxRt: _encodeSolMaxRt,
+    InfMaxRt: _encodeInfMaxRt,
 }
 
 _CODES: dict[type, int] = {
@@ -1057,6 +1075,7 @@ _CODES: dict[type, int] = {
     InformationRefreshTime: OptionCode.INFORMATION_REFRESH_TIME,
     ClientFQDN: OptionCode.CLIENT_FQDN,
     SolMaxRt: OptionCode.SOL_MAX_RT,
+    InfMaxRt: OptionCode.INF_MAX_RT,
 }
 
 

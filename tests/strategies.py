@@ -31,6 +31,7 @@ from dhcp6ha.message import (
     ElapsedTime,
     IAAddress,
     IAPrefix,
+    InfMaxRt,
     InformationRefreshTime,
     InterfaceId,
     Message,
@@ -267,6 +268,10 @@ def solMaxRts() -> st.SearchStrategy[SolMaxRt]:
     return st.builds(SolMaxRt, _u32)
 
 
+def infMaxRts() -> st.SearchStrategy[InfMaxRt]:
+    return st.builds(InfMaxRt, _u32)
+
+
 def informationRefreshTimes() -> st.SearchStrategy[InformationRefreshTime]:
     return st.builds(InformationRefreshTime, _u32)
 
@@ -306,6 +311,7 @@ def options() -> st.SearchStrategy[Option]:
         domainLists(),
         clientFQDNs(),
         solMaxRts(),
+        infMaxRts(),
         informationRefreshTimes(),
         vendorClasses(),
         vendorOpts(),

@@ -1099,8 +1099,8 @@ class LifetimeTests(_ConfigTestMixin):
 
 class OptionKeyTests(_ConfigTestMixin):
     """
-    rapid-commit, preference, dns-servers, domain-search, sol-max-rt and
-    information-refresh-time.
+    rapid-commit, preference, dns-servers, domain-search, sol-max-rt,
+    information-refresh-time and inf-max-rt.
     """
 
     def test_defaults(self) -> None:
@@ -1112,6 +1112,7 @@ class OptionKeyTests(_ConfigTestMixin):
         self.assertEqual(subnet.domain_search, ())
         self.assertIsNone(subnet.sol_max_rt)
         self.assertIsNone(subnet.information_refresh_time)
+        self.assertIsNone(subnet.inf_max_rt)
 
     def test_rapidCommit(self) -> None:
         """Every spelling of yes and no, any case."""
@@ -1226,6 +1227,13 @@ class OptionKeyTests(_ConfigTestMixin):
     def test_solMaxRtTooLarge(self) -> None:
         """Above 86400 is refused."""
         self.assertLanError("sol-max-rt", "86401", "from 60 to 86400")
+
+    def test_infMaxRt(self) -> None:
+        """60 to 86400 seconds; outside that range refused (RFC 8415 21.25)."""
+        self.assertEqual(self.lan(inf_max_rt="60").inf_max_rt, 60)
+        self.assertEqual(self.lan(inf_max_rt="86400").inf_max_rt, 86400)
+        self.assertLanError("inf-max-rt", "59", "from 60 to 86400")
+        self.assertLanError("inf-max-rt", "86401", "from 60 to 86400")
 
     def test_informationRefreshTime(self) -> None:
         """At least 600 seconds."""

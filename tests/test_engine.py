@@ -45,6 +45,7 @@ from dhcp6ha.message import (
     ElapsedTime,
     IAAddress,
     IAPrefix,
+    InfMaxRt,
     InformationRefreshTime,
     InterfaceId,
     Message,
@@ -1129,6 +1130,7 @@ class InformationRequestTests(EngineTestCase):
                 domain_search=("example.com", "example.net"),
                 sol_max_rt=7200,
                 information_refresh_time=43200,
+                inf_max_rt=3600,
             )
         )
 
@@ -1138,6 +1140,7 @@ class InformationRequestTests(EngineTestCase):
             OptionCode.DOMAIN_LIST,
             OptionCode.SOL_MAX_RT,
             OptionCode.INFORMATION_REFRESH_TIME,
+            OptionCode.INF_MAX_RT,
         )
     )
 
@@ -1153,14 +1156,16 @@ class InformationRequestTests(EngineTestCase):
         self.assertEqual(one(reply.options, DNSServers).addresses, (IPv6Address("2001:db8::53"),))
         self.assertEqual(find(reply.options, DomainList), [])
         self.assertEqual(find(reply.options, InformationRefreshTime), [])
+        self.assertEqual(find(reply.options, InfMaxRt), [])
         self.assertEqual(find(reply.options, IANA), [])
 
     def test_all(self) -> None:
-        """Every configured option requested comes back, IRT included."""
+        """Every configured option requested comes back, IRT and INF_MAX_RT included."""
         reply = self.reply(message(MessageType.INFORMATION_REQUEST, self.ALL))
         self.assertEqual(one(reply.options, DomainList).domains, ("example.com", "example.net"))
         self.assertEqual(one(reply.options, SolMaxRt).value, 7200)
         self.assertEqual(one(reply.options, InformationRefreshTime).value, 43200)
+        self.assertEqual(one(reply.options, InfMaxRt).value, 3600)
         self.assertEqual(one(reply.options, ServerId).duid, SERVER_DUID)
 
     def test_noClientId(self) -> None:
@@ -1193,7 +1198,8 @@ class InformationRequestTests(EngineTestCase):
     def test_oroInAdvertise(self) -> None:
         """
         Requested options come with the Advertise and the Reply to Request,
-        but Information Refresh Time only with the Reply to Information-request.
+        but Information Refresh Time and INF_MAX_RT only with the Reply to
+        Information-request.
         """
         for msg_type, server in (
             (MessageType.SOLICIT, None),
@@ -1205,6 +1211,7 @@ class InformationRequestTests(EngineTestCase):
             one(reply.options, DomainList)
             one(reply.options, SolMaxRt)
             self.assertEqual(find(reply.options, InformationRefreshTime), [])
+            self.assertEqual(find(reply.options, InfMaxRt), [])
         reply = self.reply(message(MessageType.SOLICIT, na(1)))
         self.assertEqual(find(reply.options, DNSServers), [])
 

@@ -35,6 +35,7 @@ from dhcp6ha.message import (
     ElapsedTime,
     IAAddress,
     IAPrefix,
+    InfMaxRt,
     InformationRefreshTime,
     InterfaceId,
     MalformedMessage,
@@ -727,6 +728,11 @@ class OptionVectorTests(CodecAssertions):
         self.assertOption(opt(82, h("00000e10")), SolMaxRt(3600))
         self.assertMalformed(solicitWith(opt(82, h("0000000e10"))), "SOL_MAX_RT option of length 5")
 
+    def test_infMaxRt(self) -> None:
+        """OPTION_INF_MAX_RT (83): exactly four octets."""
+        self.assertOption(opt(83, h("00000e10")), InfMaxRt(3600))
+        self.assertMalformed(solicitWith(opt(83, h("000e10"))), "INF_MAX_RT option of length 3")
+
     def test_relayMsg(self) -> None:
         """OPTION_RELAY_MSG (9) holds a decoded message."""
         self.assertDecodesTo(
@@ -890,6 +896,7 @@ class AccessorTests(SynchronousTestCase):
         """The wire code of every option class, and of unknown options."""
         self.assertEqual(optionCode(ClientId(DUID)), OptionCode.CLIENTID)
         self.assertEqual(optionCode(SolMaxRt(1)), 82)
+        self.assertEqual(optionCode(InfMaxRt(1)), 83)
         self.assertEqual(optionCode(UnknownOption(1234, b"")), 1234)
 
     @given(s.options())

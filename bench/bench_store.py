@@ -4,6 +4,7 @@ Throughput of L{dhcp6ha.leases.sqlite.SQLiteLeaseStore}, run by hand (not a test
 
     .venv/bin/python bench/bench_store.py [--seconds 3] [--concurrency 1,10,100]
         [--changes 1] [--prefill 0] [--dir DIR | --database PATH] [--no-reads]
+        [--acks 0]
 
 For each concurrency C, C simulated exchanges run in a closed loop on the
 real reactor: each reads what the engine reads (C{byClient} and C{get} of a
@@ -13,6 +14,14 @@ commits of one reactor turn share a transaction (group commit).  Prints
 commits/s, changes/s, transactions/s (= fsyncs/s), changes per transaction,
 commit latency (median, 99th percentile) and the peak RSS.
 
+C{--acks K} measures what a failover primary's store does besides: every
+binding is marked pending for a partner, and after each commit the
+exchange acknowledges (L{SQLiteLeaseStore.acknowledge}, not waited for: the
+acks ride along with later commits) K bindings committed about 32 commits
+before, as the partner's acks come back for the update queue's batches.
+Compare a run with C{--acks 0} and one with C{--acks 1} (one ack per change,
+as in a pair) in one sitting; changes/s and changes/tx count the acks too.
+
 C{--prefill N} first loads N bindings with a bulk insert, to measure against
 a database of realistic size (1,000,000 takes about 30 s); with
 C{--database PATH} the file is kept, so later runs can skip the prefill.
@@ -21,6 +30,7 @@ C{--database PATH} the file is kept, so later runs can skip the prefill.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import random
 import resource
@@ -33,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from attrs import evolve  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
@@ -40,6 +51,10 @@ from dhcp6ha.leases.lease import BindingState, Lease, LeaseType  # noqa: E402
 from dhcp6ha.leases.sqlite import SQL_UPSERT, SQLiteLeaseStore, _setUp, _toRow  # noqa: E402
 
 PREFIX = 0x20010DB8 << 96
+#: The relationship every binding is pending for with C{--acks}.
+PARTNER = "partner"
+#: How many commits back the acked bindings were committed (a partner's round trip).
+ACK_LAG = 32
 
 
 def newLease(rng: random.Random, now: float) -> Lease:
@@ -92,6 +107,7 @@ async def measure(
     latencies: list[float] = []
     commits = 0
     tx0, ch0 = store.transactions, store.changesWritten
+    sent: collections.deque[Lease] = collections.deque()
 
     async def exchange() -> None:
         nonlocal commits
@@ -106,6 +122,14 @@ async def measure(
             await store.commit(changes)
             latencies.append(time.perf_counter() - started)
             commits += 1
+            if args.acks:
+                sent.extend(changes)
+                acked = [sent.popleft() for _ in range(min(args.acks, len(sent) - ACK_LAG))]
+                if acked:
+                    proposal = reactor.seconds() + 3600.0
+                    store.acknowledge(
+                        PARTNER, [(evolve(x, partner_lifetime_sent=proposal), None) for x in acked]
+                    ).addErrback(lambda f: print(f.getTraceback(), file=sys.stderr))
 
     began = time.perf_counter()
     await gatherResults([Deferred.fromCoroutine(exchange()) for _ in range(concurrency)])
@@ -153,6 +177,9 @@ def main() -> None:
         "--database", default=None, help="use (and keep) this database file instead"
     )
     parser.add_argument("--no-reads", dest="reads", action="store_false")
+    parser.add_argument(
+        "--acks", type=int, default=0, help="acks per commit, as a failover primary's store"
+    )
     args = parser.parse_args()
 
     from twisted.internet import reactor
@@ -165,7 +192,9 @@ def main() -> None:
         path = os.path.join(directory, "leases.sqlite")
     if args.prefill:
         prefill(path, args.prefill)
-    store = SQLiteLeaseStore(path, reactor)
+    store = SQLiteLeaseStore(
+        path, reactor, replicate=(lambda lease: PARTNER) if args.acks else None
+    )
     failed: list[Failure] = []
 
     def report(failure: Failure) -> None:

@@ -328,8 +328,8 @@ class TopologyTests(TestCase):
         self.assertFalse(reachable("secondary"))
         self.assertReach(True, True)
         self.topology.restoreClients("secondary")
-        # A bridge port set up forwards once the kernel's link watch has
-        # handled its carrier, which may take up to a second: try for 3 s.
+        # A bridge port set up forwards once the kernel has handled its
+        # carrier, which a loaded machine can delay: try for 3 s.
         restored = False
         for _ in range(10):
             restored = reachable("secondary")

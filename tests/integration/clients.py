@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import struct
 import subprocess
 from pathlib import Path
@@ -29,27 +28,48 @@ DHCLIENT = "dhclient"
 DHCPCD = "dhcpcd"
 DHCP6C = "dhcp6c"
 
-_SCRIPT = """#!/bin/sh
-# Records one hook call: built in a temporary file, appended in one piece and
-# closed by an END line, so that a reader never sees half a record.
-tmp=$(mktemp {events}.XXXXXX)
+
+def recorderScript(events: Path, reason: str, variables: str, prelude: str = "") -> str:
+    """
+    A client hook script that records one call in C{events}: a C{=== REASON}
+    line (C{reason} is a shell word, e.g. C{$reason}), the environment
+    variables whose C{NAME=value} line C{variables} (an extended regular
+    expression) matches at its start, and an END line.  The
+    record is built in a temporary file and appended in one piece, so that
+    a reader never sees half of one.  C{prelude} runs first (shell lines).
+    """
+    return (
+        "#!/bin/sh\n"
+        + prelude
+        + f"""tmp=$(mktemp {events}.XXXXXX)
 {{
-  echo "=== $reason"
-  env | grep -E '^(reason|interface|new_|old_|cur_|requested_|protocol|ifname)' | sort
+  echo "=== {reason}"
+  env | grep -E '^{variables}' | sort
   echo "=== END"
 }} > "$tmp"
 cat "$tmp" >> {events}
 rm -f "$tmp"
 exit 0
 """
+    )
+
+
+def writeScript(path: Path, text: str) -> Path:
+    """Write an executable script."""
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
 
 
 def writeRecorder(directory: Path) -> tuple[Path, Path]:
     """Write the recording hook script; return (script, events file)."""
     events = directory / "events.log"
-    script = directory / "record-env.sh"
-    script.write_text(_SCRIPT.format(events=str(events)))
-    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    script = writeScript(
+        directory / "record-env.sh",
+        recorderScript(
+            events, "$reason", "(reason|interface|new_|old_|cur_|requested_|protocol|ifname)"
+        ),
+    )
     events.touch()
     return script, events
 
@@ -237,20 +257,6 @@ class Dhcpcd(ClientBase):
                 path.unlink()
 
 
-_WIDE_SCRIPT = """#!/bin/sh
-# dhcp6c's script: records one call (REASON and the new_* variables) like
-# the recorder above, as a reason "NBI" record.
-tmp=$(mktemp {events}.XXXXXX)
-{{
-  echo "=== ${{REASON:-none}}"
-  env | grep -E '^(REASON|new_)' | sort
-  echo "=== END"
-}} > "$tmp"
-cat "$tmp" >> {events}
-rm -f "$tmp"
-exit 0
-"""
-
 #: Where dhcp6c keeps its DUID (C{dhcp6c_duid}), fixed at build time.
 WIDE_STATE_DIR = Path("/var/lib/dhcpv6")
 
@@ -282,9 +288,11 @@ class WideDhcp6c(ClientBase):
         self.configFile = directory / "dhcp6c.conf"
         self.pidFile = directory / "dhcp6c.pid"
         self.stateDir = directory / "var-lib-dhcpv6"
-        self.script = directory / "record-dhcp6c.sh"
-        self.script.write_text(_WIDE_SCRIPT.format(events=str(self.eventsPath)))
-        self.script.chmod(0o755)
+        # dhcp6c calls it with REASON=NBI and the new_* variables (DNS only).
+        self.script = writeScript(
+            directory / "record-dhcp6c.sh",
+            recorderScript(self.eventsPath, "${REASON:-none}", "(REASON|new_)"),
+        )
 
     def writeConfig(
         self,
@@ -358,21 +366,6 @@ DIBBLER = "dibbler-client"
 DIBBLER_CONFIG_DIR = Path("/etc/dibbler")
 DIBBLER_STATE_DIR = Path("/var/lib/dibbler")
 
-_DIBBLER_SCRIPT = """#!/bin/sh
-# dibbler-client's script: records one call (its first argument, the
-# operation, as the reason; then the variables dibbler sets) like the
-# recorder above.
-tmp=$(mktemp {events}.XXXXXX)
-{{
-  echo "=== ${{1:-none}}"
-  env | grep -E '^(IFACE|IFINDEX|REMOTE_ADDR|CLNT_MESSAGE|ADDR|PREFIX|SRV_OPTION|OPTION)' | sort
-  echo "=== END"
-}} > "$tmp"
-cat "$tmp" >> {events}
-rm -f "$tmp"
-exit 0
-"""
-
 
 class Dibbler(ClientBase):
     """
@@ -398,9 +391,16 @@ class Dibbler(ClientBase):
         self.configDir = directory / "etc-dibbler"
         self.stateDir = directory / "var-lib-dibbler"
         self.resolvConf = directory / "resolv.conf"
-        self.script = directory / "record-dibbler.sh"
-        self.script.write_text(_DIBBLER_SCRIPT.format(events=str(self.eventsPath)))
-        self.script.chmod(0o755)
+        # dibbler calls it with the operation (add, update, delete) as its
+        # first argument, and the leases and options in variables.
+        self.script = writeScript(
+            directory / "record-dibbler.sh",
+            recorderScript(
+                self.eventsPath,
+                "${1:-none}",
+                "(IFACE|IFINDEX|REMOTE_ADDR|CLNT_MESSAGE|ADDR|PREFIX|SRV_OPTION|OPTION)",
+            ),
+        )
 
     def writeConfig(self, ia: bool, pd: bool, stateless: bool = False) -> None:
         lines = [
@@ -454,27 +454,17 @@ class Dibbler(ClientBase):
         return super().diagnostics() + "\n--- client.log\n" + self.log()[-6000:]
 
 
-_UDHCPC6_SCRIPT = """#!/bin/sh
-# udhcpc6's script: the event is its first argument.  Like busybox's sample
-# script it puts the address on the interface (bound, renew) or takes the
-# interface's global addresses off (deconfig): udhcpc6 binds its unicast
-# Renew and Release to that address.  Then records the event and the
-# variables udhcpc6 sets, like the recorder above.
-case "$1" in
+#: What udhcpc6's script does before recording: like busybox's sample
+#: script it puts the address on the interface (bound, renew) or takes the
+#: interface's global addresses off (deconfig), since udhcpc6 binds its
+#: unicast Renew and Release to that address.  The event is its first
+#: argument.
+_UDHCPC6_CONFIGURE = """case "$1" in
   bound|renew)
     [ -n "$ipv6" ] && ip -6 addr replace "$ipv6/128" dev "$interface" nodad ;;
   deconfig)
     ip -6 addr flush dev "$interface" scope global ;;
 esac
-tmp=$(mktemp {events}.XXXXXX)
-{{
-  echo "=== $1"
-  env | grep -E '^(interface|ipv6|ipv6prefix|ipv6prefix_lease|lease|dns|search)=' | sort
-  echo "=== END"
-}} > "$tmp"
-cat "$tmp" >> {events}
-rm -f "$tmp"
-exit 0
 """
 
 #: Environment variable naming a C{udhcpc6} to use instead of the one found.
@@ -527,9 +517,15 @@ class Udhcpc6(ClientBase):
         super().__init__(ns, iface, directory)
         self.commandPrefix = command
         self.pidFile = directory / "udhcpc6.pid"
-        self.script = directory / "record-udhcpc6.sh"
-        self.script.write_text(_UDHCPC6_SCRIPT.format(events=str(self.eventsPath)))
-        self.script.chmod(0o755)
+        self.script = writeScript(
+            directory / "record-udhcpc6.sh",
+            recorderScript(
+                self.eventsPath,
+                "$1",
+                "(interface|ipv6|ipv6prefix|ipv6prefix_lease|lease|dns|search)=",
+                prelude=_UDHCPC6_CONFIGURE,
+            ),
+        )
 
     def start(self, testCase: CleanupRegistry, *options: str) -> Process:
         """Run C{udhcpc6 -f -v -i IFACE -s SCRIPT -p PIDFILE OPTIONS}."""

@@ -37,6 +37,7 @@ What these clients do, and what the tests allow for:
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 
 from twisted.trial.unittest import TestCase
@@ -45,6 +46,7 @@ from tests.integration.clients import (
     DHCP6C,
     DIBBLER,
     UDHCPC6_ENV,
+    ClientBase,
     Dibbler,
     Udhcpc6,
     WideDhcp6c,
@@ -102,6 +104,48 @@ class MoreClientsTestCase(TestCase):
         assert lease is not None
         self.assertEqual((lease.state, lease.duid.hex()), ("active", duid.hex()), lan.details())
         return lease
+
+    async def assertRenewedEachAlone(
+        self, lan: Lan, duid: bytes, na: DBLease, pd: DBLease, details: Callable[[], str]
+    ) -> None:
+        """
+        Both bindings get renewed (their CLT moves past C{na}'s and
+        C{pd}'s), each IA in a Renew of its own, and stay C{duid}'s.
+        """
+
+        def renewed() -> bool:
+            a, p = lan.db.get(na.address, 128), lan.db.get(pd.address, pd.prefix_length)
+            return a is not None and p is not None and a.cltt > na.cltt and p.cltt > pd.cltt
+
+        await waitFor(renewed, 10, "both leases renewed", details=details)
+        renews = [line for kind, _, line in lan.capture.messages() if kind == "renew"]
+        self.assertTrue(any("IA_NA" in r and "IA_PD" not in r for r in renews), renews)
+        self.assertTrue(any("IA_PD" in r and "IA_NA" not in r for r in renews), renews)
+        self.assertBound(lan, lan.db.get(na.address, 128), duid)
+        self.assertBound(lan, lan.db.get(pd.address, pd.prefix_length), duid)
+
+    async def releasedOnSigterm(
+        self, lan: Lan, client: ClientBase, na: DBLease, pd: DBLease, details: Callable[[], str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """
+        Stop C{client} with SIGTERM; it exits and both bindings become
+        RELEASED.  Return the Releases it sent and the server's Replies to
+        them, each as C{(xid, line)}.
+        """
+        assert client.process is not None
+        client.process.signal(signal.SIGTERM)
+        await client.process.exited(10, f"{client.binary} to release and exit")
+
+        def released() -> bool:
+            a, p = lan.db.get(na.address, 128), lan.db.get(pd.address, pd.prefix_length)
+            return a is not None and p is not None and a.state == p.state == "released"
+
+        await waitFor(released, 5, "both leases RELEASED", details=details)
+        messages = lan.capture.messages()
+        releases = [(xid, line) for kind, xid, line in messages if kind == "release"]
+        xids = {xid for xid, _ in releases}
+        answers = [(xid, line) for kind, xid, line in messages if kind == "reply" and xid in xids]
+        return releases, answers
 
     def onlyLeases(self, lan: Lan, duid: bytes) -> tuple[DBLease, DBLease]:
         """The client's one NA and one PD binding in the database."""
@@ -166,32 +210,11 @@ class WideDhcp6cTests(MoreClientsTestCase):
         self.assertEqual(event.get("new_domain_name_servers", "").split(), [str(LAN_DNS)])
         self.assertEqual(event.get("new_domain_name", "").split(), [LAN_DOMAIN + "."])
 
-        def renewed() -> bool:
-            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
-            return a is not None and p is not None and a.cltt > na.cltt and p.cltt > pd.cltt
-
-        await waitFor(renewed, 10, "both leases renewed", details=details)
-        renews = [line for kind, _, line in lan.capture.messages() if kind == "renew"]
-        self.assertTrue(any("IA_NA" in r and "IA_PD" not in r for r in renews), renews)
-        self.assertTrue(any("IA_PD" in r and "IA_NA" not in r for r in renews), renews)
-        self.assertBound(lan, lan.db.get(address, 128), duid)
-        self.assertBound(lan, lan.db.get(pd.address, 56), duid)
-
-        assert client.process is not None
-        client.process.signal(signal.SIGTERM)
-        await client.process.exited(10, "dhcp6c to release and exit")
-
-        def released() -> bool:
-            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
-            return a is not None and p is not None and a.state == p.state == "released"
-
-        await waitFor(released, 5, "both leases RELEASED", details=details)
-        messages = lan.capture.messages()
-        releases = {xid for kind, xid, _ in messages if kind == "release"}
-        self.assertEqual(len(releases), 2, lan.details())
-        answers = [line for kind, xid, line in messages if kind == "reply" and xid in releases]
+        await self.assertRenewedEachAlone(lan, duid, na, pd, details)
+        releases, answers = await self.releasedOnSigterm(lan, client, na, pd, details)
+        self.assertEqual(len({xid for xid, _ in releases}), 2, lan.details())
         self.assertEqual(len(answers), 2, lan.details())
-        for answer in answers:
+        for _, answer in answers:
             self.assertIn("status-code Success", answer)
         self.assertEqual(globalAddresses(ns, lan.clientIface), [])
         self.assertEqual(globalAddresses(ns, "p0"), [])
@@ -261,35 +284,14 @@ class DibblerTests(MoreClientsTestCase):
             await waitFor(configured, 10, "dibbler's address", details=details), [(address, 128)]
         )
 
-        def renewed() -> bool:
-            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
-            return a is not None and p is not None and a.cltt > na.cltt and p.cltt > pd.cltt
-
-        await waitFor(renewed, 10, "both leases renewed", details=details)
-        renews = [line for kind, _, line in lan.capture.messages() if kind == "renew"]
-        self.assertTrue(any("IA_NA" in r and "IA_PD" not in r for r in renews), renews)
-        self.assertTrue(any("IA_PD" in r and "IA_NA" not in r for r in renews), renews)
-        self.assertBound(lan, lan.db.get(address, 128), duid)
-        self.assertBound(lan, lan.db.get(pd.address, 56), duid)
-
-        assert client.process is not None
-        client.process.signal(signal.SIGTERM)
-        await client.process.exited(10, "dibbler-client to release and exit")
-
-        def released() -> bool:
-            a, p = lan.db.get(address, 128), lan.db.get(pd.address, 56)
-            return a is not None and p is not None and a.state == p.state == "released"
-
-        await waitFor(released, 5, "both leases RELEASED", details=details)
-        messages = lan.capture.messages()
-        releases = [(xid, line) for kind, xid, line in messages if kind == "release"]
+        await self.assertRenewedEachAlone(lan, duid, na, pd, details)
+        releases, answers = await self.releasedOnSigterm(lan, client, na, pd, details)
         self.assertEqual(len(releases), 1, lan.details())
         [(xid, release)] = releases
         self.assertIn("IA_NA", release)
         self.assertIn("IA_PD", release)
-        answers = [line for kind, x, line in messages if kind == "reply" and x == xid]
-        self.assertEqual(len(answers), 1, lan.details())
-        self.assertIn("status-code Success", answers[0])
+        self.assertEqual([x for x, _ in answers], [xid], lan.details())
+        self.assertIn("status-code Success", answers[0][1])
         self.assertEqual(globalAddresses(ns, lan.clientIface), [])
 
     async def test_stateless(self) -> None:

@@ -577,12 +577,15 @@ def envLeases(event: dict[str, Any]) -> dict[str, str]:
 __all__ = [
     "DHClient",
     "Dhcpcd",
+    "Dibbler",
     "Udhcpc6",
     "WideDhcp6c",
     "clientSkipReason",
     "dhclientBytes",
     "envLeases",
     "readEvents",
+    "recorderScript",
     "udhcpc6Command",
     "writeRecorder",
+    "writeScript",
 ]

@@ -44,7 +44,8 @@ to sending its reply, every reply: the C{response_time_histogram} of
 C{dhcp6ha-ctl status}, before and after each run) is read as well: what
 the server's work adds, without perfdhcp's delays and without the time a
 datagram waits in the server's socket buffer (which perfdhcp's figures
-include: the difference is the server's queueing).  For the pair, the
+include); that wait is read too (C{queue_wait_histogram}: the kernel's
+arrival time to the server's read, every datagram).  For the pair, the
 replication lag of each run (a binding's
 Reply sent to the partner's ack, from the primary's update-queue histogram
 in C{dhcp6ha-ctl status}: its buckets before and after the run, within
@@ -253,6 +254,9 @@ class Result:
     # The server perfdhcp talks to: datagram received to reply sent, all replies.
     serverTime: Durations | None = None
     serverSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
+    # The same server: each datagram's wait in its socket buffer before it was read.
+    queueWait: Durations | None = None
+    queueSnapshots: tuple[dict[str, Any], dict[str, Any]] | None = None
     cpu: dict[str, CPU] = field(default_factory=dict)  # per server process
     batchMean: float | None = None  # the pair's bindings per BindingUpdate batch
 
@@ -402,6 +406,8 @@ def describe(r: Result, long: bool = False) -> str:
             text += f" (std {d.get('std', 0):.2f})"
     if r.serverTime is not None and r.serverTime.count:
         text += f"  server ms p50/p99 {1000 * r.serverTime.p50:.2f}/{1000 * r.serverTime.p99:.2f}"
+    if r.queueWait is not None and r.queueWait.count:
+        text += f"  queued ms p50/p99 {1000 * r.queueWait.p50:.2f}/{1000 * r.queueWait.p99:.2f}"
     if r.lag is not None:
         text += f"  lag ms p50/p99 {describeLag(r.lag)}"
     if r.batchMean is not None:
@@ -489,21 +495,32 @@ class Setup:
         """C{status} of the server perfdhcp talks to (its control socket)."""
         raise NotImplementedError
 
-    def _responseTimes(self) -> dict[str, Any] | None:
-        """Its response-time histogram (C{None} from a server without one)."""
-        snapshot = self.servedStatus().get("response_time_histogram")
-        return snapshot if isinstance(snapshot, dict) else None
+    def _histograms(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Its response-time and socket-buffer wait histograms (C{None}
+        from a server without one)."""
+        status = self.servedStatus()
+        response, queued = status.get("response_time_histogram"), status.get("queue_wait_histogram")
+        return (
+            response if isinstance(response, dict) else None,
+            queued if isinstance(queued, dict) else None,
+        )
 
     async def beforeRun(self) -> None:
         """Called before each perfdhcp run."""
-        self._responseBefore = self._responseTimes()
+        self._histogramsBefore = self._histograms()
 
     async def afterRun(self, result: Result) -> None:
         """Called after each perfdhcp run (the pair reads the lag here)."""
-        before, after = self._responseBefore, self._responseTimes()
-        if before is not None and after is not None:
-            result.serverSnapshots = (before, after)
-            result.serverTime = Durations.between(before, after)
+        (responseBefore, queuedBefore), (response, queued) = (
+            self._histogramsBefore,
+            self._histograms(),
+        )
+        if responseBefore is not None and response is not None:
+            result.serverSnapshots = (responseBefore, response)
+            result.serverTime = Durations.between(responseBefore, response)
+        if queuedBefore is not None and queued is not None:
+            result.queueSnapshots = (queuedBefore, queued)
+            result.queueWait = Durations.between(queuedBefore, queued)
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -809,6 +826,10 @@ def pooledServerTime(results: list[Result]) -> Durations | None:
     return pooledDurations([r.serverSnapshots for r in results])
 
 
+def pooledQueueWait(results: list[Result]) -> Durations | None:
+    return pooledDurations([r.queueSnapshots for r in results])
+
+
 def pooledDurations(
     intervals: list[tuple[dict[str, Any], dict[str, Any]] | None],
 ) -> Durations | None:
@@ -977,6 +998,15 @@ def report(leaseType: str, searches: dict[str, Search], comparisons: list[Compar
                     print(f"  server's own response time (datagram read -> reply sent, every"
                           f" reply) {label} at {comparison.rate}/s {1000 * mine:.2f} /"
                           f" {1000 * theirs:.2f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
+            queuedPair, queuedAlone = pooledQueueWait(p), pooledQueueWait(a)
+            if queuedPair is not None and queuedAlone is not None and queuedAlone.count:
+                for label, mine, theirs in (
+                    ("median", queuedPair.p50, queuedAlone.p50),
+                    ("p99", queuedPair.p99, queuedAlone.p99),
+                ):
+                    print(f"  wait in the server's socket buffer (arrival -> read, every"
+                          f" datagram) {label} at {comparison.rate}/s {1000 * mine:.3f} /"
+                          f" {1000 * theirs:.3f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
             lag = pooledLag(p)
             if lag is not None:
                 print(f"  replication lag (Reply sent -> partner ack) at {comparison.rate}/s:"

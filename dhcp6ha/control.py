@@ -287,6 +287,9 @@ class ProtocolView(Protocol):
     @property
     def responseTime(self) -> DurationHistogram: ...
 
+    @property
+    def queueWait(self) -> DurationHistogram: ...
+
 
 class PortView(Protocol):
     """A listening port: L{ControlTarget} reads the port number bound."""
@@ -406,6 +409,9 @@ class ControlTarget:
             mean, p50, p90, p99, max), and C{"response_time_histogram"}
             (L{DurationHistogram.snapshot}, for the percentiles of an
             interval); both C{None} before the DHCPv6 service starts;
+          - C{"queue_wait"} and C{"queue_wait_histogram"}: the same for
+            the time each datagram waited in the socket's receive buffer
+            before it was read (what C{"response_time"} leaves out);
           - C{"leases"}: bindings per state name (C{None} if the store is
             closed, with C{"leases_error"} saying why), from
             L{ILeaseStore.count}, which the stores keep up to date as
@@ -455,6 +461,8 @@ class ControlTarget:
             "response_time_histogram": (
                 None if protocol is None else protocol.responseTime.snapshot()
             ),
+            "queue_wait": None if protocol is None else protocol.queueWait.summary(),
+            "queue_wait_histogram": None if protocol is None else protocol.queueWait.snapshot(),
         }
         store = self._leases.store
         if store is None:

@@ -269,6 +269,16 @@ def formatStatus(status: Mapping[str, Any]) -> str:
                 f" {_milliseconds(responseTime.get('max'))} max after reading the request",
             )
         )
+    queueWait = status.get("queue_wait")
+    if isinstance(queueWait, dict) and queueWait.get("count"):
+        summary.append(
+            (
+                "queued",
+                f"{queueWait['count']} read, {_milliseconds(queueWait.get('p50'))} median,"
+                f" {_milliseconds(queueWait.get('p99'))} p99,"
+                f" {_milliseconds(queueWait.get('max'))} max waiting in the socket buffer",
+            )
+        )
     leases = status.get("leases")
     if isinstance(leases, dict):
         if leases:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -106,10 +107,14 @@ class PacketInfo:
 
     @ivar destination: the address it was sent to, or C{None} if unknown.
     @ivar interface: the name of the interface it arrived on, or C{None}.
+    @ivar waited: how long it waited in the socket's receive buffer before
+        it was read (seconds, from the kernel's arrival time), or C{None}
+        if the socket does not say.
     """
 
     destination: IPv6Address | None
     interface: str | None
+    waited: float | None = None
 
 
 class LogThrottle:
@@ -198,6 +203,10 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         reply (engine, durable commit, send), for every reply sent: the
         server's own share of what a client waits, not counting the time
         the datagram waited in the socket's buffer to be read.
+    @ivar queueWait: that time, for every datagram read from a socket that
+        reports arrival times (L{PacketInfo.waited}): it grows when the
+        server falls behind its clients, before the buffer overflows and
+        datagrams are lost.
     """
 
     log = Logger()
@@ -229,6 +238,7 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         self.clock = clock
         self.counters: Counter[str] = Counter()
         self.responseTime = DurationHistogram()
+        self.queueWait = DurationHistogram()
         self.serving = True
         self.logExchanges = logExchanges
         self._throttle = LogThrottle(clock, logInterval)
@@ -259,6 +269,8 @@ class DHCPv6ServerProtocol(DatagramProtocol):
         """
         read = self.clock.seconds()
         self.counters["received"] += 1
+        if info.waited is not None:
+            self.queueWait.record(info.waited)
         if not self.serving:
             self.counters["not-serving"] += 1
             return
@@ -644,11 +656,19 @@ class Reclaimer:
 
 _READ_IGNORE = (errno.EAGAIN, errno.EINTR, errno.EWOULDBLOCK)
 _PKTINFO = struct.Struct("=16sI")  # struct in6_pktinfo
-_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
 # Plain ints: an IntFlag operand would run enum code for every datagram.
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _IPV6_PKTINFO = int(socket.IPV6_PKTINFO)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+# Linux's SO_TIMESTAMPNS (the socket module does not name it; 35 is
+# asm-generic's, x86 and ARM included): each
+# datagram comes with its arrival time as an SCM_TIMESTAMPNS message (the
+# same number), a struct timespec of the real-time clock.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@ll")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_TIMESPEC.size)
+_wallClock = time.time
 
 INTERFACE_NAMES_TTL = 5.0
 """Seconds an interface index's name is remembered by L{DHCPv6Port}."""
@@ -658,11 +678,12 @@ class DHCPv6Port(udp.Port):
     """
     An IPv6 UDP port that tells its protocol where each datagram went.
 
-    Reads use C{recvmsg} with C{IPV6_RECVPKTINFO}, and hand the protocol
-    C{packetReceived(data, (host, port, flowinfo, scope_id), PacketInfo)}:
-    the destination address (multicast or not) and the name of the
-    receiving interface.  Twisted's own C{udp.Port} reads with C{recvfrom}
-    and drops the scope, so neither is available there.
+    Reads use C{recvmsg} with C{IPV6_RECVPKTINFO} and (on Linux)
+    L{SO_TIMESTAMPNS}, and hand the protocol C{packetReceived(data, (host,
+    port, flowinfo, scope_id), PacketInfo)}: the destination address
+    (multicast or not), the name of the receiving interface, and how long
+    the datagram waited to be read.  Twisted's own C{udp.Port} reads with
+    C{recvfrom} and drops the scope, so none of these is available there.
 
     L{joinGroupOn} joins a group on an interface given by name.  Twisted 26.10's
     C{joinGroup(addr, interface)} takes an IPv6 I{address literal} for the
@@ -718,6 +739,10 @@ class DHCPv6Port(udp.Port):
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
         skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        try:
+            skt.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # Not Linux: no arrival times, PacketInfo.waited stays None.
         if self.receiveBufferSize:
             # The kernel caps it at net.core.rmem_max.
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receiveBufferSize)
@@ -742,16 +767,24 @@ class DHCPv6Port(udp.Port):
             datagrams += 1
             destination: IPv6Address | None = None
             interface: str | None = None
+            waited: float | None = None
             for level, kind, value in ancillary:
                 if level == _IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= _PKTINFO.size:
                     packed, index = _PKTINFO.unpack_from(value)
                     destination = IPv6Address(packed)
                     interface = self._indexToName(index)
+                elif (
+                    level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size
+                ):
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    # The kernel's clock is the real-time one: so is this.
+                    # A step back between arrival and now reads as 0.
+                    waited = max(0.0, _wallClock() - seconds - nanoseconds * 1e-9)
             if flags & _MSG_TRUNC:
                 # Longer than the buffer: the protocol counts it as oversized.
                 data = data + b"\0"
             try:
-                self.protocol.packetReceived(data, addr, PacketInfo(destination, interface))
+                self.protocol.packetReceived(data, addr, PacketInfo(destination, interface, waited))
             except Exception:
                 self.log.failure("Unhandled error in {protocol}", protocol=self.protocol)
 

@@ -173,6 +173,9 @@ class FakeProtocol:
         self.responseTime = DurationHistogram()
         for seconds in (0.001, 0.002, 0.004):
             self.responseTime.record(seconds)
+        self.queueWait = DurationHistogram()
+        for seconds in (0.0001, 0.0003):
+            self.queueWait.record(seconds)
 
 
 class FakeHost:
@@ -346,6 +349,12 @@ class ControlTargetTests(SynchronousTestCase):
             part(status, "response_time_histogram"),
             DurationHistogram().snapshot() | {"counts": {"27": 1, "35": 1, "43": 1}},
         )
+        self.assertEqual(part(status, "queue_wait")["count"], 2)
+        self.assertEqual(part(status, "queue_wait")["max"], 0.0003)
+        self.assertEqual(
+            part(status, "queue_wait_histogram")["counts"],
+            {"0": 1, "13": 1},
+        )
         self.assertEqual(status["leases"], {"active": 5, "expired": 1})
         self.assertEqual(status["relationships"], [])
         json.dumps(status)
@@ -366,6 +375,8 @@ class ControlTargetTests(SynchronousTestCase):
         self.assertEqual(status["datagrams"], {"received": 0, "sent": 0, "dropped": 0})
         self.assertIsNone(status["response_time"])
         self.assertIsNone(status["response_time_histogram"])
+        self.assertIsNone(status["queue_wait"])
+        self.assertIsNone(status["queue_wait_histogram"])
         self.assertIsNone(status["leases"])
         self.assertEqual(status["leases_error"], "the lease database is not open")
 

@@ -136,6 +136,27 @@ class FormatTests(SynchronousTestCase):
         none = dict(STANDALONE, response_time={"count": 0})
         self.assertNotIn("replies", formatStatus(none))
 
+    def test_statusQueueWait(self) -> None:
+        """Once datagrams were read: how long they waited in the socket buffer."""
+        status = dict(
+            STANDALONE,
+            queue_wait={
+                "count": 12,
+                "mean": 0.0001,
+                "p50": 0.00006,
+                "p90": 0.0002,
+                "p99": 0.0151,
+                "max": 0.2,
+            },
+        )
+        self.assertIn(
+            "  queued     12 read, 0.06 ms median, 15 ms p99, 200 ms max waiting in the"
+            " socket buffer\n",
+            formatStatus(status),
+        )
+        none = dict(STANDALONE, queue_wait={"count": 0})
+        self.assertNotIn("queued", formatStatus(none))
+
     def test_statusRelationships(self) -> None:
         """
         One row per relationship: own state and for how long, the partner's,

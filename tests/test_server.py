@@ -5,8 +5,10 @@ Tests for L{dhcp6ha.server}: the datagram adapter, reclamation timer and port.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
 from typing import Any
@@ -20,6 +22,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from dhcp6ha import server
 from dhcp6ha.engine import Decision, Received
 from dhcp6ha.interfaces import IAllocationPolicy
 from dhcp6ha.leases.lease import BindingState, Lease, LeaseType
@@ -36,6 +39,7 @@ from dhcp6ha.message import (
 from dhcp6ha.server import (
     _ADDRESS_CACHE_SIZE,
     INTERFACE_NAMES_TTL,
+    SO_TIMESTAMPNS,
     DHCPv6Port,
     DHCPv6ServerProtocol,
     LogThrottle,
@@ -457,6 +461,27 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
         self.flushLoggedErrors(OSError)
         self.assertEqual(self.protocol.responseTime.count, 0)
 
+    def test_queueWait(self) -> None:
+        """
+        The time each datagram waited in the socket buffer
+        (L{PacketInfo.waited}) is recorded for every datagram read, the
+        ones dropped or not answered included; a datagram whose socket does
+        not say adds nothing.
+        """
+        self.setUpProtocol(None)
+        self.protocol.packetReceived(
+            encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(None, None, 0.002)
+        )
+        self.protocol.packetReceived(b"\x01", (str(CLIENT), 546, 0, 0), PacketInfo(None, None, 0.5))
+        self.protocol.packetReceived(
+            encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(None, None)
+        )
+        summary = self.protocol.queueWait.summary()
+        self.assertEqual(summary["count"], 2)
+        self.assertAlmostEqual(summary["max"], 0.5)
+        self.assertEqual(self.protocol.counters["malformed"], 1)
+        self.assertEqual(self.protocol.responseTime.count, 0)
+
     def test_receivedDescribesDatagram(self) -> None:
         """
         The engine gets the decoded message, the source (without scope),
@@ -790,6 +815,7 @@ class FakeSocket:
         self.options: list[tuple[int, int, Any]] = []
         self.sent: list[tuple[bytes, Any]] = []
         self.sendError: OSError | None = None
+        self.refuse: set[tuple[int, int]] = set()
 
     def recvmsg(self, size: int, ancillary: int) -> tuple[bytes, list[Any], int, Any]:
         if not self.reads:
@@ -797,6 +823,8 @@ class FakeSocket:
         return self.reads.pop(0)
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
+        if (level, option) in self.refuse:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
         self.options.append((level, option, value))
 
     def sendto(self, data: bytes, addr: Any) -> int:
@@ -856,10 +884,40 @@ class DHCPv6PortTests(SynchronousTestCase):
 
     def test_socketOptions(self) -> None:
         """
-        The socket asks for C{IPV6_RECVPKTINFO} and for C{receiveBufferSize}
-        bytes of receive buffer (the kernel caps it at C{rmem_max}).
+        The socket asks for C{IPV6_RECVPKTINFO}, for arrival times
+        (L{SO_TIMESTAMPNS}) and for C{receiveBufferSize} bytes of receive
+        buffer (the kernel caps it at C{rmem_max}).
         """
         fake = FakeSocket([])
+        self.patch(udp.Port, "createInternetSocket", lambda self: fake)
+        port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
+        self.assertIs(port.createInternetSocket(), fake)
+        self.assertEqual(
+            fake.options,
+            [
+                (socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1),
+                (socket.SOL_SOCKET, SO_TIMESTAMPNS, 1),
+                (socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20),
+            ],
+        )
+        port.receiveBufferSize = 0
+        fake.options.clear()
+        port.createInternetSocket()
+        self.assertEqual(
+            fake.options,
+            [
+                (socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1),
+                (socket.SOL_SOCKET, SO_TIMESTAMPNS, 1),
+            ],
+        )
+
+    def test_noArrivalTimes(self) -> None:
+        """
+        A system that refuses L{SO_TIMESTAMPNS} still gets its socket (with
+        no arrival times, L{PacketInfo.waited} stays C{None}).
+        """
+        fake = FakeSocket([])
+        fake.refuse = {(socket.SOL_SOCKET, SO_TIMESTAMPNS)}
         self.patch(udp.Port, "createInternetSocket", lambda self: fake)
         port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
         self.assertIs(port.createInternetSocket(), fake)
@@ -870,10 +928,54 @@ class DHCPv6PortTests(SynchronousTestCase):
                 (socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20),
             ],
         )
-        port.receiveBufferSize = 0
-        fake.options.clear()
-        port.createInternetSocket()
-        self.assertEqual(fake.options, [(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)])
+
+    def test_waited(self) -> None:
+        """
+        The arrival time of C{SCM_TIMESTAMPNS} (real-time clock) becomes
+        L{PacketInfo.waited}, the time to the read; an arrival after the
+        read (the clock stepped back) waited 0; a truncated one is ignored.
+        """
+        self.patch(server, "_wallClock", lambda: 1_700_000_010.25)
+        arrived = struct.pack("@ll", 1_700_000_010, 200_000_000)
+        later = struct.pack("@ll", 1_700_000_011, 0)
+        port, protocol, _ = self.makePort(
+            [
+                (b"a", [(socket.SOL_SOCKET, SO_TIMESTAMPNS, arrived)], 0, ("::1", 547, 0, 0)),
+                (b"b", [(socket.SOL_SOCKET, SO_TIMESTAMPNS, later)], 0, ("::1", 547, 0, 0)),
+                (b"c", [(socket.SOL_SOCKET, SO_TIMESTAMPNS, arrived[:8])], 0, ("::1", 547, 0, 0)),
+            ]
+        )
+        port.doRead()
+        waited = [p[2].waited for p in protocol.packets]
+        assert waited[0] is not None
+        self.assertAlmostEqual(waited[0], 0.05, places=6)
+        self.assertEqual(waited[1:], [0.0, None])
+
+    def test_waitedOnRealSocket(self) -> None:
+        """
+        On a real socket (Linux), a datagram sent to it comes with the time
+        it waited: not negative, and at least the time it was left unread.
+        """
+        protocol = RecordingProtocol()
+        port = DHCPv6Port(0, protocol, "::1", reactor=Clock())
+        port._bindSocket()  # bound, read by hand: the Clock is no reactor
+        self.addCleanup(port.socket.close)
+        sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.sendto(b"hello", ("::1", port.getHost().port))
+        sent = time.time()
+        deadline = sent + 5
+        while time.time() < deadline:
+            readable, _, _ = select.select([port.socket], [], [], 0.1)
+            if readable:
+                break
+        time.sleep(0.02)  # left unread for a while
+        port.doRead()
+        self.assertEqual([p[0] for p in protocol.packets], [b"hello"])
+        waited = protocol.packets[0][2].waited
+        assert waited is not None
+        self.assertGreaterEqual(waited, 0.02)
+        self.assertLess(waited, 5.0)
 
     def test_readsAtMostMaxDatagrams(self) -> None:
         """

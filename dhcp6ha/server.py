@@ -109,7 +109,9 @@ class PacketInfo:
     @ivar interface: the name of the interface it arrived on, or C{None}.
     @ivar waited: how long it waited in the socket's receive buffer before
         it was read (seconds, from the kernel's arrival time), or C{None}
-        if the socket does not say.
+        if the socket does not say.  (Linux times datagrams on arrival once
+        a switch it turns on, deferred, for the first socket asking is on;
+        the first ones after start-up may be timed when read: about 0.)
     """
 
     destination: IPv6Address | None

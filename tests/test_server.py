@@ -469,16 +469,19 @@ class ExchangeTests(ProtocolTestsMixin, SynchronousTestCase):
         not say adds nothing.
         """
         self.setUpProtocol(None)
-        self.protocol.packetReceived(
-            encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(None, None, 0.002)
-        )
+        for waited in (0.00002, 0.00003):
+            self.protocol.packetReceived(
+                encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(None, None, waited)
+            )
         self.protocol.packetReceived(b"\x01", (str(CLIENT), 546, 0, 0), PacketInfo(None, None, 0.5))
         self.protocol.packetReceived(
             encode(SOLICIT), (str(CLIENT), 546, 0, 0), PacketInfo(None, None)
         )
         summary = self.protocol.queueWait.summary()
-        self.assertEqual(summary["count"], 2)
+        self.assertEqual(summary["count"], 3)
         self.assertAlmostEqual(summary["max"], 0.5)
+        # Resolved below 0.1 ms, where a server keeping up reads most.
+        self.assertLess(self.protocol.queueWait.percentile(50), 0.00004)
         self.assertEqual(self.protocol.counters["malformed"], 1)
         self.assertEqual(self.protocol.responseTime.count, 0)
 

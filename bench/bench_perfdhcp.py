@@ -989,24 +989,26 @@ def report(leaseType: str, searches: dict[str, Search], comparisons: list[Compar
                 verdict = "" if kind == "SA" else ("  ok" if r <= LATENCY_TARGET else "  MISSED")
                 print(f"  {label:9s} at {comparison.rate}/s {pooled(p, kind, q):7.2f} /"
                       f" {pooled(a, kind, q):7.2f} ms = {r:.3f}{verdict}")  # fmt: skip
-            servedPair, servedAlone = pooledServerTime(p), pooledServerTime(a)
-            if servedPair is not None and servedAlone is not None and servedAlone.count:
-                for label, mine, theirs in (
-                    ("median", servedPair.p50, servedAlone.p50),
-                    ("p99", servedPair.p99, servedAlone.p99),
+            for what, mine, theirs in (
+                (
+                    "server's own response time (datagram read -> reply sent, every reply)",
+                    pooledServerTime(p),
+                    pooledServerTime(a),
+                ),
+                (
+                    "wait in the server's socket buffer (arrival -> read, every datagram)",
+                    pooledQueueWait(p),
+                    pooledQueueWait(a),
+                ),
+            ):
+                if mine is None or theirs is None or not theirs.count:
+                    continue
+                for label, x, y in (
+                    ("median", mine.p50, theirs.p50),
+                    ("p99", mine.p99, theirs.p99),
                 ):
-                    print(f"  server's own response time (datagram read -> reply sent, every"
-                          f" reply) {label} at {comparison.rate}/s {1000 * mine:.2f} /"
-                          f" {1000 * theirs:.2f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
-            queuedPair, queuedAlone = pooledQueueWait(p), pooledQueueWait(a)
-            if queuedPair is not None and queuedAlone is not None and queuedAlone.count:
-                for label, mine, theirs in (
-                    ("median", queuedPair.p50, queuedAlone.p50),
-                    ("p99", queuedPair.p99, queuedAlone.p99),
-                ):
-                    print(f"  wait in the server's socket buffer (arrival -> read, every"
-                          f" datagram) {label} at {comparison.rate}/s {1000 * mine:.3f} /"
-                          f" {1000 * theirs:.3f} ms = {ratio(mine, theirs):.3f}")  # fmt: skip
+                    print(f"  {what} {label} at {comparison.rate}/s {1000 * x:.3f} /"
+                          f" {1000 * y:.3f} ms = {ratio(x, y):.3f}")  # fmt: skip
             lag = pooledLag(p)
             if lag is not None:
                 print(f"  replication lag (Reply sent -> partner ack) at {comparison.rate}/s:"

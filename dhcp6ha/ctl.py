@@ -259,26 +259,20 @@ def formatStatus(status: Mapping[str, Any]) -> str:
             f" dropped {datagrams.get('dropped', 0)}",
         )
     )
-    responseTime = status.get("response_time")
-    if isinstance(responseTime, dict) and responseTime.get("count"):
-        summary.append(
-            (
-                "replies",
-                f"{responseTime['count']} sent, {_milliseconds(responseTime.get('p50'))} median,"
-                f" {_milliseconds(responseTime.get('p99'))} p99,"
-                f" {_milliseconds(responseTime.get('max'))} max after reading the request",
+    for key, label, counted, after in (
+        ("response_time", "replies", "sent", "after reading the request"),
+        ("queue_wait", "queued", "read", "waiting in the socket buffer"),
+    ):
+        durations = status.get(key)
+        if isinstance(durations, dict) and durations.get("count"):
+            summary.append(
+                (
+                    label,
+                    f"{durations['count']} {counted}, {_milliseconds(durations.get('p50'))}"
+                    f" median, {_milliseconds(durations.get('p99'))} p99,"
+                    f" {_milliseconds(durations.get('max'))} max {after}",
+                )
             )
-        )
-    queueWait = status.get("queue_wait")
-    if isinstance(queueWait, dict) and queueWait.get("count"):
-        summary.append(
-            (
-                "queued",
-                f"{queueWait['count']} read, {_milliseconds(queueWait.get('p50'))} median,"
-                f" {_milliseconds(queueWait.get('p99'))} p99,"
-                f" {_milliseconds(queueWait.get('max'))} max waiting in the socket buffer",
-            )
-        )
     leases = status.get("leases")
     if isinstance(leases, dict):
         if leases:

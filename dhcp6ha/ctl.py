@@ -195,6 +195,19 @@ def _milliseconds(seconds: object) -> str:
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:,.0f} ms"
 
 
+def _lag(replication: object) -> str:
+    """
+    The replication lag (a change's reply to the partner's ack) of a
+    relationship's status, median and 99th percentile since the server
+    started: C{-} before any ack.
+    """
+    lag = replication.get("lag") if isinstance(replication, dict) else None
+    if not isinstance(lag, dict) or not lag.get("count"):
+        return "-"
+    median, p99 = _milliseconds(lag.get("p50")), _milliseconds(lag.get("p99"))
+    return f"{median.removesuffix(' ms')}/{p99}"
+
+
 def _until(when: float, now: float) -> str:
     if when >= now:
         return "in " + formatDuration(when - now)
@@ -224,8 +237,8 @@ def formatStatus(status: Mapping[str, Any]) -> str:
     """
     The result of C{status} for people: a summary of the server, then one
     line per failover relationship (own state and since when, partner's
-    state, unacked updates, last contact, clock skew).  Times are shown
-    relative to the server's C{"now"}.
+    state, unacked updates, replication lag, last contact, clock skew).
+    Times are shown relative to the server's C{"now"}.
     """
     now = float(status.get("now", 0.0))
     server = status.get("server") or {}
@@ -297,6 +310,7 @@ def formatStatus(status: Mapping[str, Any]) -> str:
         "PARTNER",
         "SINCE",
         "UNACKED",
+        "LAG P50/P99",
         "CONTACT",
         "SKEW",
     ]
@@ -319,6 +333,7 @@ def formatStatus(status: Mapping[str, Any]) -> str:
                 partner,
                 _since(entry.get("partner_state_since"), now),
                 str(entry.get("unacked_updates", "-")),
+                _lag(entry.get("replication")),
                 _ago(entry.get("last_contact"), now),
                 "-" if not isinstance(skew, int | float) else f"{skew:+.1f}s",
             ]

@@ -160,7 +160,8 @@ class FormatTests(SynchronousTestCase):
     def test_statusRelationships(self) -> None:
         """
         One row per relationship: own state and for how long, the partner's,
-        unacked updates, last contact, clock skew.
+        unacked updates, the replication lag's median and 99th percentile
+        (C{-} before any ack), last contact, clock skew.
         """
         status = dict(
             STANDALONE,
@@ -174,7 +175,20 @@ class FormatTests(SynchronousTestCase):
                     last_contact=NOW - 2,
                     clock_skew=None,
                     unacked_updates=0,
+                    replication={
+                        "sent": 40,
+                        "acked": 40,
+                        "lag": {
+                            "count": 40,
+                            "mean": 0.011,
+                            "p50": 0.0099,
+                            "p90": 0.018,
+                            "p99": 0.0235,
+                            "max": 0.03,
+                        },
+                    },
                 ),
+                relationship(name="c", replication={"lag": {"count": 0}}),
             ],
         )
         lines = formatStatus(status).splitlines()
@@ -183,11 +197,13 @@ class FormatTests(SynchronousTestCase):
             table,
             [
                 "RELATIONSHIP  ROLE       STATE                       SINCE      PARTNER"
-                "                 SINCE      UNACKED  CONTACT    SKEW",
+                "                 SINCE      UNACKED  LAG P50/P99  CONTACT    SKEW",
                 "lab-pair      primary    COMMUNICATIONS-INTERRUPTED  for 3m12s  NORMAL"
-                " (not connected)  for 2h00m  12       3m13s ago  -0.2s",
+                " (not connected)  for 2h00m  12       -            3m13s ago  -0.2s",
                 "b             secondary  NORMAL                      for 3m12s  NORMAL"
-                "                  for 2h00m  0        2s ago     -",
+                "                  for 2h00m  0        9.90/24 ms   2s ago     -",
+                "c             primary    COMMUNICATIONS-INTERRUPTED  for 3m12s  NORMAL"
+                " (not connected)  for 2h00m  12       -            3m13s ago  -0.2s",
             ],
         )
 
@@ -214,7 +230,7 @@ class FormatTests(SynchronousTestCase):
         self.assertNotIn("  up ", text)
         self.assertIn("  leases     unknown: the lease database is not open\n", text)
         self.assertIn("relationship x: status failed: boom\n", text)
-        self.assertIn("- (not connected)  -      12       never    -\n", text)
+        self.assertIn("- (not connected)  -      12       -            never    -\n", text)
 
     def test_statusInterfaces(self) -> None:
         """Interfaces of directly attached clients are listed; no lease at all says so."""

@@ -885,16 +885,24 @@ class DHCPv6PortTests(SynchronousTestCase):
             ],
         )
 
+    def createdSocket(
+        self, refuse: frozenset[tuple[int, int]] = frozenset()
+    ) -> tuple[DHCPv6Port, FakeSocket]:
+        """A port and the fake socket its C{createInternetSocket} set up."""
+        fake = FakeSocket([])
+        fake.refuse = set(refuse)
+        self.patch(udp.Port, "createInternetSocket", lambda self: fake)
+        port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
+        self.assertIs(port.createInternetSocket(), fake)
+        return port, fake
+
     def test_socketOptions(self) -> None:
         """
         The socket asks for C{IPV6_RECVPKTINFO}, for arrival times
         (L{SO_TIMESTAMPNS}) and for C{receiveBufferSize} bytes of receive
         buffer (the kernel caps it at C{rmem_max}).
         """
-        fake = FakeSocket([])
-        self.patch(udp.Port, "createInternetSocket", lambda self: fake)
-        port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
-        self.assertIs(port.createInternetSocket(), fake)
+        port, fake = self.createdSocket()
         self.assertEqual(
             fake.options,
             [
@@ -919,11 +927,7 @@ class DHCPv6PortTests(SynchronousTestCase):
         A system that refuses L{SO_TIMESTAMPNS} still gets its socket (with
         no arrival times, L{PacketInfo.waited} stays C{None}).
         """
-        fake = FakeSocket([])
-        fake.refuse = {(socket.SOL_SOCKET, SO_TIMESTAMPNS)}
-        self.patch(udp.Port, "createInternetSocket", lambda self: fake)
-        port = DHCPv6Port(0, RecordingProtocol(), "::1", reactor=Clock())
-        self.assertIs(port.createInternetSocket(), fake)
+        _, fake = self.createdSocket(refuse=frozenset({(socket.SOL_SOCKET, SO_TIMESTAMPNS)}))
         self.assertEqual(
             fake.options,
             [

@@ -665,10 +665,10 @@ _MSG_TRUNC = int(socket.MSG_TRUNC)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _IPV6_PKTINFO = int(socket.IPV6_PKTINFO)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
-# Linux's SO_TIMESTAMPNS (the socket module does not name it; 35 is
-# asm-generic's, x86 and ARM included): each
-# datagram comes with its arrival time as an SCM_TIMESTAMPNS message (the
-# same number), a struct timespec of the real-time clock.
+# Linux's SO_TIMESTAMPNS, which the socket module does not name (35 is
+# asm-generic's number, x86 and ARM included): each datagram comes with its
+# arrival time as an SCM_TIMESTAMPNS message (the same number), a struct
+# timespec of the real-time clock.
 SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@ll")
 _ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_TIMESPEC.size)

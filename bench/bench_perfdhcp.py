@@ -30,6 +30,12 @@ configuration (WAL, synchronous=FULL, group commit).
     servers) run from another checkout, to compare a change of the
     replication with the code before it in one run.  Its ratios to
     C{alone} are printed as well.
+  - C{pair@NAME}, for each C{--pair-ablation NAME}: a pair run from this
+    checkout's C{HEAD} with C{bench/ablations/NAME.patch} applied, which
+    leaves out one part of failover to measure what that part costs (see
+    C{bench/ablations/README.rst})::
+
+        --pair-ablation policy-only --pair-ablation nosend
 
 For each lease type, every setup's offered rate is stepped up, then
 bisected, to find the highest rate at which fewer than 1% of the 4-message
@@ -124,6 +130,7 @@ from tests.integration.serverproc import (  # noqa: E402
 )
 
 PERFDHCP = "/usr/sbin/perfdhcp"
+ABLATIONS = Path(__file__).resolve().parent / "ablations"
 BENCH_PD = IPv6Network("fd6b:5e1f::/32")  # 2^24 /56 prefixes: never runs out here
 SERVER = LAN.network_address + 1
 CLIENT = LAN.network_address + 2
@@ -1028,6 +1035,8 @@ async def main(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", cleanups.run)
     workdir = Path(cleanups.mktemp(args.workdir))
     fsType = run(["stat", "-f", "-c", "%T", str(workdir)], check=False).stdout.strip()
+    for name in args.pair_ablation:
+        args.pair_tree.append((name, str(ablationTree(workdir, name))))
     trees = ", ".join(f"{label} from {tree}" for label, tree in args.tree + args.pair_tree)
     print(f"server from {serverTree()}{'; ' + trees if trees else ''};"
           f" files in {workdir} ({fsType}); load average {os.getloadavg()[0]:.2f}",
@@ -1044,6 +1053,19 @@ async def main(args: argparse.Namespace) -> int:
         report(name, searches, comparisons, args)
     print(f"\nlogs in {workdir}; load average {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def ablationTree(workdir: Path, name: str) -> Path:
+    """This checkout's C{HEAD} with C{bench/ablations/NAME.patch} applied, under C{workdir}."""
+    tree = workdir / f"ablation-{name}"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(serverTree()), "archive", "HEAD"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    patch = ABLATIONS / f"{name}.patch"
+    subprocess.run(["patch", "-s", "-p1", "-d", str(tree), "-i", str(patch)], check=True)
+    return tree
 
 
 def parseRates(text: str) -> list[int]:
@@ -1071,6 +1093,9 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
                    metavar="LABEL=PATH", help="also a server alone from this checkout")  # fmt: skip
     p.add_argument("--pair-tree", action="append", type=parseTree, default=[],
                    metavar="LABEL=PATH", help="also a pair from this checkout")  # fmt: skip
+    p.add_argument("--pair-ablation", action="append", default=[],
+                   choices=sorted(patch.stem for patch in ABLATIONS.glob("*.patch")),
+                   metavar="NAME", help="also a pair from HEAD with bench/ablations/NAME.patch")  # fmt: skip
     p.add_argument("--period", type=float, default=8.0, help="seconds per perfdhcp run")
     p.add_argument("--start", type=int, default=500, help="first offered rate (exchanges/s)")
     p.add_argument("--clients", type=int, default=1_000_000, help="perfdhcp -R")

@@ -1059,12 +1059,12 @@ def ablationTree(workdir: Path, name: str) -> Path:
     """This checkout's C{HEAD} with C{bench/ablations/NAME.patch} applied, under C{workdir}."""
     tree = workdir / f"ablation-{name}"
     tree.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(serverTree()), "archive", "HEAD"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    patch = ABLATIONS / f"{name}.patch"
-    subprocess.run(["patch", "-s", "-p1", "-d", str(tree), "-i", str(patch)], check=True)
+    archive = workdir / f"ablation-{name}.tar"
+    # run(): a command that fails (a patch that no longer applies) says why.
+    run(["git", "-C", str(serverTree()), "archive", "--output", str(archive), "HEAD"])
+    run(["tar", "-x", "-f", str(archive), "-C", str(tree)])
+    archive.unlink()
+    run(["patch", "-s", "-p1", "-d", str(tree), "-i", str(ABLATIONS / f"{name}.patch")])
     return tree
 
 
